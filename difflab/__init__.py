@@ -1,0 +1,14 @@
+"""difflab: the family of diffusion generative models from one small set of ideas.
+
+Paths (`paths`) define the forward process, denoisers (`denoisers`) are what a network or an exact
+oracle (`oracles`) gives back, samplers (`samplers`) turn a denoiser and a path into samples, and
+`sample` puts them together. See DESIGN.md and the README.
+"""
+
+from . import denoisers, losses, metrics, oracles, paths, samplers, targets
+from .denoisers import as_denoiser
+from .sampling import sample
+
+__version__ = "0.1.0"
+
+__all__ = ["paths", "targets", "denoisers", "losses", "samplers", "oracles", "metrics", "sample", "as_denoiser"]

@@ -1,0 +1,28 @@
+"""Randomness always comes from an explicit `torch.Generator`: same seed, same samples.
+
+A CPU generator may drive tensors on another device (the noise is drawn on the generator's device
+and moved), so a seed gives the same samples on CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def randn(shape, *, generator: torch.Generator | None = None, device=None, dtype=None) -> Tensor:
+    """Standard normal noise of `shape`, drawn from `generator` (global RNG only when it is None)."""
+    dtype = dtype or torch.get_default_dtype()
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    gen_device = generator.device if generator is not None else device
+    z = torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype)
+    return z.to(device)
+
+
+def rand(shape, *, generator: torch.Generator | None = None, device=None, dtype=None) -> Tensor:
+    """Uniform [0, 1) noise of `shape`, drawn from `generator`."""
+    dtype = dtype or torch.get_default_dtype()
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    gen_device = generator.device if generator is not None else device
+    u = torch.rand(tuple(shape), generator=generator, device=gen_device, dtype=dtype)
+    return u.to(device)

@@ -1,0 +1,216 @@
+r"""Exact models: Gaussian mixtures and Gaussians under any affine path.
+
+If x0 ~ sum_k pi_k N(mu_k, C_k) and x_t = alpha x0 + sigma z, then everything is closed form
+(e.g. Karras et al. 2022, appendix B.3, for the isotropic case):
+
+    p_t(x)          = sum_k pi_k N(x; alpha mu_k, S_k),          S_k = alpha^2 C_k + sigma^2 I,
+    w_k(x)          = pi_k N(x; alpha mu_k, S_k) / p_t(x)        (posterior component weights),
+    E[x0 | x_t = x] = sum_k w_k(x) (mu_k + alpha C_k S_k^{-1} (x - alpha mu_k)),
+    grad log p_t(x) = -sum_k w_k(x) S_k^{-1} (x - alpha mu_k).
+
+Each C_k is stored by its eigen-decomposition U_k diag(lambda_k) U_k^T, so S_k = U_k diag(alpha^2
+lambda_k + sigma^2) U_k^T and nothing is inverted at sampling time (isotropic and diagonal
+components skip U_k altogether). For a single Gaussian the probability-flow ODE is linear in each
+eigen-direction, and its flow map from time t to s is exact:
+
+    x_s = alpha_s mu + U diag(sqrt((alpha_s^2 lambda + sigma_s^2) / (alpha_t^2 lambda + sigma_t^2))) U^T (x_t - alpha_t mu).
+
+These are the library's teaching models and the test oracle for every sampler.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ._checks import append_dims, batch_times, check_finite, check_times
+from ._random import randn
+
+__all__ = ["GaussianMixture", "Gaussian", "ring_mixture"]
+
+
+class GaussianMixture:
+    """sum_k weights_k N(means_k, C_k): give `stds` (scalar, per component, or per component and
+    dimension) for diagonal components or `covariances` (K, d, d) for full ones."""
+
+    def __init__(self, means, stds=None, weights=None, *, covariances=None):
+        means = torch.as_tensor(means, dtype=torch.float64)
+        if means.ndim == 1:
+            means = means[:, None]  # K one-dimensional components
+        if means.ndim != 2:
+            raise ValueError(f"means must have shape (K, d); got {tuple(means.shape)}")
+        check_finite(means, "means")
+        K, d = means.shape
+        if (stds is None) == (covariances is None):
+            raise ValueError("give exactly one of stds= (diagonal components) or covariances= (full components)")
+        self.rotations = None
+        if stds is not None:
+            stds = torch.as_tensor(stds, dtype=torch.float64)
+            try:
+                stds = torch.broadcast_to(stds if stds.ndim != 1 else stds[:, None], (K, d)).clone()
+            except RuntimeError:
+                raise ValueError(
+                    f"stds must be a scalar, a (K,) vector or a (K, d) array for K={K}, d={d}; got {tuple(stds.shape)}"
+                ) from None
+            if bool((stds < 0).any()):
+                raise ValueError("stds must be >= 0")
+            self.variances = stds**2
+        else:
+            cov = torch.as_tensor(covariances, dtype=torch.float64)
+            if cov.shape != (K, d, d):
+                raise ValueError(f"covariances must have shape (K, d, d) = ({K}, {d}, {d}); got {tuple(cov.shape)}")
+            if not torch.allclose(cov, cov.transpose(1, 2)):
+                raise ValueError("covariances must be symmetric")
+            lam, U = torch.linalg.eigh(cov)
+            if bool((lam < -1e-10 * lam.abs().max()).any()):
+                raise ValueError("covariances must be positive semi-definite")
+            self.variances, self.rotations = lam.clamp_min(0), U
+        if weights is None:
+            weights = torch.full((K,), 1.0 / K, dtype=torch.float64)
+        weights = torch.as_tensor(weights, dtype=torch.float64).flatten()
+        if weights.shape != (K,) or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+            raise ValueError(f"weights must be {K} non-negative numbers with a positive sum")
+        self.means = means
+        self.weights = weights / weights.sum()
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def num_components(self) -> int:
+        return self.means.shape[0]
+
+    # -- moments -----------------------------------------------------------------------------
+    def component_covariances(self) -> Tensor:
+        if self.rotations is None:
+            return torch.diag_embed(self.variances)
+        U = self.rotations
+        return U @ torch.diag_embed(self.variances) @ U.transpose(1, 2)
+
+    def mean(self) -> Tensor:
+        return self.weights @ self.means
+
+    def covariance(self) -> Tensor:
+        m = self.mean()
+        dev = self.means - m
+        within = (self.weights[:, None, None] * self.component_covariances()).sum(0)
+        return within + (self.weights[:, None, None] * dev[:, :, None] * dev[:, None, :]).sum(0)
+
+    # -- sampling ------------------------------------------------------------------------------
+    def sample(self, n: int, generator: torch.Generator | None = None, *, path=None, t=0.0, device=None,
+               dtype=torch.float32, return_components: bool = False):
+        """n draws of x0 (or of x_t when a path and time are given)."""
+        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = randn((n, self.dim), generator=generator, dtype=torch.float64)
+        scaled = z * self.variances[comp].sqrt()
+        if self.rotations is not None:
+            scaled = torch.einsum("nij,nj->ni", self.rotations[comp], scaled)
+        x = self.means[comp] + scaled
+        if path is not None:
+            x = path.perturb(x, torch.as_tensor(t, dtype=torch.float64), randn(x.shape, generator=generator, dtype=torch.float64))
+        x = x.to(device=device, dtype=dtype)
+        return (x, comp.to(x.device)) if return_components else x
+
+    # -- the exact quantities under a path ------------------------------------------------------
+    def _terms(self, x: Tensor, t, path):
+        """Per component: eigen-coordinates y = U^T (x - alpha mu), variances S, log pi_k N(x; alpha mu_k, S_k)."""
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (batch, {self.dim}); got {tuple(x.shape)}")
+        dtype = x.dtype
+        if path is None:
+            t = torch.zeros(x.shape[0], dtype=dtype, device=x.device)
+            a = torch.ones(x.shape[0], 1, dtype=dtype, device=x.device)
+            s = torch.zeros_like(a)
+        else:
+            t = batch_times(t, x)
+            a = append_dims(path.alpha(t), 2).to(dtype)
+            s = append_dims(path.sigma(t), 2).to(dtype)
+        mu = self.means.to(x)
+        lam = self.variances.to(x)
+        diff = x[:, None, :] - a[:, :, None] * mu[None]  # (B, K, d)
+        y = diff if self.rotations is None else torch.einsum("kji,bkj->bki", self.rotations.to(x), diff)
+        S = (a[:, :, None] ** 2 * lam[None] + s[:, :, None] ** 2).clamp_min(torch.finfo(dtype).tiny)
+        log_n = -0.5 * ((y**2 / S) + torch.log(2 * math.pi * S)).sum(-1)
+        return y, S, a, log_n + torch.log(self.weights.to(x))[None]
+
+    def _rotate_back(self, v: Tensor) -> Tensor:
+        return v if self.rotations is None else torch.einsum("kij,bkj->bki", self.rotations.to(v), v)
+
+    def posterior_weights(self, x: Tensor, t=0.0, path=None) -> Tensor:
+        """w_k(x): the probability that x_t = x came from component k, shape (B, K)."""
+        *_, logp = self._terms(x, t, path)
+        return torch.softmax(logp, dim=1)
+
+    def log_prob(self, x: Tensor, t=0.0, path=None) -> Tensor:
+        """log p_t(x) in nats per example (the data density when no path is given)."""
+        *_, logp = self._terms(x, t, path)
+        return torch.logsumexp(logp, dim=1)
+
+    def score(self, x: Tensor, t=0.0, path=None) -> Tensor:
+        """grad_x log p_t(x)."""
+        y, S, _, logp = self._terms(x, t, path)
+        w = torch.softmax(logp, dim=1)
+        return -(w[:, :, None] * self._rotate_back(y / S)).sum(1)
+
+    def posterior_mean(self, x: Tensor, t, path) -> Tensor:
+        """E[x0 | x_t = x]: the exact denoiser."""
+        y, S, a, logp = self._terms(x, t, path)
+        w = torch.softmax(logp, dim=1)
+        lam = self.variances.to(x)
+        shift = self._rotate_back(a[:, :, None] * lam[None] / S * y)
+        return (w[:, :, None] * (self.means.to(x)[None] + shift)).sum(1)
+
+    def denoiser(self, path):
+        """The exact denoiser D(x_t, t) = E[x0 | x_t] of this mixture under `path`."""
+        return _OracleDenoiser(self, path)
+
+    def classify(self, x: Tensor) -> Tensor:
+        """The most probable component of each data point (for mode-weight checks)."""
+        return self.posterior_weights(x).argmax(1)
+
+
+class _OracleDenoiser:
+    def __init__(self, mixture: GaussianMixture, path):
+        self.mixture, self.path = mixture, path
+
+    def __call__(self, x_t: Tensor, t: Tensor, **cond) -> Tensor:
+        return self.mixture.posterior_mean(x_t, t, self.path)
+
+    def __repr__(self) -> str:
+        return f"exact denoiser of a {self.mixture.num_components}-component mixture under {self.path!r}"
+
+
+class Gaussian(GaussianMixture):
+    """N(mean, C): a one-component mixture with a closed-form probability-flow map."""
+
+    def __init__(self, mean, std=None, *, covariance=None):
+        mean = torch.as_tensor(mean, dtype=torch.float64).reshape(1, -1)
+        if covariance is not None:
+            covariance = torch.as_tensor(covariance, dtype=torch.float64)[None]
+            super().__init__(mean, covariances=covariance)
+        else:
+            super().__init__(mean, 1.0 if std is None else torch.as_tensor(std, dtype=torch.float64).reshape(1, -1))
+
+    def flow(self, x: Tensor, t, s, path) -> Tensor:
+        """The exact probability-flow ODE map x_t -> x_s (either direction)."""
+        t = check_times(batch_times(t, x))
+        s = check_times(batch_times(s, x))
+        at, st = (append_dims(f(t), 2).to(x) for f in (path.alpha, path.sigma))
+        as_, ss = (append_dims(f(s), 2).to(x) for f in (path.alpha, path.sigma))
+        mu, lam = self.means[0].to(x), self.variances[0].to(x)
+        ratio = torch.sqrt((as_**2 * lam + ss**2) / (at**2 * lam + st**2))
+        dev = x - at * mu
+        if self.rotations is None:
+            return as_ * mu + ratio * dev
+        U = self.rotations[0].to(x)
+        return as_ * mu + ((dev @ U) * ratio) @ U.T
+
+
+def ring_mixture(num_modes: int = 8, radius: float = 4.0, std: float = 0.5) -> GaussianMixture:
+    """`num_modes` equal isotropic Gaussians evenly spaced on a circle in 2-D (the 'eight Gaussians')."""
+    angles = torch.arange(num_modes, dtype=torch.float64) * (2 * math.pi / num_modes)
+    means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], 1)
+    return GaussianMixture(means, std)

@@ -1,0 +1,89 @@
+r"""Ancestral samplers: DDPM (Ho et al. 2020) and DDIM (Song, Meng & Ermon 2021).
+
+Both step from time t to an earlier time s of the grid using the denoiser's x0_hat = D(x_t, t)
+and eps_hat = (x_t - alpha_t x0_hat) / sigma_t, on any affine path and any grid.
+
+DDPM (the notes' Algorithm 25.2): x_s ~ N(mu, sigma_step^2 I) with mu the posterior mean of
+q(x_s | x_t, x0 = x0_hat) (see `paths`); for one step of the discrete chain this is
+
+    mu = (x_t - beta_t / sqrt(1 - abar_t) eps_hat) / sqrt(1 - beta_t),
+
+and sigma_step^2 is either beta-tilde (the posterior variance, `variance="beta_tilde"`) or beta
+(the one-step forward variance sigma_{t|s}^2, `variance="beta"`). As in Ho et al.'s Algorithm 2
+no noise is added on the final step to t = 0.
+
+DDIM (eq. 12 of Song et al.): with c^2 = eta^2 Var[q(x_s | x_t, x0)],
+
+    x_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c z,
+
+deterministic at eta = 0 and, at eta = 1, the DDPM step with beta-tilde (same law).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .._checks import choose
+from .._random import randn
+from ._common import coefs, finish, start, times_for
+
+
+def ddim_step(path, x: Tensor, x0: Tensor, t: Tensor, s: Tensor, eta: float = 0.0, noise: Tensor | None = None) -> Tensor:
+    """One DDIM step from t to s < t given x0_hat (noise needed when eta > 0)."""
+    a_t, s_t = coefs(path, t)
+    a_s, s_s = coefs(path, s)
+    eps = (x - a_t * x0) / s_t
+    _, _, post_var = path.posterior(t.to(torch.float64), s.to(torch.float64))
+    c2 = eta**2 * float(post_var)
+    x_s = a_s * x0 + math.sqrt(max(s_s**2 - c2, 0.0)) * eps
+    if c2 > 0:
+        x_s = x_s + math.sqrt(c2) * noise
+    return x_s
+
+
+def ddpm_step(path, x: Tensor, x0: Tensor, t: Tensor, s: Tensor, variance: str = "beta_tilde",
+              noise: Tensor | None = None) -> Tensor:
+    """One ancestral step from t to s < t: the posterior mean given x0_hat plus noise (none when s = 0)."""
+    choose(variance, ("beta_tilde", "beta"), "DDPM variance")
+    coef_x0, coef_xt, post_var = path.posterior(t.to(torch.float64), s.to(torch.float64))
+    mean = float(coef_x0) * x0 + float(coef_xt) * x
+    if float(s) == 0:
+        return mean
+    var = float(post_var) if variance == "beta_tilde" else float(path.transition(t, s)[1])
+    return mean + math.sqrt(var) * noise
+
+
+@torch.no_grad()
+def ddpm(denoiser, path, x: Tensor, ts, *, variance: str = "beta_tilde", generator: torch.Generator | None = None,
+         callback=None, return_info: bool = False, **cond):
+    """Ancestral sampling (Algorithm 25.2) over the grid `ts`; sigma^2 = beta-tilde or beta."""
+    choose(variance, ("beta_tilde", "beta"), "DDPM variance")
+    den, ts = start(denoiser, x, ts)
+    for i in range(ts.numel() - 1):
+        t, s = ts[i], ts[i + 1]
+        x0 = den(x, times_for(x, t), **cond)  # x0_hat = E[x0 | x_t]
+        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if float(s) > 0 else None
+        x = ddpm_step(path, x, x0, t, s, variance, noise)  # x_s ~ N(posterior mean, sigma_step^2)
+        if callback is not None:
+            callback({"i": i, "t": float(t), "s": float(s), "x": x, "x0": x0})
+    return finish(x, den, ts, return_info)
+
+
+@torch.no_grad()
+def ddim(denoiser, path, x: Tensor, ts, *, eta: float = 0.0, generator: torch.Generator | None = None,
+         callback=None, return_info: bool = False, **cond):
+    """DDIM over the grid `ts` (eta = 0: deterministic; eta = 1: DDPM with beta-tilde)."""
+    if not 0 <= eta:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    den, ts = start(denoiser, x, ts)
+    for i in range(ts.numel() - 1):
+        t, s = ts[i], ts[i + 1]
+        x0 = den(x, times_for(x, t), **cond)
+        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if eta > 0 else None
+        x = ddim_step(path, x, x0, t, s, eta, noise)
+        if callback is not None:
+            callback({"i": i, "t": float(t), "s": float(s), "x": x, "x0": x0})
+    return finish(x, den, ts, return_info)

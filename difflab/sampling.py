@@ -1,0 +1,64 @@
+"""`difflab.sample`: one call from a denoiser and a path to samples, with any sampler and grid."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import Tensor
+
+from ._checks import check_finite, choose
+from .samplers import SAMPLERS, check_grid
+from .samplers.grids import make_grid
+
+__all__ = ["sample", "default_grid"]
+
+_RESERVED = {"denoiser", "path", "x", "ts", "generator", "callback", "return_info"}
+
+
+def default_grid(path) -> str:
+    """'trailing' on a discrete-time path (its own timesteps, starting at the last), 'uniform' otherwise."""
+    return "trailing" if getattr(path, "T", None) is not None else "uniform"
+
+
+def sample(denoiser, path, shape=None, *, sampler: str = "ddim", steps: int | None = None, timesteps=None,
+           grid: str | None = None, x: Tensor | None = None, generator: torch.Generator | None = None,
+           device=None, dtype=None, cond: dict | None = None, callback=None, return_info: bool = False, **options):
+    """Draw samples: start from the prior at t = 1 (or from `x`) and run `sampler` over a grid.
+
+    Give either `steps` (a grid named `grid`: see `samplers.grids.GRIDS`) or `timesteps` (an
+    explicit decreasing grid of times in [0, 1]). `ode_rk45` is adaptive and needs neither.
+    `options` are the sampler's own keywords (`eta`, `variance`, `snr`, `rtol`, ...), checked by name;
+    `cond` holds conditioning passed on to the denoiser. Returns the samples, and a `SampleInfo`
+    (NFE, grid) with `return_info=True`.
+    """
+    fn = SAMPLERS[choose(sampler, SAMPLERS, "sampler")]
+    accepted = [p for p in inspect.signature(fn).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _RESERVED]
+    for key in options:
+        choose(key, [p.name for p in accepted], f"option for sampler {sampler!r}")
+
+    if timesteps is not None and steps is not None:
+        raise ValueError("give either steps= or timesteps=, not both")
+    if timesteps is not None:
+        if grid is not None:
+            raise ValueError("grid= names a grid built from steps=; it cannot be combined with explicit timesteps=")
+        ts = check_grid(timesteps)
+    elif steps is None and sampler == "ode_rk45":
+        ts = torch.tensor([1.0, path.t_min, 0.0], dtype=torch.float64)  # adaptive: start, stop, denoise
+    elif steps is None:
+        raise ValueError(f"sampler {sampler!r} needs steps= (number of steps) or timesteps= (an explicit grid)")
+    else:
+        ts = make_grid(grid or default_grid(path), path, steps)
+
+    if x is None:
+        if shape is None:
+            raise ValueError("give shape= (for example (n, 2)) or a starting sample x=")
+        x = path.prior_sample(shape, generator, device=device, dtype=dtype)
+    else:
+        check_finite(x, "x (the starting sample)")
+        if shape is not None and tuple(shape) != tuple(x.shape):
+            raise ValueError(f"shape={tuple(shape)} does not match the starting sample's shape {tuple(x.shape)}")
+        x = x.to(device=device or x.device, dtype=dtype or x.dtype)
+    return fn(denoiser, path, x, ts, generator=generator, callback=callback, return_info=return_info,
+              **options, **(cond or {}))

@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+import difflab as dl
+
+torch.set_num_threads(2)
+
+ALL_PATHS = {
+    "VP": lambda: dl.paths.VP(),
+    "ConstantVP": lambda: dl.paths.ConstantVP(8.0),
+    "SubVP": lambda: dl.paths.SubVP(),
+    "Cosine": lambda: dl.paths.Cosine(),
+    "VE": lambda: dl.paths.VE(),
+    "Linear": lambda: dl.paths.Linear(),
+    "DiscreteVP.linear": lambda: dl.paths.DiscreteVP.linear(1000),
+    "DiscreteVP.cosine": lambda: dl.paths.DiscreteVP.cosine(200),
+}
+
+
+@pytest.fixture(params=list(ALL_PATHS))
+def any_path(request):
+    return ALL_PATHS[request.param]()
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_mixture() -> dl.oracles.GaussianMixture:
+    """Three unequal 2-D components, one with a full (rotated) covariance, unequal weights."""
+    means = [[-2.0, 0.0], [1.5, 1.5], [1.0, -2.0]]
+    covs = [[[0.25, 0.0], [0.0, 0.25]], [[0.5, 0.3], [0.3, 0.4]], [[0.1, 0.0], [0.0, 0.3]]]
+    return dl.oracles.GaussianMixture(means, covariances=covs, weights=[0.5, 0.3, 0.2])
+
+
+test_mixture.__test__ = False
