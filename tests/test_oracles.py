@@ -84,7 +84,9 @@ def test_gaussian_flow_solves_the_probability_flow_ode():
         h = 1e-6
         xs = g.flow(x, 1.0, s, path)
         dxds = (g.flow(x, 1.0, s + h, path) - g.flow(x, 1.0, s - h, path)) / (2 * h)
-        v = dl.samplers.velocity(path, xs, den(xs, torch.full((50,), s, dtype=torch.float64)), torch.tensor(s, dtype=torch.float64))
+        st = torch.tensor(s, dtype=torch.float64)
+        coefs = [float(f(st)) for f in (path.alpha, path.sigma, path.d_alpha, path.d_sigma)]
+        v = dl.samplers.velocity(xs, den(xs, torch.full((50,), s, dtype=torch.float64)), *coefs)
         torch.testing.assert_close(dxds, v, rtol=1e-6, atol=1e-6)
     # and it is a flow: composing t -> s -> r is t -> r, and it pushes N(alpha_t m, S_t) to N(alpha_s m, S_s)
     torch.testing.assert_close(g.flow(g.flow(x, 0.9, 0.5, path), 0.5, 0.1, path), g.flow(x, 0.9, 0.1, path))

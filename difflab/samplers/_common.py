@@ -1,4 +1,8 @@
-"""What every sampler shares: grid validation, per-time path coefficients, NFE counting, callbacks."""
+"""What every sampler shares: grid validation, the per-step coefficient table, NFE counting, callbacks.
+
+All path coefficients a sampler needs are computed once per grid, vectorised in float64, and handed
+to the step kernels as Python floats (`Step`), so the loop itself does no path arithmetic.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,58 @@ class SampleInfo:
     nfe: int
     steps: int
     timesteps: Tensor
+
+
+@dataclass(frozen=True)
+class Step:
+    """Everything about one step t -> s (< t) of a path: alpha, sigma and their derivatives at both
+    ends, the SDE (f, g^2) at t, half log-SNRs, and the posterior q(x_s | x_t, x0) and transition
+    x_t | x_s variances."""
+
+    t: float
+    s: float
+    alpha_t: float
+    sigma_t: float
+    alpha_s: float
+    sigma_s: float
+    d_alpha_t: float
+    d_sigma_t: float
+    d_alpha_s: float
+    d_sigma_s: float
+    f_t: float
+    g2_t: float
+    lambda_t: float  # log(alpha_t / sigma_t)
+    lambda_s: float
+    post_x0: float
+    post_xt: float
+    post_var: float
+    trans_var: float  # sigma_{t|s}^2
+
+
+def steps_of(path, ts: Tensor) -> list[Step]:
+    """The `Step` table of a grid, computed in one vectorised pass."""
+    ts = ts.to(torch.float64)
+    with torch.no_grad():
+        a, s = path.alpha(ts), path.sigma(ts)
+        da, ds = path.d_alpha(ts), path.d_sigma(ts)
+        f, g2 = path.drift_diffusion(ts)
+        lam = 0.5 * path.log_snr(ts)
+        t_, s_ = ts[:-1], ts[1:]
+        post_x0, post_xt, post_var = path.posterior(t_, s_)
+        trans_var = path.transition(t_, s_)[1]
+    cols = [v.tolist() for v in (a, s, da, ds, f, g2, lam)]
+    pair = [v.tolist() for v in (post_x0, post_xt, post_var, trans_var)]
+    a, s, da, ds, f, g2, lam = cols
+    return [
+        Step(ts[i].item(), ts[i + 1].item(), a[i], s[i], a[i + 1], s[i + 1], da[i], ds[i], da[i + 1], ds[i + 1],
+             f[i], g2[i], lam[i], lam[i + 1], *(p[i] for p in pair))
+        for i in range(ts.numel() - 1)
+    ]
+
+
+def step_of(path, t: float, s: float) -> Step:
+    """The `Step` from t to s, for using one kernel alone."""
+    return steps_of(path, torch.tensor([float(t), float(s)], dtype=torch.float64))[0]
 
 
 def check_grid(ts) -> Tensor:
@@ -41,13 +97,7 @@ def start(denoiser, x: Tensor, ts) -> tuple[CountingDenoiser, Tensor]:
     return CountingDenoiser(denoiser), check_grid(ts)
 
 
-def coefs(path, t: Tensor) -> tuple[float, float]:
-    """(alpha(t), sigma(t)) as Python floats computed in float64: shared by the whole batch."""
-    t = t.to(torch.float64)
-    return float(path.alpha(t)), float(path.sigma(t))
-
-
-def times_for(x: Tensor, t: Tensor) -> Tensor:
+def times_for(x: Tensor, t: float) -> Tensor:
     """The (B,) time tensor handed to the denoiser."""
     return torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
 

@@ -28,31 +28,23 @@ from torch import Tensor
 
 from .._checks import choose
 from .._random import randn
-from ._common import coefs, finish, start, times_for
+from ._common import Step, finish, start, steps_of, times_for
 
 
-def ddim_step(path, x: Tensor, x0: Tensor, t: Tensor, s: Tensor, eta: float = 0.0, noise: Tensor | None = None) -> Tensor:
-    """One DDIM step from t to s < t given x0_hat (noise needed when eta > 0)."""
-    a_t, s_t = coefs(path, t)
-    a_s, s_s = coefs(path, s)
-    eps = (x - a_t * x0) / s_t
-    _, _, post_var = path.posterior(t.to(torch.float64), s.to(torch.float64))
-    c2 = eta**2 * float(post_var)
-    x_s = a_s * x0 + math.sqrt(max(s_s**2 - c2, 0.0)) * eps
-    if c2 > 0:
-        x_s = x_s + math.sqrt(c2) * noise
-    return x_s
+def ddim_step(x: Tensor, x0: Tensor, st: Step, eta: float = 0.0, noise: Tensor | None = None) -> Tensor:
+    """One DDIM step t -> s given x0_hat (noise needed when eta > 0)."""
+    eps = (x - st.alpha_t * x0) / st.sigma_t  # eps_hat
+    c2 = eta**2 * st.post_var  # c^2 = eta^2 Var[q(x_s | x_t, x0)]
+    x_s = st.alpha_s * x0 + math.sqrt(max(st.sigma_s**2 - c2, 0.0)) * eps
+    return x_s + math.sqrt(c2) * noise if c2 > 0 else x_s
 
 
-def ddpm_step(path, x: Tensor, x0: Tensor, t: Tensor, s: Tensor, variance: str = "beta_tilde",
-              noise: Tensor | None = None) -> Tensor:
-    """One ancestral step from t to s < t: the posterior mean given x0_hat plus noise (none when s = 0)."""
-    choose(variance, ("beta_tilde", "beta"), "DDPM variance")
-    coef_x0, coef_xt, post_var = path.posterior(t.to(torch.float64), s.to(torch.float64))
-    mean = float(coef_x0) * x0 + float(coef_xt) * x
-    if float(s) == 0:
+def ddpm_step(x: Tensor, x0: Tensor, st: Step, variance: str = "beta_tilde", noise: Tensor | None = None) -> Tensor:
+    """One ancestral step t -> s: the posterior mean given x0_hat plus noise (none when s = 0)."""
+    mean = st.post_x0 * x0 + st.post_xt * x
+    if st.s == 0:
         return mean
-    var = float(post_var) if variance == "beta_tilde" else float(path.transition(t, s)[1])
+    var = st.post_var if variance == "beta_tilde" else st.trans_var
     return mean + math.sqrt(var) * noise
 
 
@@ -62,13 +54,12 @@ def ddpm(denoiser, path, x: Tensor, ts, *, variance: str = "beta_tilde", generat
     """Ancestral sampling (Algorithm 25.2) over the grid `ts`; sigma^2 = beta-tilde or beta."""
     choose(variance, ("beta_tilde", "beta"), "DDPM variance")
     den, ts = start(denoiser, x, ts)
-    for i in range(ts.numel() - 1):
-        t, s = ts[i], ts[i + 1]
-        x0 = den(x, times_for(x, t), **cond)  # x0_hat = E[x0 | x_t]
-        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if float(s) > 0 else None
-        x = ddpm_step(path, x, x0, t, s, variance, noise)  # x_s ~ N(posterior mean, sigma_step^2)
+    for i, st in enumerate(steps_of(path, ts)):
+        x0 = den(x, times_for(x, st.t), **cond)  # x0_hat = E[x0 | x_t]
+        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if st.s > 0 else None
+        x = ddpm_step(x, x0, st, variance, noise)  # x_s ~ N(posterior mean, sigma_step^2)
         if callback is not None:
-            callback({"i": i, "t": float(t), "s": float(s), "x": x, "x0": x0})
+            callback({"i": i, "t": st.t, "s": st.s, "x": x, "x0": x0})
     return finish(x, den, ts, return_info)
 
 
@@ -76,14 +67,13 @@ def ddpm(denoiser, path, x: Tensor, ts, *, variance: str = "beta_tilde", generat
 def ddim(denoiser, path, x: Tensor, ts, *, eta: float = 0.0, generator: torch.Generator | None = None,
          callback=None, return_info: bool = False, **cond):
     """DDIM over the grid `ts` (eta = 0: deterministic; eta = 1: DDPM with beta-tilde)."""
-    if not 0 <= eta:
+    if not eta >= 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     den, ts = start(denoiser, x, ts)
-    for i in range(ts.numel() - 1):
-        t, s = ts[i], ts[i + 1]
-        x0 = den(x, times_for(x, t), **cond)
+    for i, st in enumerate(steps_of(path, ts)):
+        x0 = den(x, times_for(x, st.t), **cond)
         noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if eta > 0 else None
-        x = ddim_step(path, x, x0, t, s, eta, noise)
+        x = ddim_step(x, x0, st, eta, noise)
         if callback is not None:
-            callback({"i": i, "t": float(t), "s": float(s), "x": x, "x0": x0})
+            callback({"i": i, "t": st.t, "s": st.s, "x": x, "x0": x0})
     return finish(x, den, ts, return_info)

@@ -22,18 +22,12 @@ import math
 import torch
 from torch import Tensor
 
-from ._common import coefs, finish, start, times_for
+from ._common import Step, finish, start, steps_of, times_for
 
 
-def _half_log_snr(path, t: Tensor) -> float:
-    return 0.5 * float(path.log_snr(t.to(torch.float64)))
-
-
-def dpmpp_2m_step(path, x: Tensor, d: Tensor, t: Tensor, s: Tensor) -> Tensor:
+def dpmpp_2m_step(x: Tensor, d: Tensor, st: Step) -> Tensor:
     """The exponential-integrator step t -> s with data estimate d."""
-    a_t, s_t = coefs(path, t)
-    a_s, s_s = coefs(path, s)
-    return (s_s / s_t) * x + (a_s - s_s * a_t / s_t) * d
+    return (st.sigma_s / st.sigma_t) * x + (st.alpha_s - st.sigma_s * st.alpha_t / st.sigma_t) * d
 
 
 @torch.no_grad()
@@ -41,17 +35,16 @@ def dpmpp_2m(denoiser, path, x: Tensor, ts, *, callback=None, return_info: bool 
     """DPM-Solver++(2M) over the grid `ts` (one NFE per step)."""
     den, ts = start(denoiser, x, ts)
     x0_prev, h_prev = None, None
-    for i in range(ts.numel() - 1):
-        t, s = ts[i], ts[i + 1]
-        x0 = den(x, times_for(x, t), **cond)
-        h = _half_log_snr(path, s) - _half_log_snr(path, t)
-        if x0_prev is None or float(s) == 0 or not math.isfinite(h) or not math.isfinite(h_prev):
+    for i, st in enumerate(steps_of(path, ts)):
+        x0 = den(x, times_for(x, st.t), **cond)
+        h = st.lambda_s - st.lambda_t
+        if x0_prev is None or st.s == 0 or not math.isfinite(h) or not math.isfinite(h_prev):
             d = x0  # first order: first step, final step to t = 0, or a step from alpha = 0
         else:
             r = h_prev / h
             d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
-        x = dpmpp_2m_step(path, x, d, t, s)
+        x = dpmpp_2m_step(x, d, st)
         x0_prev, h_prev = x0, h
         if callback is not None:
-            callback({"i": i, "t": float(t), "s": float(s), "x": x, "x0": x0})
+            callback({"i": i, "t": st.t, "s": st.s, "x": x, "x0": x0})
     return finish(x, den, ts, return_info)

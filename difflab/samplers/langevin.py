@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .._checks import check_finite
 from .._random import randn
-from ._common import SampleInfo, coefs, finish, start, times_for
+from ._common import SampleInfo, finish, start, times_for
 
 
 @torch.no_grad()
@@ -64,11 +64,12 @@ def annealed_langevin(denoiser, path, x: Tensor, ts, *, eps: float | None = None
     if steps_per_level < 1 or int(steps_per_level) != steps_per_level:
         raise ValueError(f"steps_per_level must be a positive integer, got {steps_per_level}")
     den, ts = start(denoiser, x, ts)
-    levels = [(t, *coefs(path, t)) for t in ts if float(t) > 0]
-    levels = [(t, a, s / a) for t, a, s in levels if a > 0]
+    t64 = ts[ts > 0]
+    a_all, s_all = path.alpha(t64).tolist(), path.sigma(t64).tolist()
+    levels = [(t, a, s / a) for t, a, s in zip(t64.tolist(), a_all, s_all) if a > 0]
     if not levels:
         raise ValueError("annealed Langevin needs at least one grid time with t > 0 and alpha(t) > 0")
-    a0, s0 = coefs(path, ts[0])
+    a0, s0 = float(path.alpha(ts[0])), float(path.sigma(ts[0]))
     # x~ = x / alpha at the start; where alpha = 0 (t = 1 on Linear, Cosine) rescale the prior draw instead.
     x = x / a0 if a0 > 0 else x * (levels[0][2] / s0)
     sigma_L = levels[-1][2]

@@ -19,30 +19,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import coefs, finish, start, times_for
-
+from ._common import finish, start, steps_of, times_for
 
 _ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 
 
-def velocity(path, x: Tensor, x0: Tensor, t: Tensor) -> Tensor:
-    """dx/dt of the probability-flow ODE at (x, t) given x0_hat = D(x, t)."""
-    a, s = coefs(path, t)
-    t64 = t.to(torch.float64)
-    eps = (x - a * x0) / s
-    return float(path.d_alpha(t64)) * x0 + float(path.d_sigma(t64)) * eps
+def velocity(x: Tensor, x0: Tensor, alpha: float, sigma: float, d_alpha: float, d_sigma: float) -> Tensor:
+    """dx/dt of the probability-flow ODE at x given x0_hat = D(x, t) and the path's values at t."""
+    return d_alpha * x0 + d_sigma * (x - alpha * x0) / sigma
 
 
 @torch.no_grad()
 def ode_euler(denoiser, path, x: Tensor, ts, *, callback=None, return_info: bool = False, generator=None, **cond):
     """Euler's method on the probability-flow ODE: x_s = x_t + (s - t) v(x_t, t)."""
     den, ts = start(denoiser, x, ts)
-    for i in range(ts.numel() - 1):
-        t, s = ts[i], ts[i + 1]
-        x0 = den(x, times_for(x, t), **cond)
-        x = x + float(s - t) * velocity(path, x, x0, t)
+    for i, st in enumerate(steps_of(path, ts)):
+        x0 = den(x, times_for(x, st.t), **cond)
+        x = x + (st.s - st.t) * velocity(x, x0, st.alpha_t, st.sigma_t, st.d_alpha_t, st.d_sigma_t)
         if callback is not None:
-            callback({"i": i, "t": float(t), "s": float(s), "x": x, "x0": x0})
+            callback({"i": i, "t": st.t, "s": st.s, "x": x, "x0": x0})
     return finish(x, den, ts, return_info)
 
 
@@ -53,19 +48,18 @@ def ode_heun(denoiser, path, x: Tensor, ts, *, callback=None, return_info: bool 
     NFE = 2 per step, 1 on a final step to t = 0.
     """
     den, ts = start(denoiser, x, ts)
-    for i in range(ts.numel() - 1):
-        t, s = ts[i], ts[i + 1]
-        h = float(s - t)
-        x0 = den(x, times_for(x, t), **cond)
-        v = velocity(path, x, x0, t)
+    for i, st in enumerate(steps_of(path, ts)):
+        h = st.s - st.t
+        x0 = den(x, times_for(x, st.t), **cond)
+        v = velocity(x, x0, st.alpha_t, st.sigma_t, st.d_alpha_t, st.d_sigma_t)
         x_euler = x + h * v  # predictor
-        if float(s) > 0:  # corrector: trapezoid with the slope at the predicted point
-            v_next = velocity(path, x_euler, den(x_euler, times_for(x, s), **cond), s)
-            x = x + h * 0.5 * (v + v_next)
+        if st.s > 0:  # corrector: trapezoid with the slope at the predicted point
+            x0_next = den(x_euler, times_for(x, st.s), **cond)
+            x = x + h * 0.5 * (v + velocity(x_euler, x0_next, st.alpha_s, st.sigma_s, st.d_alpha_s, st.d_sigma_s))
         else:
             x = x_euler
         if callback is not None:
-            callback({"i": i, "t": float(t), "s": float(s), "x": x, "x0": x0})
+            callback({"i": i, "t": st.t, "s": st.s, "x": x, "x0": x0})
     return finish(x, den, ts, return_info)
 
 
@@ -79,17 +73,18 @@ def ode_rk45(denoiser, path, x: Tensor, ts, *, rtol: float = 1e-5, atol: float =
     from torchdiffeq import odeint
 
     den, ts = start(denoiser, x, ts)
-    t_end = ts[-2] if float(ts[-1]) == 0 else ts[-1]
+    t_end = float(ts[-2] if float(ts[-1]) == 0 else ts[-1])
 
     def f(t: Tensor, y: Tensor) -> Tensor:
-        t = t.detach().to(torch.float64).cpu()
-        return velocity(path, y, den(y, times_for(y, t), **cond), t)
+        tt = t.detach().to(torch.float64).cpu()
+        a, s, da, ds = (float(fn(tt)) for fn in (path.alpha, path.sigma, path.d_alpha, path.d_sigma))
+        return velocity(y, den(y, times_for(y, float(tt)), **cond), a, s, da, ds)
 
-    if float(t_end) < float(ts[0]):
-        span = torch.tensor([float(ts[0]), float(t_end)], dtype=x.dtype, device=x.device)
+    if t_end < float(ts[0]):
+        span = torch.tensor([float(ts[0]), t_end], dtype=x.dtype, device=x.device)
         # A step must end exactly at t_end (no stage beyond it, where the path may be undefined),
         # and the first step is given so that the initial-step heuristic never probes outside [0, 1].
-        options = {"step_t": span[1:], "first_step": 0.02 * float(ts[0] - t_end)} if method in _ADAPTIVE else None
+        options = {"step_t": span[1:], "first_step": 0.02 * (float(ts[0]) - t_end)} if method in _ADAPTIVE else None
         x = odeint(f, x, span, rtol=rtol, atol=atol, method=method, options=options)[-1]
     if float(ts[-1]) == 0:
         x = den(x, times_for(x, t_end), **cond)  # DDIM step to t = 0: x_0 = x0_hat

@@ -26,27 +26,20 @@ import torch
 from torch import Tensor
 
 from .._random import randn
-from ._common import coefs, finish, start, times_for
+from ._common import Step, finish, start, steps_of, times_for
 
 
-def _score(x: Tensor, x0: Tensor, a: float, s: float) -> Tensor:
-    return (a * x0 - x) / s**2
-
-
-def euler_maruyama_step(path, x: Tensor, x0: Tensor, t: Tensor, s: Tensor, noise: Tensor | None) -> Tensor:
-    """One reverse-SDE Euler-Maruyama step from t to s < t given x0_hat (noise is None on the last step)."""
-    a_t, s_t = coefs(path, t)
-    f, g2 = (float(v) for v in path.drift_diffusion(t.to(torch.float64)))
-    if not (math.isfinite(f) and math.isfinite(g2)):
+def euler_maruyama_step(x: Tensor, x0: Tensor, st: Step, noise: Tensor | None) -> Tensor:
+    """One reverse-SDE Euler-Maruyama step t -> s given x0_hat (noise is None on the last step)."""
+    if not (math.isfinite(st.f_t) and math.isfinite(st.g2_t)):
         raise ValueError(
-            f"the reverse SDE of {path!r} is singular at t={float(t):.6g} (drift {f}, g^2 {g2}); "
+            f"the reverse SDE is singular at t={st.t:.6g} (drift {st.f_t}, g^2 {st.g2_t}): alpha(t) = 0 there; "
             f"start the grid below that time, e.g. timesteps from {1 - 1e-3} instead of 1"
         )
-    h = float(t - s)
-    x_s = x - (f * x - g2 * _score(x, x0, a_t, s_t)) * h
-    if noise is not None:
-        x_s = x_s + math.sqrt(g2 * h) * noise
-    return x_s
+    h = st.t - st.s
+    score = (st.alpha_t * x0 - x) / st.sigma_t**2  # Tweedie
+    x_s = x - (st.f_t * x - st.g2_t * score) * h
+    return x_s + math.sqrt(st.g2_t * h) * noise if noise is not None else x_s
 
 
 def langevin_corrector_step(x: Tensor, score: Tensor, snr: float, noise: Tensor) -> Tensor:
@@ -62,13 +55,12 @@ def euler_maruyama(denoiser, path, x: Tensor, ts, *, generator: torch.Generator 
                    return_info: bool = False, **cond):
     """Euler-Maruyama on the reverse-time SDE over the grid `ts`."""
     den, ts = start(denoiser, x, ts)
-    for i in range(ts.numel() - 1):
-        t, s = ts[i], ts[i + 1]
-        x0 = den(x, times_for(x, t), **cond)
-        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if float(s) > 0 else None
-        x = euler_maruyama_step(path, x, x0, t, s, noise)
+    for i, st in enumerate(steps_of(path, ts)):
+        x0 = den(x, times_for(x, st.t), **cond)
+        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if st.s > 0 else None
+        x = euler_maruyama_step(x, x0, st, noise)
         if callback is not None:
-            callback({"i": i, "t": float(t), "s": float(s), "x": x, "x0": x0})
+            callback({"i": i, "t": st.t, "s": st.s, "x": x, "x0": x0})
     return finish(x, den, ts, return_info)
 
 
@@ -79,19 +71,17 @@ def pc(denoiser, path, x: Tensor, ts, *, snr: float = 0.16, corrector_steps: int
 
     NFE = (corrector_steps + 1) per grid step.
     """
-    if snr <= 0 or corrector_steps < 0 or int(corrector_steps) != corrector_steps:
+    if not snr > 0 or corrector_steps < 0 or int(corrector_steps) != corrector_steps:
         raise ValueError(f"need snr > 0 and an integer corrector_steps >= 0; got snr={snr}, corrector_steps={corrector_steps}")
     den, ts = start(denoiser, x, ts)
-    for i in range(ts.numel() - 1):
-        t, s = ts[i], ts[i + 1]
-        a_t, s_t = coefs(path, t)
-        tt = times_for(x, t)
-        for _ in range(corrector_steps):  # Langevin MCMC on p_t at fixed t (Song et al., Algorithm 5)
-            score = _score(x, den(x, tt, **cond), a_t, s_t)
+    for i, st in enumerate(steps_of(path, ts)):
+        tt = times_for(x, st.t)
+        for _ in range(int(corrector_steps)):  # Langevin MCMC on p_t at fixed t (Song et al., Algorithm 5)
+            score = (st.alpha_t * den(x, tt, **cond) - x) / st.sigma_t**2
             x = langevin_corrector_step(x, score, snr, randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
         x0 = den(x, tt, **cond)  # predictor: reverse-SDE step t -> s
-        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if float(s) > 0 else None
-        x = euler_maruyama_step(path, x, x0, t, s, noise)
+        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if st.s > 0 else None
+        x = euler_maruyama_step(x, x0, st, noise)
         if callback is not None:
-            callback({"i": i, "t": float(t), "s": float(s), "x": x, "x0": x0})
+            callback({"i": i, "t": st.t, "s": st.s, "x": x, "x0": x0})
     return finish(x, den, ts, return_info)
