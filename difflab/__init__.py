@@ -5,7 +5,7 @@ oracle (`oracles`) gives back, samplers (`samplers`) turn a denoiser and a path 
 `sample` puts them together. See DESIGN.md and the README.
 """
 
-from . import denoisers, interop, losses, metrics, oracles, paths, samplers, targets
+from . import denoisers, interop, losses, metrics, oracles, paths, samplers, targets, viz
 from .denoisers import as_denoiser
 from .sampling import sample
 

@@ -74,6 +74,9 @@ class GaussianMixture:
             raise ValueError(f"weights must be {K} non-negative numbers with a positive sum")
         self.means = means
         self.weights = weights / weights.sum()
+        # Isotropic components (C_k = c_k^2 I) take a fast path: distances by matrix products, no (B, K, d) tensors.
+        iso = self.rotations is None and bool((self.variances == self.variances[:, :1]).all())
+        self._iso_var = self.variances[:, 0].clone() if iso else None
 
     @property
     def dim(self) -> int:
@@ -136,27 +139,53 @@ class GaussianMixture:
         log_n = -0.5 * ((y**2 / S) + torch.log(2 * math.pi * S)).sum(-1)
         return y, S, a, log_n + torch.log(self.weights.to(x))[None]
 
+    def _iso_terms(self, x: Tensor, t, path):
+        """Isotropic components: (alpha, sigma^2, S (B, K), log pi_k N(x; alpha mu_k, S_k I)) via matrix products."""
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (batch, {self.dim}); got {tuple(x.shape)}")
+        if path is None:
+            a = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
+            s2 = torch.zeros_like(a)
+        else:
+            t = batch_times(t, x)
+            a = append_dims(path.alpha(t), 2).to(x.dtype)
+            s2 = append_dims(path.sigma(t), 2).to(x.dtype) ** 2
+        mu = self.means.to(x)
+        S = (a**2 * self._iso_var.to(x)[None] + s2).clamp_min(torch.finfo(x.dtype).tiny)  # (B, K)
+        dist2 = (x**2).sum(1, keepdim=True) - 2 * a * (x @ mu.T) + a**2 * (mu**2).sum(1)[None]
+        log_n = -0.5 * (dist2.clamp_min(0) / S + self.dim * torch.log(2 * math.pi * S))
+        return a, s2, S, log_n + torch.log(self.weights.to(x))[None]
+
     def _rotate_back(self, v: Tensor) -> Tensor:
         return v if self.rotations is None else torch.einsum("kij,bkj->bki", self.rotations.to(v), v)
 
+    def _log_joint(self, x: Tensor, t, path) -> Tensor:
+        return (self._iso_terms if self._iso_var is not None else self._terms)(x, t, path)[-1]
+
     def posterior_weights(self, x: Tensor, t=0.0, path=None) -> Tensor:
         """w_k(x): the probability that x_t = x came from component k, shape (B, K)."""
-        *_, logp = self._terms(x, t, path)
-        return torch.softmax(logp, dim=1)
+        return torch.softmax(self._log_joint(x, t, path), dim=1)
 
     def log_prob(self, x: Tensor, t=0.0, path=None) -> Tensor:
         """log p_t(x) in nats per example (the data density when no path is given)."""
-        *_, logp = self._terms(x, t, path)
-        return torch.logsumexp(logp, dim=1)
+        return torch.logsumexp(self._log_joint(x, t, path), dim=1)
 
     def score(self, x: Tensor, t=0.0, path=None) -> Tensor:
         """grad_x log p_t(x)."""
+        if self._iso_var is not None:  # -sum_k w_k (x - alpha mu_k) / S_k
+            a, _, S, logp = self._iso_terms(x, t, path)
+            wS = torch.softmax(logp, dim=1) / S
+            return -x * wS.sum(1, keepdim=True) + a * (wS @ self.means.to(x))
         y, S, _, logp = self._terms(x, t, path)
         w = torch.softmax(logp, dim=1)
         return -(w[:, :, None] * self._rotate_back(y / S)).sum(1)
 
     def posterior_mean(self, x: Tensor, t, path) -> Tensor:
         """E[x0 | x_t = x]: the exact denoiser."""
+        if self._iso_var is not None:  # sum_k w_k (mu_k sigma^2 / S_k + x alpha c_k^2 / S_k)
+            a, s2, S, logp = self._iso_terms(x, t, path)
+            wS = torch.softmax(logp, dim=1) / S
+            return s2 * (wS @ self.means.to(x)) + x * a * (wS * self._iso_var.to(x)[None]).sum(1, keepdim=True)
         y, S, a, logp = self._terms(x, t, path)
         w = torch.softmax(logp, dim=1)
         lam = self.variances.to(x)

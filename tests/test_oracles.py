@@ -104,3 +104,16 @@ def test_bad_mixtures_are_refused():
         dl.oracles.GaussianMixture([[0.0, 0.0]], covariances=[[[1.0, 2.0], [2.0, 1.0]]])
     with pytest.raises(ValueError, match=r"shape \(batch, 2\)"):
         test_mixture().log_prob(torch.zeros(3, 5))
+
+
+def test_isotropic_fast_path_equals_the_general_computation():
+    g = gen(12)
+    means, stds = torch.randn(6, 5, dtype=torch.float64, generator=g), torch.rand(6, dtype=torch.float64, generator=g) + 0.1
+    fast = dl.oracles.GaussianMixture(means, stds, torch.rand(6, dtype=torch.float64, generator=g))
+    slow = dl.oracles.GaussianMixture(means, covariances=torch.diag_embed(stds[:, None].expand(6, 5) ** 2), weights=fast.weights)
+    assert fast._iso_var is not None and slow._iso_var is None
+    path = dl.paths.VP()
+    x = torch.randn(40, 5, dtype=torch.float64, generator=g)
+    t = torch.rand(40, dtype=torch.float64, generator=g)
+    for name in ["posterior_mean", "score", "log_prob", "posterior_weights"]:
+        torch.testing.assert_close(getattr(fast, name)(x, t, path), getattr(slow, name)(x, t, path), msg=name)

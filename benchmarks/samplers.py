@@ -1,0 +1,182 @@
+"""Sampler quality against NFE with exact oracles: difflab's samplers beside diffusers' schedulers.
+
+Two data sets with exact denoisers (no training, so only the sampler is measured):
+  ring2d  8 isotropic Gaussians on a circle of radius 1 (std 0.1) in 2-D,
+  mix64d  10 isotropic Gaussians in 64-D (means ~ N(0, 0.5^2 I), std 0.1, unequal weights, fixed seed),
+both on DDPM's linear schedule (T = 1000, `DiscreteVP.linear(1000)`). For each NFE budget every
+sampler starts from the same prior noise (per seed), and the sliced 2-Wasserstein distance of its
+samples to a fresh data sample is reported as the mean over seeds (and the spread). The noise floor
+is the same distance between two independent data samples.
+
+diffusers' schedulers (DDPM, DDIM, DPM-Solver++ 2M, UniPC, Euler, Heun) run with their defaults
+(clipping and thresholding off, since the data are not images in [-1, 1]) and are driven by the same
+exact oracle through `difflab.interop.diffusers_sample` (epsilon prediction).
+
+    ./dev bench samplers                   # the full table (about 30 minutes on 2 CPU cores)
+    ./dev bench samplers --seeds 1 --n 4000 --nfe 5,10,20   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+
+import torch
+
+import difflab as dl
+from difflab.interop import diffusers_sample
+
+
+def make_sets():
+    g = torch.Generator().manual_seed(1234)
+    ring = dl.oracles.ring_mixture(8, radius=1.0, std=0.1)
+    means = 0.5 * torch.randn(10, 64, generator=g, dtype=torch.float64)
+    weights = 0.5 + torch.rand(10, generator=g, dtype=torch.float64)  # unequal: weights from 0.5 to 1.5
+    mix = dl.oracles.GaussianMixture(means, 0.1, weights)
+    return {"ring2d": ring, "mix64d": mix}
+
+
+def per_step(nfe: int, cost: int = 1) -> int:
+    return max(1, nfe // cost)
+
+
+def heun_steps(nfe: int) -> int:  # N steps cost 2N - 1 evaluations (Euler on the last)
+    return max(1, (nfe + 1) // 2)
+
+
+def langevin_opts(nfe: int) -> dict:
+    # ~30 Langevin steps per level relax a level at the default step 0.1 sigma^2 ((1 - 0.1)^30 = 4%);
+    # small budgets get one or a few levels.
+    per = max(1, min(30, nfe - 1))
+    return {"steps": max(1, (nfe - 1) // per), "steps_per_level": per}
+
+
+# label -> (sampler, grid, options from the NFE budget)
+DIFFLAB = {
+    "ddpm (trailing)": ("ddpm", "trailing", lambda n: {"steps": n}),
+    "ddim (trailing)": ("ddim", "trailing", lambda n: {"steps": n}),
+    "ddim (log_snr)": ("ddim", "log_snr", lambda n: {"steps": n}),
+    "euler_maruyama (trailing)": ("euler_maruyama", "trailing", lambda n: {"steps": n}),
+    "pc (log_snr)": ("pc", "log_snr", lambda n: {"steps": per_step(n, 2)}),
+    "ode_euler (log_snr)": ("ode_euler", "log_snr", lambda n: {"steps": n}),
+    "ode_heun (karras)": ("ode_heun", "karras", lambda n: {"steps": heun_steps(n)}),
+    "annealed_langevin (log_snr)": ("annealed_langevin", "log_snr", langevin_opts),
+    "dpmpp_2m (uniform)": ("dpmpp_2m", "uniform", lambda n: {"steps": n}),
+    "dpmpp_2m (log_snr)": ("dpmpp_2m", "log_snr", lambda n: {"steps": n}),
+    "dpmpp_2m (karras)": ("dpmpp_2m", "karras", lambda n: {"steps": n}),
+}
+
+
+def diffusers_schedulers():
+    from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+                           HeunDiscreteScheduler, UniPCMultistepScheduler)
+
+    common = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
+    return {
+        "diffusers DDPM": (lambda: DDPMScheduler(**common, clip_sample=False), lambda n: n),
+        "diffusers DDIM": (lambda: DDIMScheduler(**common, clip_sample=False), lambda n: n),
+        "diffusers DPM-Solver++ 2M": (lambda: DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2), lambda n: n),
+        "diffusers UniPC": (lambda: UniPCMultistepScheduler(**common), lambda n: n),
+        "diffusers Euler": (lambda: EulerDiscreteScheduler(**common), lambda n: n),
+        "diffusers Heun": (lambda: HeunDiscreteScheduler(**common), heun_steps),
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=20000, help="samples per run")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--nfe", default="5,10,20,50,100,1000")
+    ap.add_argument("--sets", default="ring2d,mix64d")
+    ap.add_argument("--projections", type=int, default=256)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    dtype = getattr(torch, args.dtype)
+    budgets = [int(b) for b in args.nfe.split(",")]
+    sets = make_sets()
+    path = dl.paths.DiscreteVP.linear(1000)
+    schedulers = diffusers_schedulers()
+    print(f"# samplers benchmark: {args.n} samples, {args.seeds} seeds, {args.dtype}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads\n")
+    for set_name in args.sets.split(","):
+        mix = sets[set_name]
+        den = mix.denoiser(path)
+        d = mix.dim
+        results: dict[str, dict[int, list[float]]] = {}
+        nfe_used: dict[str, dict[int, int]] = {}
+        floors, adaptive = [], {}
+        t_start = time.time()
+        for seed in range(args.seeds):
+            g = torch.Generator().manual_seed(seed)
+            ref = mix.sample(args.n, g, dtype=dtype)
+            floors.append(dl.metrics.sliced_wasserstein(mix.sample(args.n, g, dtype=dtype), ref, projections=args.projections,
+                                                        generator=torch.Generator().manual_seed(10_000 + seed)))
+            x_T = torch.randn(args.n, d, generator=g, dtype=dtype)
+
+            def score(x):
+                if not torch.isfinite(x).all():
+                    return float("nan")
+                return dl.metrics.sliced_wasserstein(x, ref, projections=args.projections,
+                                                     generator=torch.Generator().manual_seed(10_000 + seed))
+
+            for label, (sampler, grid, opts) in DIFFLAB.items():
+                for b in budgets:
+                    o = opts(b)
+                    try:
+                        x, info = dl.sample(den, path, x=x_T, sampler=sampler, grid=grid, generator=torch.Generator().manual_seed(seed),
+                                            return_info=True, **o)
+                        val, used = score(x), info.nfe
+                    except Exception as e:  # a failure is a result too: report it, keep going
+                        print(f"  {label} at {b} NFE failed: {e}", file=sys.stderr)
+                        val, used = float("nan"), 0
+                    results.setdefault(label, {}).setdefault(b, []).append(val)
+                    nfe_used.setdefault(label, {})[b] = used
+            for tol in (1e-3, 1e-5):
+                x, info = dl.sample(den, path, x=x_T, sampler="ode_rk45", rtol=tol, atol=tol, return_info=True)
+                adaptive.setdefault(f"ode_rk45 (rtol=atol={tol:g})", []).append((score(x), info.nfe))
+            for label, (make, steps_of) in schedulers.items():
+                for b in budgets:
+                    try:
+                        x, used = diffusers_sample(make(), den, path, x_T, steps_of(b), generator=torch.Generator().manual_seed(seed),
+                                                   return_nfe=True)
+                        val = score(x)
+                    except Exception as e:
+                        print(f"  {label} at {b} NFE failed: {e}", file=sys.stderr)
+                        val, used = float("nan"), 0
+                    results.setdefault(label, {}).setdefault(b, []).append(val)
+                    nfe_used.setdefault(label, {})[b] = used
+            print(f"  [{set_name}] seed {seed} done ({time.time() - t_start:.0f}s)", file=sys.stderr)
+
+        floor = torch.tensor(floors, dtype=torch.float64)
+        print(f"## {set_name} (d = {d}, {mix.num_components} modes): sliced W2 to fresh data, mean over {args.seeds} seeds\n")
+        print(f"Noise floor (two independent data samples): **{floor.mean():.4f}** (seed-to-seed std {floor.std(unbiased=args.seeds > 1) if args.seeds > 1 else 0:.4f})\n")
+        print("| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |")
+        print("|---|" + "---|" * len(budgets))
+        best = {b: min((torch.tensor(v[b]).mean().item(), k) for k, v in results.items() if not math.isnan(torch.tensor(v[b]).mean().item()))
+                for b in budgets}
+        for label, per_b in results.items():
+            cells = []
+            for b in budgets:
+                v = torch.tensor(per_b[b], dtype=torch.float64)
+                m = v.mean().item()
+                cell = "NaN" if math.isnan(m) else f"{m:.4f}"
+                if nfe_used[label][b] not in (b, 0):
+                    cell += f" ({nfe_used[label][b]})"
+                if best[b][1] == label:
+                    cell = f"**{cell}**"
+                cells.append(cell)
+            print(f"| {label} | " + " | ".join(cells) + " |")
+        print("\nAdaptive (Dormand-Prince via torchdiffeq; mean NFE):\n")
+        for label, vals in adaptive.items():
+            sw = torch.tensor([v for v, _ in vals]).mean().item()
+            nf = sum(n for _, n in vals) / len(vals)
+            print(f"- {label}: sliced W2 {sw:.4f} at {nf:.0f} NFE")
+        print(f"\n({time.time() - t_start:.0f} s; a number in brackets is the NFE actually spent when it differs from the budget)\n")
+
+
+if __name__ == "__main__":
+    main()
