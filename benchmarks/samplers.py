@@ -38,34 +38,19 @@ def make_sets():
     return {"ring2d": ring, "mix64d": mix}
 
 
-def per_step(nfe: int, cost: int = 1) -> int:
-    return max(1, nfe // cost)
-
-
-def heun_steps(nfe: int) -> int:  # N steps cost 2N - 1 evaluations (Euler on the last)
-    return max(1, (nfe + 1) // 2)
-
-
-def langevin_opts(nfe: int) -> dict:
-    # ~30 Langevin steps per level relax a level at the default step 0.1 sigma^2 ((1 - 0.1)^30 = 4%);
-    # small budgets get one or a few levels.
-    per = max(1, min(30, nfe - 1))
-    return {"steps": max(1, (nfe - 1) // per), "steps_per_level": per}
-
-
-# label -> (sampler, grid, options from the NFE budget)
+# label -> (sampler, grid); steps from the NFE budget by dl.steps_for_nfe
 DIFFLAB = {
-    "ddpm (trailing)": ("ddpm", "trailing", lambda n: {"steps": n}),
-    "ddim (trailing)": ("ddim", "trailing", lambda n: {"steps": n}),
-    "ddim (log_snr)": ("ddim", "log_snr", lambda n: {"steps": n}),
-    "euler_maruyama (trailing)": ("euler_maruyama", "trailing", lambda n: {"steps": n}),
-    "pc (log_snr)": ("pc", "log_snr", lambda n: {"steps": per_step(n, 2)}),
-    "ode_euler (log_snr)": ("ode_euler", "log_snr", lambda n: {"steps": n}),
-    "ode_heun (karras)": ("ode_heun", "karras", lambda n: {"steps": heun_steps(n)}),
-    "annealed_langevin (log_snr)": ("annealed_langevin", "log_snr", langevin_opts),
-    "dpmpp_2m (uniform)": ("dpmpp_2m", "uniform", lambda n: {"steps": n}),
-    "dpmpp_2m (log_snr)": ("dpmpp_2m", "log_snr", lambda n: {"steps": n}),
-    "dpmpp_2m (karras)": ("dpmpp_2m", "karras", lambda n: {"steps": n}),
+    "ddpm (trailing)": ("ddpm", "trailing"),
+    "ddim (trailing)": ("ddim", "trailing"),
+    "ddim (log_snr)": ("ddim", "log_snr"),
+    "euler_maruyama (trailing)": ("euler_maruyama", "trailing"),
+    "pc (log_snr)": ("pc", "log_snr"),
+    "ode_euler (log_snr)": ("ode_euler", "log_snr"),
+    "ode_heun (karras)": ("ode_heun", "karras"),
+    "annealed_langevin (log_snr)": ("annealed_langevin", "log_snr"),
+    "dpmpp_2m (uniform)": ("dpmpp_2m", "uniform"),
+    "dpmpp_2m (log_snr)": ("dpmpp_2m", "log_snr"),
+    "dpmpp_2m (karras)": ("dpmpp_2m", "karras"),
 }
 
 
@@ -80,7 +65,7 @@ def diffusers_schedulers():
         "diffusers DPM-Solver++ 2M": (lambda: DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2), lambda n: n),
         "diffusers UniPC": (lambda: UniPCMultistepScheduler(**common), lambda n: n),
         "diffusers Euler": (lambda: EulerDiscreteScheduler(**common), lambda n: n),
-        "diffusers Heun": (lambda: HeunDiscreteScheduler(**common), heun_steps),
+        "diffusers Heun": (lambda: HeunDiscreteScheduler(**common), lambda n: max(1, (n + 1) // 2)),  # 2N - 1 NFE
     }
 
 
@@ -123,9 +108,9 @@ def main(argv=None):
                 return dl.metrics.sliced_wasserstein(x, ref, projections=args.projections,
                                                      generator=torch.Generator().manual_seed(10_000 + seed))
 
-            for label, (sampler, grid, opts) in DIFFLAB.items():
+            for label, (sampler, grid) in DIFFLAB.items():
                 for b in budgets:
-                    o = opts(b)
+                    o = dl.steps_for_nfe(sampler, b)
                     try:
                         x, info = dl.sample(den, path, x=x_T, sampler=sampler, grid=grid, generator=torch.Generator().manual_seed(seed),
                                             return_info=True, **o)

@@ -7,8 +7,8 @@ oracle (`oracles`) gives back, samplers (`samplers`) turn a denoiser and a path 
 
 from . import denoisers, interop, losses, metrics, oracles, paths, samplers, targets, viz
 from .denoisers import as_denoiser
-from .sampling import sample
+from .sampling import sample, steps_for_nfe
 
 __version__ = "0.1.0"
 
-__all__ = ["paths", "targets", "denoisers", "losses", "samplers", "oracles", "metrics", "sample", "as_denoiser"]
+__all__ = ["paths", "targets", "denoisers", "losses", "samplers", "oracles", "metrics", "sample", "steps_for_nfe", "as_denoiser"]

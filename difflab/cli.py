@@ -14,18 +14,6 @@ app = typer.Typer(help="difflab: diffusion generative models, small, correct and
 DEMO_SAMPLERS = ["ddpm", "ddim", "euler_maruyama", "pc", "ode_euler", "ode_heun", "dpmpp_2m", "annealed_langevin"]
 
 
-def _steps_for(sampler: str, nfe: int) -> dict:
-    """Grid steps (and options) that spend about `nfe` network evaluations."""
-    if sampler == "pc":
-        return {"steps": max(1, nfe // 2)}
-    if sampler == "ode_heun":
-        return {"steps": max(1, (nfe + 1) // 2)}
-    if sampler == "annealed_langevin":
-        per = max(1, round(nfe**0.5))
-        return {"steps": max(1, (nfe - 1) // per), "steps_per_level": per}
-    return {"steps": nfe}
-
-
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Folder for the picture and the report."),
@@ -51,9 +39,7 @@ def demo(
     panels, subs, rows = {}, {}, []
     jobs = [(b, s) for b in budgets for s in DEMO_SAMPLERS]
     for b, s in tqdm(jobs, desc="sampling", unit="run"):
-        opts = _steps_for(s, b)
-        if s in ("dpmpp_2m",):
-            opts["grid"] = "log_snr"
+        opts = dl.steps_for_nfe(s, b)
         t0 = time.perf_counter()
         x, info = dl.sample(den, path, (n, 2), sampler=s, generator=torch.Generator().manual_seed(seed), device=dev,
                             return_info=True, **opts)
@@ -63,7 +49,8 @@ def demo(
         subs.setdefault(f"~{b} NFE", {})[s] = f"NFE {info.nfe}, SW2 {sw:.3f}"
         rows.append((b, s, info.nfe, sw, secs))
     out.mkdir(parents=True, exist_ok=True)
-    png = dl.viz.scatter_grid(panels, out / "samplers.png", reference=data.cpu(), subtitles=subs,
+    lim = 1.4 * float(data.abs().max())
+    png = dl.viz.scatter_grid(panels, out / "samplers.png", reference=data.cpu(), subtitles=subs, lim=lim,
                               title=f"8-mode ring, DDPM linear schedule, exact denoiser; data in grey; noise floor SW2 {floor:.3f}")
     lines = ["# difflab demo: every sampler on the exact 8-mode ring", "",
              f"Path: {path!r}; {n} samples per sampler; sliced 2-Wasserstein to fresh data (noise floor {floor:.4f}).", "",

@@ -15,20 +15,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import append_dims
 from .denoisers import CountingDenoiser
 
 __all__ = ["diffusers_sample", "time_of_timestep"]
 
 
 def time_of_timestep(path, k) -> Tensor:
-    """The difflab time of a (possibly fractional) diffusers timestep k on a DiscreteVP path."""
+    """The difflab times of (possibly fractional) diffusers timesteps k on a DiscreteVP path."""
     T = getattr(path, "T", None)
     if T is None:
         raise ValueError("diffusers timesteps belong to a discrete-time path (DiscreteVP)")
     abar = path.alphas_cumprod.numpy()
-    sig = np.interp(float(k), np.arange(T), np.sqrt((1 - abar) / abar))
-    return path.t_from_log_snr(torch.tensor(-2 * np.log(sig), dtype=torch.float64))
+    sig = np.interp(np.asarray(k, dtype=np.float64), np.arange(T), np.sqrt((1 - abar) / abar))
+    return path.t_from_log_snr(torch.as_tensor(-2 * np.log(sig), dtype=torch.float64))
 
 
 @torch.no_grad()
@@ -40,14 +39,14 @@ def diffusers_sample(scheduler, denoiser, path, x: Tensor, steps: int, *, genera
     scheduler.set_timesteps(steps)
     sample = x * scheduler.init_noise_sigma
     extra = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
-    for k in scheduler.timesteps:
+    times = time_of_timestep(path, scheduler.timesteps.double().numpy())  # all at once, before the loop
+    coefs = [(float(a), float(s)) for a, s in zip(path.alpha(times), path.sigma(times))]
+    for i, k in enumerate(scheduler.timesteps):
         model_in = scheduler.scale_model_input(sample, k)
-        t_k = float(time_of_timestep(path, float(k)))
-        t = torch.full((x.shape[0],), t_k, dtype=x.dtype, device=x.device)
-        a, s = (append_dims(f(t), x.ndim).to(x.dtype) for f in (path.alpha, path.sigma))
-        x0 = den(model_in, t)
+        a, s = coefs[i]
+        x0 = den(model_in, torch.full((x.shape[0],), float(times[i]), dtype=x.dtype, device=x.device))
         eps = (model_in - a * x0) / s
         sample = scheduler.step(eps, k, sample, **extra).prev_sample
         if callback is not None:
-            callback({"t": t_k, "x": sample})
+            callback({"t": float(times[i]), "x": sample})
     return (sample, den.nfe) if return_nfe else sample

@@ -22,15 +22,16 @@ __all__ = ["sliced_wasserstein"]
 
 
 def _quantiles(v: Tensor, m: int) -> Tensor:
-    """The 1-D empirical quantile function of the columns of v at m midpoints (sorted when sizes match)."""
-    v = v.sort(dim=0).values
-    if v.shape[0] == m:
+    """The 1-D empirical quantile functions of the rows of v (P, n) at m midpoints (sorted when n = m)."""
+    v = v.sort(dim=1).values
+    n = v.shape[1]
+    if n == m:
         return v
-    q = (torch.arange(m, dtype=v.dtype, device=v.device) + 0.5) / m * v.shape[0] - 0.5
-    lo = q.floor().clamp(0, v.shape[0] - 1).long()
-    hi = (lo + 1).clamp(max=v.shape[0] - 1)
-    frac = (q - lo).clamp(0, 1)[:, None]
-    return v[lo] * (1 - frac) + v[hi] * frac
+    q = (torch.arange(m, dtype=v.dtype, device=v.device) + 0.5) / m * n - 0.5
+    lo = q.floor().clamp(0, n - 1).long()
+    hi = (lo + 1).clamp(max=n - 1)
+    frac = (q - lo).clamp(0, 1)
+    return v[:, lo] * (1 - frac) + v[:, hi] * frac
 
 
 def sliced_wasserstein(x: Tensor, y: Tensor, *, projections: int = 256, generator: torch.Generator | None = None) -> float:
@@ -41,8 +42,9 @@ def sliced_wasserstein(x: Tensor, y: Tensor, *, projections: int = 256, generato
     check_finite(x, "x")
     check_finite(y, "y")
     x, y = x.to(torch.float64), y.to(torch.float64)
-    theta = randn((x.shape[1], projections), generator=generator, device=x.device, dtype=torch.float64)
-    theta = theta / theta.norm(dim=0, keepdim=True)
+    theta = randn((projections, x.shape[1]), generator=generator, device=x.device, dtype=torch.float64)
+    theta = theta / theta.norm(dim=1, keepdim=True)
     m = max(x.shape[0], y.shape[0])
-    px, py = _quantiles(x @ theta, m), _quantiles(y @ theta, m)
+    # (P, n) with each projection contiguous: sorting along the last dimension is several times faster
+    px, py = _quantiles(theta @ x.T, m), _quantiles(theta @ y.T, m)
     return float(((px - py) ** 2).mean().sqrt())

@@ -11,7 +11,7 @@ from ._checks import check_finite, choose
 from .samplers import SAMPLERS, check_grid
 from .samplers.grids import make_grid
 
-__all__ = ["sample", "default_grid"]
+__all__ = ["sample", "default_grid", "steps_for_nfe"]
 
 _RESERVED = {"denoiser", "path", "x", "ts", "generator", "callback", "return_info"}
 
@@ -19,6 +19,25 @@ _RESERVED = {"denoiser", "path", "x", "ts", "generator", "callback", "return_inf
 def default_grid(path) -> str:
     """'trailing' on a discrete-time path (its own timesteps, starting at the last), 'uniform' otherwise."""
     return "trailing" if getattr(path, "T", None) is not None else "uniform"
+
+
+def steps_for_nfe(sampler: str, nfe: int) -> dict:
+    """Grid steps (and options) with which `sampler` spends about `nfe` network evaluations (at most nfe)."""
+    choose(sampler, SAMPLERS, "sampler")
+    if isinstance(nfe, bool) or int(nfe) != nfe or nfe < 1:
+        raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
+    if sampler == "pc":  # one predictor and one corrector evaluation per step
+        return {"steps": max(1, nfe // 2)}
+    if sampler == "ode_heun":  # N steps cost 2N - 1 (Euler on the final step to 0)
+        return {"steps": max(1, (nfe + 1) // 2)}
+    if sampler == "annealed_langevin":
+        # ~30 Langevin steps relax one level at the default step 0.1 sigma^2 ((1 - 0.1)^30 = 4%),
+        # so a budget buys (nfe - 1) / 30 levels, plus the final denoising evaluation.
+        per = max(1, min(30, nfe - 1))
+        return {"steps": max(1, (nfe - 1) // per), "steps_per_level": per}
+    if sampler == "ode_rk45":
+        raise ValueError("ode_rk45 is adaptive: set its tolerances (rtol, atol) instead of an NFE budget")
+    return {"steps": int(nfe)}
 
 
 def sample(denoiser, path, shape=None, *, sampler: str = "ddim", steps: int | None = None, timesteps=None,

@@ -306,3 +306,18 @@ def test_network_output_of_the_wrong_shape_is_explained():
     den = dl.as_denoiser(lambda x, t: x[:, :1], path, "eps")
     with pytest.raises(ValueError, match="must return a prediction of the input's shape"):
         dl.sample(den, path, (3, 2), sampler="ddim", steps=3)
+
+
+@pytest.mark.parametrize("budget", [1, 2, 5, 10, 33, 100])
+def test_steps_for_nfe_spends_at_most_the_budget(budget):
+    mix, path = test_mixture(), dl.paths.VP()
+    for sampler in dl.samplers.SAMPLERS:
+        if sampler == "ode_rk45":
+            with pytest.raises(ValueError, match="adaptive"):
+                dl.steps_for_nfe(sampler, budget)
+            continue
+        _, info = dl.sample(mix.denoiser(path), path, (4, 2), sampler=sampler, generator=gen(12), return_info=True,
+                            **dl.steps_for_nfe(sampler, budget))
+        assert info.nfe <= max(budget, 2), (sampler, info.nfe)  # pc and annealed Langevin need at least 2
+        if sampler not in ("pc", "annealed_langevin"):
+            assert info.nfe >= budget - 1, (sampler, info.nfe)
