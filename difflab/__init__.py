@@ -5,10 +5,11 @@ oracle (`oracles`) gives back, samplers (`samplers`) turn a denoiser and a path 
 `sample` puts them together. See DESIGN.md and the README.
 """
 
-from . import denoisers, interop, losses, metrics, oracles, paths, samplers, targets, viz
+from . import data, denoisers, interop, losses, metrics, nets, oracles, paths, samplers, targets, training, viz
 from .denoisers import as_denoiser
+from .runs import load
 from .sampling import sample, steps_for_nfe
 
 __version__ = "0.1.0"
 
-__all__ = ["paths", "targets", "denoisers", "losses", "samplers", "oracles", "metrics", "sample", "steps_for_nfe", "as_denoiser"]
+__all__ = ["paths", "targets", "denoisers", "losses", "samplers", "oracles", "metrics", "sample", "steps_for_nfe", "as_denoiser", "load"]

@@ -1,64 +1,150 @@
-"""The `difflab` command."""
+"""The `difflab` command: train, sample, info, demo, oracle-demo. Thin: every action is a library call."""
 
 from __future__ import annotations
 
-import time
+import json
+import sys
 from pathlib import Path
 
-import torch
 import typer
 
 app = typer.Typer(help="difflab: diffusion generative models, small, correct and fast.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_show_locals=False)
+                  add_completion=False, pretty_exceptions_enable=False)
 
-DEMO_SAMPLERS = ["ddpm", "ddim", "euler_maruyama", "pc", "ode_euler", "ode_heun", "dpmpp_2m", "annealed_langevin"]
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    config: str = typer.Argument(..., help="A TOML file, or a preset: toy2d, digits, fashion_mnist."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set train.steps=500 (repeatable)."),
+    out: Path = typer.Option(None, help="Run folder (default: runs/<name>)."),
+    fresh: bool = typer.Option(False, help="Start over instead of resuming the run folder's latest checkpoint."),
+):
+    """Train a model; resumes from the run folder's latest checkpoint. Works under torchrun."""
+    from .config import load_config
+    from .training import TrainingDiverged
+    from .training import train as run_training
+
+    try:
+        cfg = load_config(config, set_)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    run_dir = out or Path("runs") / cfg.name
+    if fresh and run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    try:
+        result = run_training(cfg, run_dir)
+    except (TrainingDiverged, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    typer.echo(f"{run_dir}: {result.step} steps, last loss {result.last_loss:.4f}, {result.seconds:.0f} s")
+
+
+@app.command()
+def sample(
+    run: Path = typer.Argument(..., help="A run folder written by `difflab train`."),
+    sampler: str = typer.Option(None, help="Sampler name (default: the run's [sample] sampler)."),
+    steps: int = typer.Option(None, min=1, help="Number of steps (default: the run's)."),
+    grid: str = typer.Option(None, help="Step grid: uniform, leading, trailing, linspace, karras, log_snr."),
+    n: int = typer.Option(64, min=1, help="Number of samples."),
+    seed: int = typer.Option(0),
+    label: int = typer.Option(None, help="Class label for a class-conditional model."),
+    out: Path = typer.Option(Path("samples.png"), help="Output file: .png (a grid, images or 2-D scatter) or .npz (arrays)."),
+    device: str = typer.Option("cpu"),
+):
+    """Sample a trained run with any sampler."""
+    import numpy as np
+    import torch
+
+    import difflab as dl
+
+    try:
+        den, path, cfg = dl.load(run, device=device)
+        shape = tuple(dl.runs.data_info(run)["shape"])
+        cond = {"cond": torch.full((n,), label, dtype=torch.long, device=device)} if label is not None else None
+        x, info = dl.sample(den, path, (n, *shape), sampler=sampler or cfg.sample.sampler, steps=steps or cfg.sample.steps,
+                            grid=grid or cfg.sample.grid or None, generator=torch.Generator().manual_seed(seed), device=device,
+                            cond=cond, return_info=True)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    if out.suffix == ".npz":
+        np.savez(out, samples=x.cpu().numpy(), nfe=info.nfe, timesteps=info.timesteps.numpy())
+    elif out.suffix == ".png":
+        if x.ndim == 4:
+            dl.viz.save_image_grid(x, out, scale=max(1, 128 // shape[-1]))
+        elif x.shape[1] == 2:
+            dl.viz.scatter_grid({"": {f"{n} samples": x}}, out)
+        else:
+            _fail(f"cannot draw samples of shape {tuple(x.shape[1:])} as a PNG; use --out FILE.npz")
+    else:
+        _fail(f"--out must end in .png or .npz, got {out}")
+    typer.echo(f"wrote {out} ({n} samples, {info.nfe} network evaluations)")
+
+
+@app.command()
+def info(run: Path = typer.Argument(..., help="A run folder.")):
+    """What a run is: configuration, data, progress, and any reports it holds."""
+    import difflab as dl
+
+    try:
+        cfg = dl.runs.run_config(run)
+        data = dl.runs.data_info(run)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    ckpt = dl.training.latest_checkpoint(run)
+    state = dl.training.checkpoint.read_state(ckpt) if ckpt else {}
+    typer.echo(f"run       {run}")
+    typer.echo(f"data      {data['name']}: {data['size']} examples of shape {tuple(data['shape'])}"
+               + (f", {data['num_classes']} classes" if data.get("num_classes") else ""))
+    typer.echo(f"model     {cfg.model.kind} ({'class-conditional' if cfg.model.class_conditional else 'unconditional'})")
+    typer.echo(f"diffusion {cfg.diffusion.path}, predicts {cfg.diffusion.prediction}, weighting {cfg.diffusion.weighting}")
+    typer.echo(f"progress  {state.get('step', 0)} / {cfg.train.steps} steps" + (f", last loss {state['last_loss']:.4f}" if state else ""))
+    for report in sorted(Path(run).glob("report*.json")):
+        typer.echo(f"{report.name}: {json.dumps(json.loads(report.read_text()))}")
 
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="Folder for the picture and the report."),
+    out: Path = typer.Option(Path("runs/demo"), help="Run folder for the model, pictures and report."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key of the digits preset, e.g. --set train.steps=500."),
+    n: int = typer.Option(1000, min=10, help="Samples to judge."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+):
+    """The main job: train a pixel DDPM on the built-in 8x8 digits, sample it, judge and draw the samples."""
+    from .demo import digits_demo
+
+    try:
+        report = digits_demo(out, overrides=set_, n=n, seed=seed, device=device, log=typer.echo)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    typer.echo((out / "report.md").read_text())
+    typer.echo(f"pictures: {out / 'samples.png'}, {out / 'reverse.gif'}, {out / 'loss.png'}")
+    if not report["goal_met"]:
+        typer.secho("the quality goal was not met (see the report)", fg=typer.colors.YELLOW, err=True)
+
+
+@app.command("oracle-demo")
+def oracle_demo(
+    out: Path = typer.Option(Path("runs/oracle-demo"), help="Folder for the picture and the report."),
     n: int = typer.Option(4000, min=100, help="Samples per sampler."),
     nfe: str = typer.Option("10,50", help="Comma-separated network-evaluation budgets."),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
 ):
-    """Sample an 8-mode ring with every sampler from the exact oracle (no training) and compare them."""
-    import difflab as dl
-    from tqdm import tqdm
+    """Every sampler on an exact 8-mode ring (no training): a picture and a table against NFE."""
+    from .demo import oracle_demo as run
 
-    budgets = [int(b) for b in nfe.split(",")]
-    if any(b < 1 for b in budgets):
-        raise typer.BadParameter("every NFE budget must be >= 1", param_hint="--nfe")
-    dev = torch.device(device)
-    mix = dl.oracles.ring_mixture(8, radius=4.0, std=0.4)
-    path = dl.paths.DiscreteVP.linear(1000)
-    den = mix.denoiser(path)
-    g = torch.Generator().manual_seed(seed)
-    data = mix.sample(n, g, device=dev)
-    floor = dl.metrics.sliced_wasserstein(mix.sample(n, g, device=dev), data, generator=torch.Generator().manual_seed(1))
-    panels, subs, rows = {}, {}, []
-    jobs = [(b, s) for b in budgets for s in DEMO_SAMPLERS]
-    for b, s in tqdm(jobs, desc="sampling", unit="run"):
-        opts = dl.steps_for_nfe(s, b)
-        t0 = time.perf_counter()
-        x, info = dl.sample(den, path, (n, 2), sampler=s, generator=torch.Generator().manual_seed(seed), device=dev,
-                            return_info=True, **opts)
-        secs = time.perf_counter() - t0
-        sw = dl.metrics.sliced_wasserstein(x, data, generator=torch.Generator().manual_seed(1))
-        panels.setdefault(f"~{b} NFE", {})[s] = x
-        subs.setdefault(f"~{b} NFE", {})[s] = f"NFE {info.nfe}, SW2 {sw:.3f}"
-        rows.append((b, s, info.nfe, sw, secs))
-    out.mkdir(parents=True, exist_ok=True)
-    lim = 1.4 * float(data.abs().max())
-    png = dl.viz.scatter_grid(panels, out / "samplers.png", reference=data.cpu(), subtitles=subs, lim=lim,
-                              title=f"8-mode ring, DDPM linear schedule, exact denoiser; data in grey; noise floor SW2 {floor:.3f}")
-    lines = ["# difflab demo: every sampler on the exact 8-mode ring", "",
-             f"Path: {path!r}; {n} samples per sampler; sliced 2-Wasserstein to fresh data (noise floor {floor:.4f}).", "",
-             "| budget | sampler | NFE | sliced W2 | seconds |", "|---|---|---|---|---|"]
-    lines += [f"| {b} | {s} | {k} | {sw:.4f} | {secs:.2f} |" for b, s, k, sw, secs in rows]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    typer.echo("\n".join(lines[2:]))
-    typer.echo(f"\nwrote {png} and {out / 'report.md'}")
+    try:
+        budgets = [int(b) for b in nfe.split(",")]
+        run(out, n=n, budgets=budgets, seed=seed, device=device, log=typer.echo)
+    except ValueError as e:
+        _fail(str(e))
 
 
 @app.command()
@@ -69,5 +155,9 @@ def version():
     typer.echo(difflab.__version__)
 
 
+def main() -> None:
+    app(prog_name="difflab")
+
+
 if __name__ == "__main__":
-    app()
+    sys.exit(main())

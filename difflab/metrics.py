@@ -18,7 +18,7 @@ from torch import Tensor
 from ._checks import check_finite
 from ._random import randn
 
-__all__ = ["sliced_wasserstein"]
+__all__ = ["sliced_wasserstein", "class_report", "digits_classifier"]
 
 
 def _quantiles(v: Tensor, m: int) -> Tensor:
@@ -48,3 +48,32 @@ def sliced_wasserstein(x: Tensor, y: Tensor, *, projections: int = 256, generato
     # (P, n) with each projection contiguous: sorting along the last dimension is several times faster
     px, py = _quantiles(theta @ x.T, m), _quantiles(theta @ y.T, m)
     return float(((px - py) ** 2).mean().sqrt())
+
+
+def class_report(probs: Tensor, num_classes: int | None = None) -> dict:
+    """Confidence and diversity of generated samples judged by a classifier's class probabilities (N, K):
+    the mean top-class probability and the fraction of samples given each class."""
+    probs = torch.as_tensor(probs, dtype=torch.float64)
+    k = num_classes or probs.shape[1]
+    top = probs.max(1)
+    hist = torch.bincount(top.indices, minlength=k).double() / probs.shape[0]
+    return {"mean_top_prob": float(top.values.mean()), "class_fractions": hist.tolist(),
+            "min_class_fraction": float(hist.min()), "max_class_fraction": float(hist.max())}
+
+
+def digits_classifier(seed: int = 0):
+    """A logistic-regression classifier of scikit-learn's 8x8 digits, fitted on difflab's digits train
+    split (in [-1, 1]); returns (predict_proba for images (N, 1, 8, 8), its accuracy on the test split)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from .data import digits
+
+    train, test = digits("train"), digits("test")
+    clf = LogisticRegression(max_iter=5000, C=1.0, random_state=seed)  # scikit-learn's default regularisation
+    clf.fit(train.images.flatten(1).numpy(), train.labels.numpy())
+    acc = float(clf.score(test.images.flatten(1).numpy(), test.labels.numpy()))
+
+    def predict_proba(x: Tensor) -> Tensor:
+        return torch.from_numpy(clf.predict_proba(x.detach().cpu().flatten(1).double().numpy()))
+
+    return predict_proba, acc

@@ -51,3 +51,60 @@ def scatter_grid(panels: dict[str, dict[str, torch.Tensor]], out: str | Path, *,
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1, scale: int = 1):
+    """A PIL image tiling images (N, C, H, W) in [-1, 1] into a grid (grey or RGB), optionally enlarged."""
+    from PIL import Image
+
+    from .data import to_uint8
+
+    x = to_uint8(images.detach().cpu().float())
+    n, c, h, w = x.shape
+    nrow = nrow or max(1, int(round(n**0.5)))
+    rows = (n + nrow - 1) // nrow
+    grid = torch.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), 255, dtype=torch.uint8)
+    for i in range(n):
+        r, q = divmod(i, nrow)
+        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = x[i]
+    arr = grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
+    im = Image.fromarray(arr, mode="L" if c == 1 else "RGB")
+    return im.resize((im.width * scale, im.height * scale), Image.NEAREST) if scale > 1 else im
+
+
+def save_image_grid(images: torch.Tensor, out: str | Path, nrow: int | None = None, scale: int = 1) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(images, nrow, scale=scale).save(out)
+    return out
+
+
+def save_gif(frames: list[torch.Tensor], out: str | Path, nrow: int | None = None, scale: int = 1,
+             ms_per_frame: int = 80, hold_last: int = 15) -> Path:
+    """An animated GIF of image grids (e.g. the reverse process, noise to data); the last frame is held."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ims = [image_grid(f, nrow, scale=scale) for f in frames]
+    ims += [ims[-1]] * hold_last
+    ims[0].save(out, save_all=True, append_images=ims[1:], duration=ms_per_frame, loop=0)
+    return out
+
+
+def loss_curve(csv_path: str | Path, out: str | Path, title: str = "training loss") -> Path:
+    """Plot the loss column of a training log.csv (log scale)."""
+    import csv
+
+    plt = _plt()
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    steps = [int(r["step"]) for r in rows]
+    loss = [float(r["loss"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(steps, loss, lw=1.2)
+    ax.set_yscale("log"), ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,291 @@
+"""Run configuration: TOML files and `--set key=value` overrides mapped onto typed dataclasses.
+
+Every key is checked: an unknown key or a value of the wrong type is refused with the list of valid
+keys (or the expected type), before any work starts. Builders turn a configuration into the
+library's objects (path, network, data); they are the only place where names become classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._checks import choose
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # digits | fashion_mnist | folder | toy
+    split: str = "train"
+    root: str = ""  # fashion_mnist: folder of the IDX files (default: Debian's); folder: the image folder
+    size: int = 32  # folder: side of the square images
+    channels: int = 1  # folder: 1 (grey) or 3 (RGB)
+    toy: str = "eight_gaussians"  # toy: which set
+    toy_size: int = 50_000  # toy: number of training points
+
+    def __post_init__(self):
+        choose(self.name, ("digits", "fashion_mnist", "folder", "toy"), "data.name")
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "unet"  # unet | mlp
+    channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 2
+    attention_levels: tuple[int, ...] = (-1,)
+    dropout: float = 0.0
+    width: int = 256  # mlp
+    depth: int = 3  # mlp
+    time_embedding: str = "sinusoidal"  # sinusoidal | fourier
+    class_conditional: bool = False
+
+    def __post_init__(self):
+        choose(self.kind, ("unet", "mlp"), "model.kind")
+        choose(self.time_embedding, ("sinusoidal", "fourier"), "model.time_embedding")
+        _positive(self, "channels", "num_res_blocks", "width", "depth")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+PATHS = ("ddpm_linear", "ddpm_cosine", "vp", "subvp", "ve", "cosine", "linear")
+
+
+@dataclass
+class DiffusionConfig:
+    path: str = "ddpm_linear"  # ddpm_linear | ddpm_cosine (discrete, T steps) | vp | subvp | ve | cosine | linear
+    T: int = 1000
+    prediction: str = "eps"  # eps | x0 | v | score | velocity
+    weighting: str = "simple"  # simple | elbo | sigma2 | likelihood | min_snr
+    time_sampler: str = "default"  # default (uniform on the path's times) | log_normal
+    t_min: float = 1e-3
+
+    def __post_init__(self):
+        from .losses import WEIGHTINGS
+        from .targets import KINDS
+
+        choose(self.path, PATHS, "diffusion.path")
+        choose(self.prediction, KINDS, "diffusion.prediction")
+        choose(self.weighting, WEIGHTINGS, "diffusion.weighting")
+        choose(self.time_sampler, ("default", "log_normal"), "diffusion.time_sampler")
+        _positive(self, "T")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 10_000
+    batch_size: int = 128  # per process
+    lr: float = 2e-4
+    warmup: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision, on CUDA only
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    log_every: int = 50
+
+    def __post_init__(self):
+        _positive(self, "steps", "batch_size", "checkpoint_every", "keep_last", "log_every")
+        if self.lr <= 0 or self.warmup < 0 or self.grad_clip < 0 or not 0 <= self.ema_decay < 1:
+            raise ValueError("need lr > 0, warmup >= 0, grad_clip >= 0 (0 = off) and 0 <= ema_decay < 1")
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "dpmpp_2m"
+    steps: int = 20
+    grid: str = ""  # empty: the path's default grid
+    n: int = 64
+
+    def __post_init__(self):
+        from .samplers import SAMPLERS
+        from .samplers.grids import GRIDS
+
+        choose(self.sampler, SAMPLERS, "sample.sampler")
+        if self.grid:
+            choose(self.grid, GRIDS, "sample.grid")
+        _positive(self, "steps", "n")
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _positive(obj, *names):
+    for n in names:
+        if getattr(obj, n) < 1:
+            raise ValueError(f"{type(obj).__name__.removesuffix('Config').lower()}.{n} must be >= 1, got {getattr(obj, n)}")
+
+
+# -- reading and overriding ----------------------------------------------------------------------
+
+def _coerce(value, tp, key: str):
+    """Check (and gently convert) `value` to the annotated type `tp`, or raise naming the key."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key} must be a list, got {value!r}")
+        return tuple(_coerce(v, inner, key) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls, values: dict, prefix: str):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            valid = ", ".join(f"{prefix}{k}" for k in fields)
+            raise ValueError(f"unknown configuration key {full!r}; valid keys: {valid}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ValueError(f"{full} must be a table ([{full}]), got {value!r}")
+            kwargs[key] = _build(tp, value, f"{full}.")
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+    return cls(**kwargs)
+
+
+def _parse_value(text: str):
+    """A --set value: TOML syntax when it parses (numbers, true/false, lists, quoted strings), else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value (for example train.steps=500), got {item!r}")
+        key, text = item.split("=", 1)
+        node = values
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {key}: {p} is not a table")
+        node[parts[-1]] = _parse_value(text.strip())
+    return values
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def resolve_config_file(name_or_path: str | Path) -> Path:
+    """A TOML path, or the name of a shipped preset (toy2d, digits, fashion_mnist)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    preset = PRESETS_DIR / f"{p.stem}.toml"
+    if p.suffix in ("", ".toml") and preset.is_file() and not p.parent.parts[1:]:
+        return preset
+    raise FileNotFoundError(f"no configuration file {str(p)!r}; give a TOML file or a preset: {', '.join(preset_names())}")
+
+
+def load_config(source: str | Path | dict | None = None, overrides: list[str] | None = None) -> Config:
+    """A Config from a TOML file / preset name / dict (None: all defaults), with `key=value` overrides."""
+    if source is None:
+        values = {}
+    elif isinstance(source, dict):
+        values = json.loads(json.dumps(source))  # a deep copy
+    else:
+        with open(resolve_config_file(source), "rb") as f:
+            values = tomllib.load(f)
+    return _build(Config, apply_overrides(values, overrides or []), "")
+
+
+# -- builders (names become objects here, and only here) -----------------------------------------
+
+def build_path(cfg: DiffusionConfig):
+    from . import paths
+
+    makers = {
+        "ddpm_linear": lambda: paths.DiscreteVP.linear(cfg.T),
+        "ddpm_cosine": lambda: paths.DiscreteVP.cosine(cfg.T),
+        "vp": paths.VP, "subvp": paths.SubVP, "ve": paths.VE, "cosine": paths.Cosine, "linear": paths.Linear,
+    }
+    return makers[cfg.path]()
+
+
+def build_time_sampler(cfg: DiffusionConfig, path):
+    from . import losses
+
+    if cfg.time_sampler == "log_normal":
+        return losses.LogNormal(path)
+    if path.T is not None:
+        return losses.UniformDiscrete(path.T)
+    return losses.Uniform(cfg.t_min)
+
+
+def build_data(cfg: DataConfig):
+    from . import data
+
+    if cfg.name == "digits":
+        return data.digits(cfg.split)
+    if cfg.name == "fashion_mnist":
+        return data.fashion_mnist(cfg.split, **({"root": cfg.root} if cfg.root else {}))
+    if cfg.name == "folder":
+        if not cfg.root:
+            raise ValueError("data.root must name the image folder when data.name = 'folder'")
+        return data.image_folder(cfg.root, cfg.size, cfg.channels)
+    import torch
+
+    return data.TensorData(data.toy(cfg.toy, cfg.toy_size, torch.Generator().manual_seed(12345)), name=f"toy:{cfg.toy}")
+
+
+def build_model(cfg: ModelConfig, data_shape: tuple, num_classes: int | None):
+    from . import nets
+
+    classes = num_classes if cfg.class_conditional else None
+    if cfg.class_conditional and not num_classes:
+        raise ValueError("model.class_conditional = true needs labelled data")
+    if cfg.kind == "mlp":
+        if len(data_shape) != 1:
+            raise ValueError(f"model.kind = 'mlp' is for vector data; this data has shape {data_shape} (use 'unet')")
+        return nets.MLP(data_shape[0], cfg.width, cfg.depth, cfg.time_embedding, classes)
+    if len(data_shape) != 3:
+        raise ValueError(f"model.kind = 'unet' is for images (C, H, W); this data has shape {data_shape} (use 'mlp')")
+    return nets.UNet(data_shape[0], cfg.channels, cfg.channel_mult, cfg.num_res_blocks, cfg.attention_levels,
+                     cfg.dropout, classes, cfg.time_embedding)

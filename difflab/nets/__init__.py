@@ -1,0 +1,11 @@
+"""Networks: every net is `net(x_t, t, cond=None) -> tensor of x_t's shape`; no diffusion math inside."""
+
+from .embeddings import ClassEmbedding, FourierEmbedding, SinusoidalEmbedding, time_embedding
+from .mlp import MLP
+from .unet import UNet
+
+__all__ = ["MLP", "UNet", "SinusoidalEmbedding", "FourierEmbedding", "ClassEmbedding", "time_embedding"]
+
+
+def count_parameters(net) -> int:
+    return sum(p.numel() for p in net.parameters())

@@ -1,0 +1,140 @@
+r"""A U-Net for images (Ronneberger et al. 2015, as used by Ho et al. 2020 and Dhariwal & Nichol 2021).
+
+Residual blocks whose GroupNorm scale and shift come from the time (+ class) embedding (adaptive
+group norm, "FiLM"), self-attention at the chosen low resolutions and in the middle, skip
+connections from every block on the way down to the matching block on the way up, and zero-
+initialised output layers so every residual branch starts as the identity. The network knows
+nothing about diffusion: net(x_t, t, cond=None) -> a tensor of x's shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .embeddings import ClassEmbedding, time_embedding
+
+
+def _groups(channels: int, max_groups: int = 32) -> int:
+    return math.gcd(channels, max_groups)
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(c_in), c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * c_out)  # scale and shift of the second norm
+        self.norm2 = nn.GroupNorm(_groups(c_out), c_out)
+        self.drop = nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.drop(F.silu(h)))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    def __init__(self, channels: int, head_dim: int = 32):
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = nn.GroupNorm(_groups(channels), channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)
+        h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, C/heads)
+        return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
+
+
+class UNet(nn.Module):
+    """U-Net over `len(channel_mult)` resolution levels.
+
+    channels: base width; channel_mult: width multiplier per level; num_res_blocks: residual blocks
+    per level; attention_levels: levels (0 = full resolution) with self-attention (the middle block
+    always has it); num_classes: adds a class embedding with a learned null class (label -1).
+    Input sizes must be divisible by 2^(levels - 1).
+    """
+
+    def __init__(self, in_channels: int = 1, channels: int = 64, channel_mult=(1, 2, 2), num_res_blocks: int = 2,
+                 attention_levels=(-1,), dropout: float = 0.0, num_classes: int | None = None,
+                 time_embedding_kind: str = "sinusoidal", out_channels: int | None = None):
+        super().__init__()
+        levels = len(channel_mult)
+        if levels < 1 or num_res_blocks < 1:
+            raise ValueError("need at least one level and one residual block per level")
+        attn = {lv % levels for lv in attention_levels}
+        self.in_channels, self.levels = in_channels, levels
+        emb_dim = 4 * channels
+        self.time = nn.Sequential(time_embedding(time_embedding_kind, channels), nn.Linear(channels, emb_dim), nn.SiLU(),
+                                  nn.Linear(emb_dim, emb_dim))
+        self.classes = ClassEmbedding(num_classes, emb_dim) if num_classes else None
+        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        skips, c = [channels], channels
+        for lv, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                block = nn.ModuleList([ResBlock(c, channels * mult, emb_dim, dropout)])
+                c = channels * mult
+                if lv in attn:
+                    block.append(Attention(c))
+                self.down.append(block)
+                skips.append(c)
+            if lv < levels - 1:
+                self.down.append(nn.ModuleList([nn.Conv2d(c, c, 3, stride=2, padding=1)]))
+                skips.append(c)
+
+        self.mid = nn.ModuleList([ResBlock(c, c, emb_dim, dropout), Attention(c), ResBlock(c, c, emb_dim, dropout)])
+
+        self.up = nn.ModuleList()
+        for lv, mult in reversed(list(enumerate(channel_mult))):
+            for i in range(num_res_blocks + 1):
+                block = nn.ModuleList([ResBlock(c + skips.pop(), channels * mult, emb_dim, dropout)])
+                c = channels * mult
+                if lv in attn:
+                    block.append(Attention(c))
+                if lv > 0 and i == num_res_blocks:
+                    block.append(nn.Upsample(scale_factor=2, mode="nearest"))
+                    block.append(nn.Conv2d(c, c, 3, padding=1))
+                self.up.append(block)
+        self.out = nn.Sequential(nn.GroupNorm(_groups(c), c), nn.SiLU(), _zero(nn.Conv2d(c, out_channels or in_channels, 3, padding=1)))
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        B, C, H, W = x.shape if x.ndim == 4 else (None,) * 4
+        if x.ndim != 4 or C != self.in_channels:
+            raise ValueError(f"UNet expects images of shape (batch, {self.in_channels}, H, W); got {tuple(x.shape)}")
+        f = 2 ** (self.levels - 1)
+        if H % f or W % f:
+            raise ValueError(f"image size {H}x{W} must be divisible by {f} for a U-Net with {self.levels} levels")
+        emb = self.time(t.reshape(-1).expand(B) if t.numel() == 1 else t)
+        if self.classes is not None:
+            emb = emb + self.classes(cond, B, x.device)
+        h = self.conv_in(x)
+        hs = [h]
+        for block in self.down:
+            for layer in block:
+                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            hs.append(h)
+        for layer in self.mid:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        for block in self.up:
+            h = torch.cat([h, hs.pop()], dim=1)
+            for layer in block:
+                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        return self.out(h)

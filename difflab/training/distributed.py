@@ -1,0 +1,61 @@
+"""Multi-process training with torchrun: process group set-up, rank/world, per-rank seeds.
+
+Launched by `torchrun --nproc_per_node N -m difflab train CONFIG`, each process reads RANK,
+WORLD_SIZE and LOCAL_RANK from the environment and joins a process group (gloo on CPU, NCCL on
+CUDA). Without those variables, training runs in one process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device_name: str) -> tuple[DistInfo, torch.device]:
+    """Join the torchrun process group if there is one; returns this process's rank info and device."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return DistInfo(), resolve_device(device_name)
+    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(device_name, info)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return info, device
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def derive_seed(seed: int, *names) -> int:
+    """A 63-bit seed derived from one seed and names (e.g. 'noise', rank): independent streams per rank."""
+    h = hashlib.sha256(repr((int(seed),) + tuple(names)).encode()).digest()
+    return int.from_bytes(h[:8], "little") & (2**63 - 1)
+
+
+def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("train.device asks for CUDA but no CUDA device is available; use device = 'cpu' or 'auto'")
+        if info is not None and info.world > 1 and device.index is None:
+            device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    return device

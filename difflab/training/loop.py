@@ -1,0 +1,225 @@
+"""The training loop: AdamW with warm-up and clipping, EMA, checkpoints and exact resume, DDP, logs.
+
+Exactness on resume: the data order of epoch e is DistributedSampler's permutation seeded with
+(seed, e) (set_epoch), the position inside the epoch is saved, and the generator that draws t and
+the noise, plus torch's global RNG (dropout), are saved and restored. On CPU a run killed at step k
+and resumed ends with the same weights, bit for bit, as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data.distributed import DistributedSampler
+
+from .. import losses
+from ..config import Config, build_data, build_model, build_path, build_time_sampler
+from . import distributed
+from .checkpoint import latest_checkpoint, load_tensors, optimizer_from_files, read_state, save_checkpoint
+from .ema import EMA
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    last_loss: float
+    seconds: float
+
+
+def lr_at(step: int, base: float, warmup: int) -> float:
+    """Linear warm-up to `base` over `warmup` steps, then constant."""
+    return base * min(1.0, (step + 1) / warmup) if warmup > 0 else base
+
+
+def train_step(net, path, x0, labels, *, t, noise, optimizer, prediction: str, weighting: str, lr: float,
+               grad_clip: float, autocast=None) -> tuple[float, float]:
+    """One optimiser step on a batch with explicit t and noise; returns (loss, gradient norm)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    cond = {"cond": labels} if labels is not None else None
+    with autocast() if autocast is not None else _null():
+        loss = losses.diffusion_loss(net, path, x0, prediction=prediction, weighting=weighting, t=t, noise=noise,
+                                     cond=cond).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf))
+    loss_value = loss.detach().item()
+    if math.isfinite(loss_value) and math.isfinite(grad_norm):  # never step on a non-finite gradient
+        optimizer.step()
+    return loss_value, grad_norm
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+class _Log:
+    """CSV always; TensorBoard when it is installed."""
+
+    FIELDS = ["step", "loss", "lr", "grad_norm", "it_per_s"]
+
+    def __init__(self, run_dir: Path, resume_step: int):
+        self.path = run_dir / "log.csv"
+        rows = []
+        if resume_step and self.path.exists():  # drop rows past the checkpoint we resume from
+            with open(self.path) as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        with open(self.path, "w", newline="") as f:
+            w = csv.DictWriter(f, self.FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except Exception:  # tensorboard is optional
+            self.tb = None
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.FIELDS).writerow(row)
+        if self.tb is not None:
+            for k in ("loss", "lr", "grad_norm", "it_per_s"):
+                self.tb.add_scalar(k, row[k], row["step"])
+
+
+def train(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bool = True, stop_after: int | None = None,
+          data=None) -> TrainResult:
+    """Train `cfg` into `run_dir` (continuing from its latest checkpoint when `resume`).
+
+    `stop_after` ends the run early after that many total steps (as a crash would, but cleanly);
+    `data` replaces the configured data set (tests).
+    """
+    run_dir = Path(run_dir)
+    tc = cfg.train
+    info, device = distributed.setup(tc.device)
+    try:
+        return _train(cfg, run_dir, info, device, resume, progress, stop_after, data)
+    finally:
+        distributed.teardown()
+
+
+def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> TrainResult:
+    tc = cfg.train
+    torch.manual_seed(distributed.derive_seed(tc.seed, "torch", info.rank))
+    data = data if data is not None else build_data(cfg.data)
+    if len(data) < tc.batch_size * info.world:
+        raise ValueError(f"the data set has {len(data)} examples, fewer than one batch ({tc.batch_size} x {info.world} processes)")
+    path = build_path(cfg.diffusion)
+    time_sampler = build_time_sampler(cfg.diffusion, path)
+    model = build_model(cfg.model, data.shape, data.num_classes).to(device)
+    ema = EMA(model, tc.ema_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    noise_gen = torch.Generator().manual_seed(distributed.derive_seed(tc.seed, "noise", info.rank))
+    sampler = DistributedSampler(data, num_replicas=info.world, rank=info.rank, shuffle=True, seed=tc.seed, drop_last=True)
+    labels_all = data.labels if cfg.model.class_conditional else None
+
+    step, epoch, pos = 0, 0, 0
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        state = read_state(ckpt)
+        if state.get("config") != json.loads(json.dumps(cfg.to_dict())):
+            raise ValueError(f"{run_dir} holds a run with a different configuration; use a new run folder or resume=False")
+        model.load_state_dict(load_tensors(ckpt / "model.safetensors", device))
+        ema.load_state_dict(load_tensors(ckpt / "ema.safetensors", device))
+        optimizer_from_files(optimizer, load_tensors(ckpt / "optimizer.safetensors", device),
+                             json.loads((ckpt / "optimizer.json").read_text()))
+        rng = load_tensors(ckpt / "rng.safetensors")
+        noise_gen.set_state(rng[f"noise.{info.rank}"])
+        torch.set_rng_state(rng[f"torch.{info.rank}"])
+        step, epoch, pos = state["step"], state["epoch"], state["position"]
+    elif info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        (run_dir / "data.json").write_text(json.dumps({"name": data.name, "shape": list(data.shape), "size": len(data),
+                                                       "num_classes": data.num_classes,
+                                                       "class_names": list(data.class_names)}, indent=1))
+
+    net = model
+    if info.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast = None
+    if device.type == "cuda" and tc.amp:
+        autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731 - no loss scaling needed
+    log = _Log(run_dir, step) if info.is_main else None
+    bar = None
+    if progress and info.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=tc.steps, initial=step, desc=f"training {cfg.name}", unit="step", dynamic_ncols=True)
+    end = tc.steps if stop_after is None else min(tc.steps, stop_after)
+    t_start, t_log, s_log, loss_acc, n_acc, last_loss = time.time(), time.time(), step, 0.0, 0, float("nan")
+
+    def diverged(what: str):
+        last = latest_checkpoint(run_dir)
+        raise TrainingDiverged(
+            f"{what}; stopped. The last good checkpoint is {last if last else '(none yet)'}. "
+            "Lower train.lr, set train.grad_clip, or check the data for NaNs."
+        )
+
+    def checkpoint():
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            diverged(f"the weights became non-finite by step {step}")  # never overwrite good checkpoints with them
+        rng = {f"noise.{info.rank}": noise_gen.get_state(), f"torch.{info.rank}": torch.get_rng_state()}
+        if info.world > 1:  # rank 0 writes everyone's generator states
+            gathered = [None] * info.world
+            torch.distributed.all_gather_object(gathered, {k: v.tolist() for k, v in rng.items()})
+            rng = {k: torch.tensor(v, dtype=torch.uint8) for g in gathered for k, v in g.items()}
+        if info.is_main:
+            save_checkpoint(run_dir, step, model=model, ema=ema, optimizer=optimizer, rng=rng, keep_last=tc.keep_last,
+                            state={"epoch": epoch, "position": pos, "config": cfg.to_dict(), "world": info.world,
+                                   "data": data.name, "last_loss": last_loss})
+
+    model.train()
+    while step < end:
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler))
+        n_batches = len(order) // tc.batch_size
+        while pos < n_batches and step < end:
+            idx = order[pos * tc.batch_size:(pos + 1) * tc.batch_size]
+            x0 = data.images[idx].to(device)
+            labels = labels_all[idx].to(device) if labels_all is not None else None
+            t = time_sampler(x0.shape[0], generator=noise_gen).to(device)
+            noise = torch.randn(x0.shape, generator=noise_gen).to(device)
+            lr = lr_at(step, tc.lr, tc.warmup)
+            loss, gnorm = train_step(net, path, x0, labels, t=t, noise=noise, optimizer=optimizer,
+                                     prediction=cfg.diffusion.prediction, weighting=cfg.diffusion.weighting, lr=lr,
+                                     grad_clip=tc.grad_clip, autocast=autocast)
+            if not (math.isfinite(loss) and math.isfinite(gnorm)):
+                diverged(f"the loss became {loss} (gradient norm {gnorm}) at step {step + 1}")
+            ema.update(model, step)
+            step, pos, last_loss = step + 1, pos + 1, loss
+            loss_acc, n_acc = loss_acc + loss, n_acc + 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            if log is not None and (step % tc.log_every == 0 or step == end):
+                now = time.time()
+                log.write({"step": step, "loss": loss_acc / n_acc, "lr": lr, "grad_norm": gnorm,
+                           "it_per_s": (step - s_log) / max(now - t_log, 1e-9)})
+                t_log, s_log, loss_acc, n_acc = now, step, 0.0, 0
+            if step % tc.checkpoint_every == 0 or step == tc.steps:
+                checkpoint()
+        if pos >= n_batches:
+            epoch, pos = epoch + 1, 0
+    if stop_after is not None and step % tc.checkpoint_every and step != tc.steps:
+        checkpoint()  # a clean early stop keeps its progress
+    if bar is not None:
+        bar.close()
+    return TrainResult(run_dir, step, last_loss, time.time() - t_start)
