@@ -23,6 +23,7 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set train.steps=500 (repeatable)."),
     out: Path = typer.Option(None, help="Run folder (default: runs/<name>)."),
     fresh: bool = typer.Option(False, help="Start over instead of resuming the run folder's latest checkpoint."),
+    device: str = typer.Option(None, help="cpu, cuda, cuda:N or auto (default: the config's train.device)."),
 ):
     """Train a model; resumes from the run folder's latest checkpoint. Works under torchrun."""
     from .config import load_config
@@ -30,7 +31,7 @@ def train(
     from .training import train as run_training
 
     try:
-        cfg = load_config(config, set_)
+        cfg = load_config(config, [*set_, *([f'train.device="{device}"'] if device else [])])
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     run_dir = out or Path("runs") / cfg.name

@@ -18,7 +18,7 @@ from torch import Tensor
 from ._checks import check_finite
 from ._random import randn
 
-__all__ = ["sliced_wasserstein", "class_report", "digits_classifier"]
+__all__ = ["sliced_wasserstein", "class_report", "digits_classifier", "fit_cnn_classifier"]
 
 
 def _quantiles(v: Tensor, m: int) -> Tensor:
@@ -77,3 +77,43 @@ def digits_classifier(seed: int = 0):
         return torch.from_numpy(clf.predict_proba(x.detach().cpu().flatten(1).double().numpy()))
 
     return predict_proba, acc
+
+
+def fit_cnn_classifier(train, test=None, *, epochs: int = 2, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
+                       progress: bool = False):
+    """Train `nets.SmallCNN` on an ImageData train split; returns (network in eval mode, test accuracy or None).
+
+    A fixed seed fixes the initialisation and the data order, so the judge is reproducible.
+    """
+    from .nets import SmallCNN
+
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = SmallCNN(train.shape[0], train.num_classes)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    n = len(train)
+    steps = epochs * (n // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    it = range(steps)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="classifier", unit="step")
+    order = torch.randperm(n, generator=g)
+    for s in it:
+        e, b = divmod(s, n // batch_size)
+        if b == 0 and s > 0:
+            order = torch.randperm(n, generator=g)
+        idx = order[b * batch_size:(b + 1) * batch_size]
+        loss = torch.nn.functional.cross_entropy(net(train.images[idx]), train.labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    net.eval().requires_grad_(False)
+    acc = None
+    if test is not None:
+        with torch.no_grad():
+            pred = torch.cat([net(x).argmax(1) for x in test.images.split(1000)])
+        acc = float((pred == test.labels).double().mean())
+    return net, acc

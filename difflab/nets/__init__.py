@@ -1,10 +1,11 @@
 """Networks: every net is `net(x_t, t, cond=None) -> tensor of x_t's shape`; no diffusion math inside."""
 
 from .embeddings import ClassEmbedding, FourierEmbedding, SinusoidalEmbedding, time_embedding
+from .classifier import SmallCNN
 from .mlp import MLP
 from .unet import UNet
 
-__all__ = ["MLP", "UNet", "SinusoidalEmbedding", "FourierEmbedding", "ClassEmbedding", "time_embedding"]
+__all__ = ["MLP", "UNet", "SmallCNN", "SinusoidalEmbedding", "FourierEmbedding", "ClassEmbedding", "time_embedding"]
 
 
 def count_parameters(net) -> int:

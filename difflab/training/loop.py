@@ -8,6 +8,7 @@ and resumed ends with the same weights, bit for bit, as one that never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -37,6 +38,14 @@ class TrainResult:
     seconds: float
 
 
+# Keys that may change when a run is resumed: they do not change what is computed.
+_OPERATIONAL = ("steps", "device", "checkpoint_every", "keep_last", "log_every")
+
+
+def _identity(cfg: dict) -> dict:
+    return {**cfg, "train": {k: v for k, v in cfg.get("train", {}).items() if k not in _OPERATIONAL}}
+
+
 def lr_at(step: int, base: float, warmup: int) -> float:
     """Linear warm-up to `base` over `warmup` steps, then constant."""
     return base * min(1.0, (step + 1) / warmup) if warmup > 0 else base
@@ -48,7 +57,7 @@ def train_step(net, path, x0, labels, *, t, noise, optimizer, prediction: str, w
     for group in optimizer.param_groups:
         group["lr"] = lr
     cond = {"cond": labels} if labels is not None else None
-    with autocast() if autocast is not None else _null():
+    with autocast() if autocast is not None else contextlib.nullcontext():
         loss = losses.diffusion_loss(net, path, x0, prediction=prediction, weighting=weighting, t=t, noise=noise,
                                      cond=cond).mean()
     optimizer.zero_grad(set_to_none=True)
@@ -59,14 +68,6 @@ def train_step(net, path, x0, labels, *, t, noise, optimizer, prediction: str, w
     if math.isfinite(loss_value) and math.isfinite(grad_norm):  # never step on a non-finite gradient
         optimizer.step()
     return loss_value, grad_norm
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 class _Log:
@@ -134,8 +135,9 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
         state = read_state(ckpt)
-        if state.get("config") != json.loads(json.dumps(cfg.to_dict())):
-            raise ValueError(f"{run_dir} holds a run with a different configuration; use a new run folder or resume=False")
+        if _identity(state.get("config", {})) != _identity(json.loads(json.dumps(cfg.to_dict()))):
+            raise ValueError(f"{run_dir} holds a run with a different configuration; use a new run folder or resume=False "
+                             "(only train.steps, device, checkpoint_every, keep_last and log_every may change on resume)")
         model.load_state_dict(load_tensors(ckpt / "model.safetensors", device))
         ema.load_state_dict(load_tensors(ckpt / "ema.safetensors", device))
         optimizer_from_files(optimizer, load_tensors(ckpt / "optimizer.safetensors", device),
