@@ -55,10 +55,7 @@ def test_resume_is_bit_identical(tmp_path):
 
 
 def test_a_kill_at_any_moment_leaves_a_good_checkpoint_and_resume_is_exact(tmp_path):
-    cfg_dict = json.loads(json.dumps(TINY))
-    cfg_dict["train"].update(steps=40, checkpoint_every=1, keep_last=3)
-    cfg_file = tmp_path / "cfg.toml"
-    cfg_file.write_text(_toml(cfg_dict))
+    cfg_dict, cfg_file = _tiny_file(tmp_path, steps=40, checkpoint_every=1, keep_last=3)
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "difflab", "train", str(cfg_file), "--out", str(run)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -83,6 +80,15 @@ def test_a_kill_at_any_moment_leaves_a_good_checkpoint_and_resume_is_exact(tmp_p
     _assert_identical(_weights(tmp_path / "straight"), _weights(run))
 
 
+def _tiny_file(tmp_path, **train) -> tuple[dict, Path]:
+    """TINY with some train keys changed, as a dict and as a TOML file for the command line."""
+    cfg = json.loads(json.dumps(TINY))
+    cfg["train"].update(train)
+    path = tmp_path / "cfg.toml"
+    path.write_text(_toml(cfg))
+    return cfg, path
+
+
 def _toml(d: dict, prefix: str = "") -> str:
     lines, tables = [], []
     for k, v in d.items():
@@ -102,13 +108,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun(*args: str) -> None:
+    """Run a 2-process torchrun job on this machine (gloo on CPU) and check it succeeded."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()), *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
 def test_two_ranks_equal_one_rank_with_twice_the_batch(tmp_path):
     """torchrun, 2 processes x batch b (gloo) == 1 process x batch 2b, after one optimiser step."""
     out = tmp_path / "ddp.safetensors"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           str(ROOT / "tests" / "ddp_step.py"), str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    _torchrun(str(ROOT / "tests" / "ddp_step.py"), str(out))
     sys.path.insert(0, str(ROOT / "tests"))
     from ddp_step import one_step
 
@@ -119,15 +129,9 @@ def test_two_ranks_equal_one_rank_with_twice_the_batch(tmp_path):
 
 
 def test_torchrun_training_writes_from_rank_zero_only(tmp_path):
-    cfg = json.loads(json.dumps(TINY))
-    cfg["train"].update(steps=4, checkpoint_every=2, batch_size=50)
-    cfg_file = tmp_path / "cfg.toml"
-    cfg_file.write_text(_toml(cfg))
+    _, cfg_file = _tiny_file(tmp_path, steps=4, checkpoint_every=2, batch_size=50)
     run = tmp_path / "ddp-run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "difflab", "train", str(cfg_file), "--out", str(run)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    _torchrun("-m", "difflab", "train", str(cfg_file), "--out", str(run))
     state = dl.training.checkpoint.read_state(dl.training.latest_checkpoint(run))
     assert state["step"] == 4 and state["world"] == 2
     rng = ck.load_tensors(dl.training.latest_checkpoint(run) / "rng.safetensors")
