@@ -17,7 +17,7 @@ from torch import Tensor
 from . import targets
 from ._checks import choose
 
-__all__ = ["as_denoiser", "NetworkDenoiser", "CountingDenoiser", "count_calls", "score_from_denoiser"]
+__all__ = ["as_denoiser", "NetworkDenoiser", "CountingDenoiser", "count_calls", "score_from_denoiser", "clipped"]
 
 Denoiser = Callable[..., Tensor]
 
@@ -72,3 +72,21 @@ def score_from_denoiser(denoiser: Denoiser, path, x_t: Tensor, t: Tensor, **cond
     x0 = denoiser(x_t, t, **cond)
     _, eps = targets.to_x0_eps("x0", x0, x_t, path, t)
     return targets.from_x0_eps("score", x0, eps, path, t)
+
+
+class ClippedDenoiser:
+    """D clamped to [low, high]: when the data lie in that box, so does E[x0 | x_t] (a convex combination
+    of data), so clamping only removes error. It tames the x0 = (x_t - sigma eps) / alpha blow-up of an
+    eps-predicting network near t = 1, where alpha is tiny (Ho et al.'s `clip_denoised`)."""
+
+    def __init__(self, denoiser: Denoiser, low: float = -1.0, high: float = 1.0):
+        if not low < high:
+            raise ValueError(f"need low < high, got {low}, {high}")
+        self.denoiser, self.low, self.high = denoiser, float(low), float(high)
+
+    def __call__(self, x_t: Tensor, t: Tensor, **cond) -> Tensor:
+        return self.denoiser(x_t, t, **cond).clamp(self.low, self.high)
+
+
+def clipped(denoiser: Denoiser, low: float = -1.0, high: float = 1.0) -> ClippedDenoiser:
+    return ClippedDenoiser(denoiser, low, high)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .config import Config, build_model, build_path, load_config
-from .denoisers import as_denoiser
+from .denoisers import as_denoiser, clipped
 from .training.checkpoint import latest_checkpoint, load_tensors, read_state
 
 
@@ -36,9 +36,14 @@ def load_network(run_dir: str | Path, *, ema: bool = True, device="cpu"):
 
 
 def load(run_dir: str | Path, *, ema: bool = True, device="cpu"):
-    """(denoiser, path, config) of a trained run; the denoiser takes `cond=labels` when class-conditional."""
+    """(denoiser, path, config) of a trained run; the denoiser takes `cond=labels` when class-conditional
+    and, for image data, is clipped to the data's range [-1, 1] (`denoisers.clipped`)."""
     net, cfg, _ = load_network(run_dir, ema=ema, device=device)
     path = build_path(cfg.diffusion)
-    return as_denoiser(net, path, cfg.diffusion.prediction), path, cfg
+    den = as_denoiser(net, path, cfg.diffusion.prediction)
+    value_range = data_info(run_dir).get("range")
+    if value_range:  # images live in [-1, 1], and so does E[x0 | x_t]
+        den = clipped(den, *value_range)
+    return den, path, cfg
 
 

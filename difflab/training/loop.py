@@ -20,6 +20,7 @@ import torch
 from torch.utils.data.distributed import DistributedSampler
 
 from .. import losses
+from ..data import ImageData
 from ..config import Config, build_data, build_model, build_path, build_time_sampler
 from . import distributed
 from .checkpoint import latest_checkpoint, load_tensors, optimizer_from_files, read_state, save_checkpoint
@@ -151,7 +152,9 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
         (run_dir / "data.json").write_text(json.dumps({"name": data.name, "shape": list(data.shape), "size": len(data),
                                                        "num_classes": data.num_classes,
-                                                       "class_names": list(data.class_names)}, indent=1))
+                                                       "class_names": list(data.class_names),
+                                                       "range": [-1.0, 1.0] if isinstance(data, ImageData) else None},
+                                                      indent=1))
 
     net = model
     if info.world > 1:

@@ -1,0 +1,27 @@
+"""Pictures are written and show what they should (pixel values and layout, frame counts)."""
+
+import torch
+from PIL import Image
+
+import difflab as dl
+
+
+def test_image_grid_layout_and_values(tmp_path):
+    x = torch.stack([torch.full((1, 4, 4), v) for v in (-1.0, 1.0, 0.0)])
+    im = dl.viz.image_grid(x, nrow=2, pad=1)
+    assert im.size == (2 * 5 + 1, 2 * 5 + 1) and im.mode == "L"
+    assert im.getpixel((1, 1)) == 0 and im.getpixel((6, 1)) == 255 and im.getpixel((1, 6)) == 128
+    rgb = dl.viz.image_grid(torch.zeros(4, 3, 2, 2), scale=3)
+    assert rgb.mode == "RGB" and rgb.size == (3 * 7, 3 * 7)
+
+
+def test_gif_and_loss_curve(tmp_path):
+    frames = [torch.rand(4, 1, 8, 8) * 2 - 1 for _ in range(5)]
+    out = dl.viz.save_gif(frames, tmp_path / "a.gif", hold_last=3)
+    with Image.open(out) as im:
+        assert im.n_frames >= 2  # Pillow may merge identical trailing frames
+    (tmp_path / "log.csv").write_text("step,loss,lr,grad_norm,it_per_s\n1,1.0,0.1,1,1\n2,0.5,0.1,1,1\n")
+    png = dl.viz.loss_curve(tmp_path / "log.csv", tmp_path / "loss.png")
+    assert png.stat().st_size > 1000
+    sc = dl.viz.scatter_grid({"row": {"a": torch.randn(50, 2)}}, tmp_path / "s.png", reference=torch.randn(50, 2))
+    assert sc.stat().st_size > 1000
