@@ -44,7 +44,9 @@ _OPERATIONAL = ("steps", "device", "checkpoint_every", "keep_last", "log_every")
 
 
 def _identity(cfg: dict) -> dict:
-    return {**cfg, "train": {k: v for k, v in cfg.get("train", {}).items() if k not in _OPERATIONAL}}
+    """What must match to resume a run: everything but the operational train keys, the name and [sample]."""
+    kept = {k: v for k, v in cfg.items() if k not in ("sample", "name")}
+    return {**kept, "train": {k: v for k, v in cfg.get("train", {}).items() if k not in _OPERATIONAL}}
 
 
 def lr_at(step: int, base: float, warmup: int) -> float:
@@ -138,7 +140,7 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
         state = read_state(ckpt)
         if _identity(state.get("config", {})) != _identity(json.loads(json.dumps(cfg.to_dict()))):
             raise ValueError(f"{run_dir} holds a run with a different configuration; use a new run folder or resume=False "
-                             "(only train.steps, device, checkpoint_every, keep_last and log_every may change on resume)")
+                             "(only name, [sample] and train.steps, device, checkpoint_every, keep_last, log_every may change)")
         model.load_state_dict(load_tensors(ckpt / "model.safetensors", device))
         ema.load_state_dict(load_tensors(ckpt / "ema.safetensors", device))
         optimizer_from_files(optimizer, load_tensors(ckpt / "optimizer.safetensors", device),
