@@ -19,6 +19,15 @@ w_k = w / c_k^2. Weightings (Kingma & Gao 2023 collect them in this form):
 - `likelihood`: g(t)^2 on the score error (Song et al. 2021b): w = g^2 / sigma^2.
 - `min_snr`: min(SNR, gamma) on the x0 error (Hang et al. 2023): w = min(SNR, gamma) / SNR.
 
+Explicit (Hyvarinen 2005) score matching fits a score model s(x) to data without noise, by
+integration by parts of the Fisher divergence (up to the constant E||grad log p||^2):
+
+    J(s) = E_x[ ||s(x)||^2 + 2 tr(grad_x s(x)) ] = E||s - grad log p||^2 - E||grad log p||^2,
+
+with the exact trace (small dimensions), Hutchinson's estimate ||s||^2 + 2 v^T (grad s) v, or sliced
+score matching (Song et al. 2019) (v^T s)^2 + 2 v^T (grad s) v, for probes v with E[v v^T] = I
+(`explicit_score_matching`).
+
 Time samplers draw t for a batch: `UniformDiscrete(T)` (t = i / T, i ~ U{1..T}), `Uniform(t_min, t_max)`
 (continuous with a cut-off, Song et al.'s eps = 1e-3) and `LogNormal(path, mean, std)` (Karras et al.
 2022: ln(sigma/alpha) ~ N(mean, std^2)).
@@ -34,11 +43,13 @@ from torch import Tensor
 from . import targets
 from ._checks import batch_times, check_finite, check_same_shape, check_times, choose
 from ._random import rand, randn
+from .divergence import exact_divergence, hutchinson_divergence, probes as draw_probes
 
 __all__ = ["WEIGHTINGS", "eps_weight", "loss_weight", "diffusion_loss", "UniformDiscrete", "Uniform", "LogNormal",
-           "default_time_sampler"]
+           "default_time_sampler", "explicit_score_matching", "ESM_METHODS"]
 
 WEIGHTINGS = ("simple", "elbo", "sigma2", "likelihood", "min_snr")
+ESM_METHODS = ("exact", "hutchinson", "sliced")
 
 
 def _discrete_index(path, t: Tensor) -> Tensor:
@@ -151,3 +162,24 @@ def diffusion_loss(net, path, x0: Tensor, *, prediction: str = "eps", weighting:
     sq = (pred - target).pow(2).flatten(1)
     err = sq.mean(1) if reduction == "mean" else sq.sum(1)
     return loss_weight(weighting, prediction, path, t, **weight_kwargs).to(err) * err
+
+
+def explicit_score_matching(score: Callable[[Tensor], Tensor], x: Tensor, *, method: str = "exact", probes: int = 1,
+                            probe: str = "rademacher", generator: torch.Generator | None = None) -> Tensor:
+    """Per-example Hyvarinen loss ||s(x)||^2 + 2 tr(grad s(x)) of a score model `score(x)` on data `x`
+    (see the module doc), differentiable in the model's parameters.
+
+    method: "exact" trace (one backward pass per dimension), "hutchinson" (exact ||s||^2, traced by
+    `probes` probes of kind `probe`) or "sliced" ((v^T s)^2 in place of ||s||^2). Its minimiser is the
+    data score; it differs from E||s - grad log p||^2 by a constant.
+    """
+    choose(method, ESM_METHODS, "score matching method")
+    check_finite(x, "x (the data batch)")
+    if method == "exact":
+        s, tr = exact_divergence(score, x, create_graph=True)
+        return s.flatten(1).pow(2).sum(1) + 2 * tr
+    v = draw_probes(probe, probes, x, generator)
+    s, quad = hutchinson_divergence(score, x, v, create_graph=True)
+    if method == "hutchinson":
+        return s.flatten(1).pow(2).sum(1) + 2 * quad.mean(0)
+    return (v * s).flatten(2).sum(2).pow(2).mean(0) + 2 * quad.mean(0)
