@@ -1,4 +1,4 @@
-"""The `difflab` command: train, sample, info, demo, oracle-demo. Thin: every action is a library call."""
+"""The `difflab` command: train, sample, eval, info, demo, oracle-demo. Thin: every action is a library call."""
 
 from __future__ import annotations
 
@@ -68,9 +68,10 @@ def sample(
         den, path, cfg = dl.load(run, device=device)
         shape = tuple(dl.runs.data_info(run)["shape"])
         cond = {"cond": torch.full((n,), label, dtype=torch.long, device=device)} if label is not None else None
+        options = cfg.sample.options if sampler in (None, cfg.sample.sampler) else {}
         x, info = dl.sample(den, path, (n, *shape), sampler=sampler or cfg.sample.sampler, steps=steps or cfg.sample.steps,
                             grid=grid or cfg.sample.grid or None, generator=torch.Generator().manual_seed(seed), device=device,
-                            cond=cond, return_info=True)
+                            cond=cond, return_info=True, **options)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     if out.suffix == ".npz":
@@ -85,6 +86,36 @@ def sample(
     else:
         _fail(f"--out must end in .png or .npz, got {out}")
     typer.echo(f"wrote {out} ({n} samples, {info.nfe} network evaluations)")
+
+
+@app.command("eval")
+def eval_(
+    run: Path = typer.Argument(..., help="A run folder written by `difflab train`."),
+    nll: bool = typer.Option(False, "--nll", help="Negative log-likelihood by the probability-flow ODE (bits/dim for images)."),
+    elbo: bool = typer.Option(False, "--elbo", help="The DDPM ELBO (on the path's own steps; bits/dim for images)."),
+    split: str = typer.Option("test", help="Data split (images); toy sets draw fresh held-out points."),
+    n: int = typer.Option(None, min=1, help="Examples to use (default: the whole split; 2000 for toy sets)."),
+    method: str = typer.Option(None, help="exact or hutchinson divergence (default: exact up to 64 dimensions)."),
+    probes: int = typer.Option(1, min=1, help="Hutchinson probes per example."),
+    rtol: float = typer.Option(1e-5, help="ODE solver relative tolerance."),
+    atol: float = typer.Option(1e-5, help="ODE solver absolute tolerance."),
+    elbo_terms: int = typer.Option(None, min=1, help="Estimate the ELBO's sum from this many steps per example."),
+    batch: int = typer.Option(500, min=1, help="Examples per batch."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+):
+    """Measure a trained run on held-out data; writes eval.json and eval.md into the run folder."""
+    from .evaluate import run_nll, write_report
+
+    if not (nll or elbo):
+        _fail("say what to measure: --nll (and/or --elbo)")
+    try:
+        res = run_nll(run, split=split, n=n, method=method, probes=probes, rtol=rtol, atol=atol, flow=nll, with_elbo=elbo,
+                      elbo_terms=elbo_terms, batch_size=batch, seed=seed, device=device)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    write_report(run, "likelihood", res, "difflab eval " + " ".join(sys.argv[2:]))
+    typer.echo((Path(run) / "eval.md").read_text())
 
 
 @app.command()

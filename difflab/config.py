@@ -55,13 +55,15 @@ class ModelConfig:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
-PATHS = ("ddpm_linear", "ddpm_cosine", "vp", "subvp", "ve", "cosine", "linear")
+PATHS = ("ddpm_linear", "ddpm_cosine", "vp", "subvp", "ve", "ncsn", "cosine", "linear")
 
 
 @dataclass
 class DiffusionConfig:
-    path: str = "ddpm_linear"  # ddpm_linear | ddpm_cosine (discrete, T steps) | vp | subvp | ve | cosine | linear
-    T: int = 1000
+    path: str = "ddpm_linear"  # ddpm_linear | ddpm_cosine (discrete, T steps) | vp | subvp | ve | ncsn | cosine | linear
+    T: int = 1000  # steps of a discrete path; for ncsn the number of noise levels L
+    sigma_min: float = 0.01  # ve and ncsn: the smallest and largest noise levels
+    sigma_max: float = 50.0
     prediction: str = "eps"  # eps | x0 | v | score | velocity
     weighting: str = "simple"  # simple | elbo | sigma2 | likelihood | min_snr
     time_sampler: str = "default"  # default (uniform on the path's times) | log_normal
@@ -76,6 +78,8 @@ class DiffusionConfig:
         choose(self.weighting, WEIGHTINGS, "diffusion.weighting")
         choose(self.time_sampler, ("default", "log_normal"), "diffusion.time_sampler")
         _positive(self, "T")
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"need 0 < diffusion.sigma_min < diffusion.sigma_max; got {self.sigma_min}, {self.sigma_max}")
 
 
 @dataclass
@@ -106,12 +110,19 @@ class SampleConfig:
     steps: int = 20
     grid: str = ""  # empty: the path's default grid
     n: int = 64
+    options: dict = field(default_factory=dict)  # the sampler's own keywords, e.g. {steps_per_level = 100}
 
     def __post_init__(self):
+        import inspect
+
         from .samplers import SAMPLERS
         from .samplers.grids import GRIDS
 
         choose(self.sampler, SAMPLERS, "sample.sampler")
+        own = [p.name for p in inspect.signature(SAMPLERS[self.sampler]).parameters.values()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("generator", "callback", "return_info")]
+        for key in self.options:
+            choose(key, own, f"sample.options key for sampler {self.sampler!r}")
         if self.grid:
             choose(self.grid, GRIDS, "sample.grid")
         _positive(self, "steps", "n")
@@ -164,6 +175,10 @@ def _coerce(value, tp, key: str):
         if not isinstance(value, str):
             raise ValueError(f"{key} must be a string, got {value!r}")
         return value
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key} must be a table ([{key}] or {{name = value}}), got {value!r}")
+        return dict(value)
     return value
 
 
@@ -244,7 +259,9 @@ def build_path(cfg: DiffusionConfig):
     makers = {
         "ddpm_linear": lambda: paths.DiscreteVP.linear(cfg.T),
         "ddpm_cosine": lambda: paths.DiscreteVP.cosine(cfg.T),
-        "vp": paths.VP, "subvp": paths.SubVP, "ve": paths.VE, "cosine": paths.Cosine, "linear": paths.Linear,
+        "ve": lambda: paths.VE(cfg.sigma_min, cfg.sigma_max),
+        "ncsn": lambda: paths.DiscreteVE.geometric(cfg.T, cfg.sigma_min, cfg.sigma_max),
+        "vp": paths.VP, "subvp": paths.SubVP, "cosine": paths.Cosine, "linear": paths.Linear,
     }
     return makers[cfg.path]()
 

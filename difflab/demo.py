@@ -37,10 +37,10 @@ def digits_demo(out: str | Path = "runs/demo", *, overrides: list[str] | None = 
     g = torch.Generator().manual_seed(seed)
     t1 = time.time()
     x, info = sample(den, path, (n, *shape), sampler=s.sampler, steps=s.steps, grid=s.grid or None, generator=g,
-                     device=device, return_info=True)
+                     device=device, return_info=True, **s.options)
     sample_s = time.time() - t1
     frames = []
-    sample(den, path, (64, *shape), sampler=s.sampler, steps=s.steps, grid=s.grid or None,
+    sample(den, path, (64, *shape), sampler=s.sampler, steps=s.steps, grid=s.grid or None, **s.options,
            generator=torch.Generator().manual_seed(seed + 1), device=device, callback=lambda d: frames.append(d["x"].clamp(-1, 1)))
 
     predict, clf_acc = metrics.digits_classifier()

@@ -40,7 +40,7 @@ from torch import Tensor
 from ._checks import append_dims, batch_times, check_finite, check_same_shape, check_times
 from ._random import randn
 
-__all__ = ["AffinePath", "VP", "ConstantVP", "SubVP", "Cosine", "VE", "Linear", "DiscreteVP"]
+__all__ = ["AffinePath", "VP", "ConstantVP", "SubVP", "Cosine", "VE", "Linear", "DiscreteVP", "DiscreteVE"]
 
 
 def _as_time(t) -> Tensor:
@@ -291,6 +291,68 @@ class VE(AffinePath):
 
     def d_sigma(self, t):
         return self.d_sigma2(t) / (2 * self.sigma(t))
+
+
+class DiscreteVE(AffinePath):
+    r"""NCSN's ladder of noise levels (Song & Ermon 2019) as a path: alpha = 1 and, on the grid t_i = i / L,
+
+        sigma(t_i) = sigma_i,   sigma_1 < ... < sigma_L   (here increasing with t; the paper numbers them
+                                                           from the largest),
+
+    log sigma linear between levels and sigma linear from 0 at t = 0 to sigma_1 at t = 1/L (so t = 0
+    is clean data). `geometric(L, sigma_min, sigma_max)` gives the paper's geometric ladder. Trained
+    with the `sigma2` weighting on uniformly drawn levels, a score model's loss is Song & Ermon's
+    weighted sum of Fisher divergences (lambda_i = sigma_i^2); `annealed_langevin` with `steps = L`
+    on the default (trailing) grid visits exactly the levels, largest first.
+    """
+
+    def __init__(self, sigmas):
+        sigmas = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+        if sigmas.numel() < 1 or not bool(torch.isfinite(sigmas).all()) or bool((sigmas <= 0).any()):
+            raise ValueError("DiscreteVE needs at least one noise level, all finite and > 0")
+        if bool((sigmas[1:] <= sigmas[:-1]).any()):
+            raise ValueError("noise levels must be strictly increasing (sigma_1 < ... < sigma_L, t_i = i / L)")
+        self.sigmas = sigmas
+        self.T = sigmas.numel()
+        self.t_min = 1.0 / self.T
+        self._log_sigmas = torch.log(sigmas)
+
+    @classmethod
+    def geometric(cls, L: int = 10, sigma_min: float = 0.01, sigma_max: float = 1.0) -> "DiscreteVE":
+        """L levels in geometric progression from sigma_min to sigma_max."""
+        _check_T(L)
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max; got {sigma_min}, {sigma_max}")
+        return cls(torch.logspace(math.log10(sigma_min), math.log10(sigma_max), int(L), dtype=torch.float64)
+                   if L > 1 else [sigma_max])
+
+    def _locate(self, t):
+        t = _as_time(t)
+        u = t.to(torch.float64) * self.T
+        ls = self._log_sigmas.to(t.device)
+        i = torch.floor(u).clamp(1, max(self.T - 1, 1)).long()  # between levels i and i + 1 (1-based)
+        lo = ls[(i - 1).clamp(max=self.T - 1)]
+        slope = (ls[i.clamp(max=self.T - 1)] - lo) if self.T > 1 else torch.zeros_like(lo)
+        return t, u, i, lo, slope
+
+    def alpha(self, t):
+        return torch.ones_like(_as_time(t))
+
+    def d_alpha(self, t):
+        return torch.zeros_like(_as_time(t))
+
+    def sigma(self, t):
+        t, u, i, lo, slope = self._locate(t)
+        first = float(self.sigmas[0]) * u  # the ramp from 0 to sigma_1
+        return torch.where(u <= 1, first, torch.exp(lo + (u - i) * slope)).to(t.dtype)
+
+    def d_sigma(self, t):
+        t, u, i, lo, slope = self._locate(t)
+        ramp = torch.full_like(u, float(self.sigmas[0]) * self.T)
+        return torch.where(u <= 1, ramp, torch.exp(lo + (u - i) * slope) * slope * self.T).to(t.dtype)
+
+    def __repr__(self) -> str:
+        return f"DiscreteVE(L={self.T}, sigma_1={float(self.sigmas[0]):.3g}, sigma_L={float(self.sigmas[-1]):.3g})"
 
 
 class Linear(AffinePath):

@@ -35,14 +35,15 @@ def load_network(run_dir: str | Path, *, ema: bool = True, device="cpu"):
     return net.eval().requires_grad_(False), cfg, read_state(ckpt)
 
 
-def load(run_dir: str | Path, *, ema: bool = True, device="cpu"):
+def load(run_dir: str | Path, *, ema: bool = True, device="cpu", clip: bool = True):
     """(denoiser, path, config) of a trained run; the denoiser takes `cond=labels` when class-conditional
-    and, for image data, is clipped to the data's range [-1, 1] (`denoisers.clipped`)."""
+    and, for image data, is clipped to the data's range [-1, 1] (`denoisers.clipped`) unless `clip=False`
+    (likelihoods need the smooth, unclipped denoiser: clipping zeroes its Jacobian)."""
     net, cfg, _ = load_network(run_dir, ema=ema, device=device)
     path = build_path(cfg.diffusion)
     den = as_denoiser(net, path, cfg.diffusion.prediction)
     value_range = data_info(run_dir).get("range")
-    if value_range:  # images live in [-1, 1], and so does E[x0 | x_t]
+    if value_range and clip:  # images live in [-1, 1], and so does E[x0 | x_t]
         den = clipped(den, *value_range)
     return den, path, cfg
 

@@ -14,6 +14,7 @@ ALL_PATHS = {
     "Linear": lambda: dl.paths.Linear(),
     "DiscreteVP.linear": lambda: dl.paths.DiscreteVP.linear(1000),
     "DiscreteVP.cosine": lambda: dl.paths.DiscreteVP.cosine(200),
+    "DiscreteVE.geometric": lambda: dl.paths.DiscreteVE.geometric(10, 0.01, 5.0),
 }
 
 

@@ -50,7 +50,8 @@ def test_diffusion_matches_literature(path, g2):
 
 MOMENT_PATHS = {**{k: v for k, v in ALL_PATHS.items() if not k.startswith("Discrete")},
                 "DiscreteVP.linear(50)": lambda: dl.paths.DiscreteVP.linear(50, 2e-3, 0.3),
-                "DiscreteVP.cosine(40)": lambda: dl.paths.DiscreteVP.cosine(40)}
+                "DiscreteVP.cosine(40)": lambda: dl.paths.DiscreteVP.cosine(40),
+                "DiscreteVE.geometric(20)": lambda: dl.paths.DiscreteVE.geometric(20, 0.05, 5.0)}
 
 
 @pytest.mark.parametrize("name", list(MOMENT_PATHS))
@@ -196,3 +197,16 @@ def test_bad_input_is_refused_clearly(call, message):
 def test_bad_parameters_are_refused(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_discrete_ve_is_ncsns_geometric_ladder():
+    path = dl.paths.DiscreteVE.geometric(10, 0.01, 5.0)
+    levels = path.sigma(torch.arange(1, 11, dtype=torch.float64) / 10)
+    torch.testing.assert_close(levels[1:] / levels[:-1], torch.full((9,), (5.0 / 0.01) ** (1 / 9), dtype=torch.float64))
+    torch.testing.assert_close(levels[[0, -1]], torch.tensor([0.01, 5.0], dtype=torch.float64))
+    assert path.T == 10 and path.t_min == 0.1
+    # the default (trailing) grid with steps = L visits exactly the levels, largest first
+    ts = dl.samplers.grids.make_grid("trailing", path, 10)
+    torch.testing.assert_close(path.sigma(ts[:-1]), levels.flip(0))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        dl.paths.DiscreteVE([1.0, 0.5])
