@@ -108,3 +108,99 @@ def loss_curve(csv_path: str | Path, out: str | Path, title: str = "training los
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def _density_image(ax, log_prob, lim: float, res: int = 200):
+    """Shade the square [-lim, lim]^2 by the density exp(log_prob) (darker = denser)."""
+    u = torch.linspace(-lim, lim, res, dtype=torch.float64)
+    X, Y = torch.meshgrid(u, u, indexing="xy")
+    p = log_prob(torch.stack([X.flatten(), Y.flatten()], 1)).exp().reshape(res, res)
+    ax.imshow(p.numpy(), extent=(-lim, lim, -lim, lim), origin="lower", cmap="Oranges", alpha=0.8)
+
+
+def score_fields(fields: dict, out: str | Path, *, lim: float, log_prob=None, n: int = 21, title: str = "") -> Path:
+    """Quiver plots of 2-D vector fields side by side, e.g. the true score and a learned one.
+
+    `fields` maps a panel name to a function (N, 2) -> (N, 2) evaluated on an n x n grid over
+    [-lim, lim]^2; arrows are drawn with a common scale (their lengths compare across panels).
+    `log_prob` shades the data density behind every panel.
+    """
+    plt = _plt()
+    u = torch.linspace(-lim, lim, n, dtype=torch.float64)
+    X, Y = torch.meshgrid(u, u, indexing="xy")
+    pts = torch.stack([X.flatten(), Y.flatten()], 1)
+    vals = {k: f(pts).detach().cpu().to(torch.float64) for k, f in fields.items()}
+    # arrows as directions, length growing with the norm but saturating: large far-field scores stay readable
+    fig, axes = plt.subplots(1, len(vals), figsize=(4.0 * len(vals), 4.0), squeeze=False)
+    for ax, (name, v) in zip(axes[0], vals.items()):
+        if log_prob is not None:
+            _density_image(ax, log_prob, lim)
+        norm = v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        d = v / norm * torch.log1p(norm)
+        ax.quiver(X.numpy(), Y.numpy(), d[:, 0].reshape(n, n).numpy(), d[:, 1].reshape(n, n).numpy(),
+                  angles="xy", scale_units="xy", scale=torch.log1p(norm).max().item() / (1.6 * lim / n), width=0.004)
+        ax.set_xlim(-lim, lim), ax.set_ylim(-lim, lim), ax.set_aspect("equal"), ax.set_title(name, fontsize=10)
+        ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def trajectories(panels: dict, out: str | Path, *, lim: float, log_prob=None, title: str = "") -> Path:
+    """Paths of 2-D particles: `panels` maps a name to a tensor (steps, N, 2); start dots grey, end dots black."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 4.0), squeeze=False)
+    for ax, (name, path) in zip(axes[0], panels.items()):
+        path = path.detach().cpu().to(torch.float64)
+        if log_prob is not None:
+            _density_image(ax, log_prob, lim)
+        for k in range(path.shape[1]):
+            ax.plot(path[:, k, 0].numpy(), path[:, k, 1].numpy(), lw=0.6, alpha=0.6)
+        ax.scatter(path[0, :, 0], path[0, :, 1], s=6, c="0.5", zorder=3)
+        ax.scatter(path[-1, :, 0], path[-1, :, 1], s=6, c="k", zorder=3)
+        ax.set_xlim(-lim, lim), ax.set_ylim(-lim, lim), ax.set_aspect("equal"), ax.set_title(name, fontsize=10)
+        ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def density_over_time(log_prob_t, out: str | Path, *, lim: float, paths: dict | None = None, times=None,
+                      res: int = 300, title: str = "") -> Path:
+    """A 1-D density evolving in time, like the notes' Figure 25.2: p_t(x) as a heat map with t = 0 (data)
+    on the left and t = 1 (noise) on the right, each time column normalised to its maximum.
+
+    `log_prob_t(x, t)` gives log p_t at points x (N, 1) and time t; `paths` maps a label to particle
+    trajectories (steps, N) at `times` (steps,) drawn on top (e.g. reverse-process samples).
+    """
+    plt = _plt()
+    ts = torch.linspace(0, 1, 201, dtype=torch.float64)
+    xs = torch.linspace(-lim, lim, res, dtype=torch.float64)
+    img = torch.stack([log_prob_t(xs[:, None], float(t)).exp() for t in ts], 1)
+    img = img / img.amax(0, keepdim=True)
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    ax.imshow(img.numpy(), extent=(0, 1, -lim, lim), origin="lower", aspect="auto", cmap="magma")
+    for k, (label, tr) in enumerate((paths or {}).items()):
+        tr = tr.detach().cpu().to(torch.float64)
+        for j in range(tr.shape[1]):
+            ax.plot(times, tr[:, j].numpy(), lw=0.7, alpha=0.8, color=f"C{k}", label=label if j == 0 else None)
+    if paths:
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xlabel("t (0 = data, 1 = noise)"), ax.set_ylabel("x"), ax.set_ylim(-lim, lim)
+    ax.set_title(title or "p_t(x), each time normalised", fontsize=10)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

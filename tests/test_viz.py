@@ -25,3 +25,18 @@ def test_gif_and_loss_curve(tmp_path):
     assert png.stat().st_size > 1000
     sc = dl.viz.scatter_grid({"row": {"a": torch.randn(50, 2)}}, tmp_path / "s.png", reference=torch.randn(50, 2))
     assert sc.stat().st_size > 1000
+
+
+def test_score_fields_trajectories_and_density_over_time(tmp_path):
+    mix = dl.oracles.GaussianMixture(torch.tensor([[-2.0, 0.0], [2.0, 0.0]], dtype=torch.float64), 0.5)
+    out = dl.viz.score_fields({"true": mix.score, "zero": lambda x: torch.zeros_like(x)}, tmp_path / "f.png", lim=4,
+                              log_prob=mix.log_prob, n=9)
+    with Image.open(out) as im:
+        assert im.size[0] > 1.8 * im.size[1]  # two panels side by side
+    tr = dl.viz.trajectories({"a": torch.randn(20, 5, 2)}, tmp_path / "t.png", lim=3, log_prob=mix.log_prob)
+    assert tr.stat().st_size > 1000
+    one = dl.oracles.GaussianMixture([-1.0, 1.0], [0.3, 0.3])
+    path = dl.paths.VP()
+    d = dl.viz.density_over_time(lambda x, t: one.log_prob(x, t, path), tmp_path / "d.png", lim=3,
+                                 paths={"p": torch.randn(11, 3)}, times=torch.linspace(1, 0, 11).numpy(), res=50)
+    assert d.stat().st_size > 1000
