@@ -12,6 +12,7 @@ import contextlib
 import csv
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,7 +170,9 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
     if progress and info.is_main:
         from tqdm import tqdm
 
-        bar = tqdm(total=tc.steps, initial=step, desc=f"training {cfg.name}", unit="step", dynamic_ncols=True)
+        # into a log file (not a terminal) a refresh every 30 s, not thousands of carriage-return lines
+        bar = tqdm(total=tc.steps, initial=step, desc=f"training {cfg.name}", unit="step", dynamic_ncols=True,
+                   mininterval=0.1 if sys.stderr.isatty() else 30.0)
     end = tc.steps if stop_after is None else min(tc.steps, stop_after)
     t_start, t_log, s_log, loss_acc, n_acc, last_loss = time.time(), time.time(), step, 0.0, 0, float("nan")
 
