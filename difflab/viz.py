@@ -110,6 +110,23 @@ def loss_curve(csv_path: str | Path, out: str | Path, title: str = "training los
     return out
 
 
+def _save(fig, out: str | Path, dpi: int = 110, title: str = "") -> Path:
+    """Title, tighten, write and close a figure."""
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    _plt().close(fig)
+    return out
+
+
+def _square(ax, lim: float, name: str) -> None:
+    ax.set_xlim(-lim, lim), ax.set_ylim(-lim, lim), ax.set_aspect("equal"), ax.set_title(name, fontsize=10)
+    ax.set_xticks([]), ax.set_yticks([])
+
+
 def _density_image(ax, log_prob, lim: float, res: int = 200):
     """Shade the square [-lim, lim]^2 by the density exp(log_prob) (darker = denser)."""
     u = torch.linspace(-lim, lim, res, dtype=torch.float64)
@@ -139,16 +156,8 @@ def score_fields(fields: dict, out: str | Path, *, lim: float, log_prob=None, n:
         d = v / norm * torch.log1p(norm)
         ax.quiver(X.numpy(), Y.numpy(), d[:, 0].reshape(n, n).numpy(), d[:, 1].reshape(n, n).numpy(),
                   angles="xy", scale_units="xy", scale=torch.log1p(norm).max().item() / (1.6 * lim / n), width=0.004)
-        ax.set_xlim(-lim, lim), ax.set_ylim(-lim, lim), ax.set_aspect("equal"), ax.set_title(name, fontsize=10)
-        ax.set_xticks([]), ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+        _square(ax, lim, name)
+    return _save(fig, out, title=title)
 
 
 def trajectories(panels: dict, out: str | Path, *, lim: float, log_prob=None, title: str = "") -> Path:
@@ -163,16 +172,8 @@ def trajectories(panels: dict, out: str | Path, *, lim: float, log_prob=None, ti
             ax.plot(path[:, k, 0].numpy(), path[:, k, 1].numpy(), lw=0.6, alpha=0.6)
         ax.scatter(path[0, :, 0], path[0, :, 1], s=6, c="0.5", zorder=3)
         ax.scatter(path[-1, :, 0], path[-1, :, 1], s=6, c="k", zorder=3)
-        ax.set_xlim(-lim, lim), ax.set_ylim(-lim, lim), ax.set_aspect("equal"), ax.set_title(name, fontsize=10)
-        ax.set_xticks([]), ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+        _square(ax, lim, name)
+    return _save(fig, out, title=title)
 
 
 def density_over_time(log_prob_t, out: str | Path, *, lim: float, paths: dict | None = None, times=None,
@@ -198,9 +199,4 @@ def density_over_time(log_prob_t, out: str | Path, *, lim: float, paths: dict | 
         ax.legend(loc="upper right", fontsize=8)
     ax.set_xlabel("t (0 = data, 1 = noise)"), ax.set_ylabel("x"), ax.set_ylim(-lim, lim)
     ax.set_title(title or "p_t(x), each time normalised", fontsize=10)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out, dpi=120)
