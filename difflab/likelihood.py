@@ -76,8 +76,11 @@ def _t_start(path, t_start) -> float:
 
 def log_likelihood(denoiser, path, x: Tensor, *, method: str = "exact", probes: int = 1, probe: str = "rademacher",
                    rtol: float = 1e-5, atol: float = 1e-5, solver: str = "dopri5", t_start: float | None = None,
-                   generator: torch.Generator | None = None, return_info: bool = False, **cond):
+                   generator: torch.Generator | None = None, prior=None, return_info: bool = False, **cond):
     """log p_{t_start}(x) in nats per example, shape (B,), by the probability-flow ODE (see the module doc).
+
+    `prior`: the log-density of the t = 1 end, a function x -> (B,) (e.g. the `log_prob` of a flow's
+    non-Gaussian source, summed over dimensions); by default the path's N(0, sigma(1)^2 I).
 
     method: "exact" divergence or "hutchinson" with `probes` probe vectors of kind `probe`
     ("rademacher" or "gaussian") drawn from `generator`. rtol, atol, solver: torchdiffeq's. With
@@ -124,7 +127,7 @@ def log_likelihood(denoiser, path, x: Tensor, *, method: str = "exact", probes: 
     with torch.no_grad():
         xs, deltas = odeint(field, (x, delta0), span, rtol=rtol, atol=atol, method=solver, options=options)
     latent, delta = xs[-1], deltas[-1]
-    prior = path.prior_log_prob(latent)
+    prior = path.prior_log_prob(latent) if prior is None else prior(latent)
     logp = prior + delta.mean(0)
     if not return_info:
         return logp

@@ -46,7 +46,7 @@ from ._random import rand, randn
 from .divergence import exact_divergence, hutchinson_divergence, probes as draw_probes
 
 __all__ = ["WEIGHTINGS", "eps_weight", "loss_weight", "diffusion_loss", "UniformDiscrete", "Uniform", "LogNormal",
-           "default_time_sampler", "explicit_score_matching", "ESM_METHODS"]
+           "default_time_sampler", "explicit_score_matching", "ESM_METHODS", "flow_matching_loss"]
 
 WEIGHTINGS = ("simple", "elbo", "sigma2", "likelihood", "min_snr")
 ESM_METHODS = ("exact", "hutchinson", "sliced")
@@ -183,3 +183,27 @@ def explicit_score_matching(score: Callable[[Tensor], Tensor], x: Tensor, *, met
     if method == "hutchinson":
         return s.flatten(1).pow(2).sum(1) + 2 * quad.mean(0)
     return (v * s).flatten(2).sum(2).pow(2).mean(0) + 2 * quad.mean(0)
+
+
+def flow_matching_loss(net, path, x0: Tensor, z: Tensor | None = None, *, coupling: str = "independent",
+                       labels: Tensor | None = None, source_labels: Tensor | None = None, reg: float = 0.05,
+                       prediction: str = "velocity", t: Tensor | None = None, generator: torch.Generator | None = None,
+                       cond: dict | None = None, **kwargs) -> Tensor:
+    r"""Conditional flow matching (Lipman et al. 2023; Liu et al. 2023; Tong et al. 2023), per example.
+
+    On `path` (typically `paths.Linear()`: alpha = 1 - t, sigma = t) the pairs (x0, z) are coupled by
+    `coupling` (`difflab.couplings`: independent = I-CFM, exact = OT-CFM, sinkhorn; class-wise with
+    `labels`), and the network regresses the conditional velocity d x_t / dt = alpha' x0 + sigma' z
+    (= z - x0 on Linear) at x_t = alpha x0 + sigma z. `z` is a batch from the source: N(0, I) when
+    None, else any data set or distribution's samples (e.g. eight Gaussians -> moons).
+
+    Time runs as everywhere in difflab: t = 0 is the data, t = 1 the source. The flow-matching papers
+    put the source at 0 and the data at 1: their time is 1 - t, their velocity the negative of ours.
+    """
+    from .couplings import couple
+
+    if z is None:
+        z = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    check_same_shape(z, x0, "z (the source batch)", "x0")
+    j = couple(x0, z, coupling, labels=labels, source_labels=source_labels, reg=reg, generator=generator)
+    return diffusion_loss(net, path, x0, prediction=prediction, noise=z[j], t=t, generator=generator, cond=cond, **kwargs)
