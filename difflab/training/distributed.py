@@ -37,6 +37,14 @@ def setup(device_name: str) -> tuple[DistInfo, torch.device]:
     return info, device
 
 
+def finish() -> None:
+    """After a run that ended normally on every rank, leave together: a rank destroying its group while
+    another still talks to it (rank 0 writing the last checkpoint) can abort gloo's I/O thread
+    ("terminate called without an active exception"). Not on errors, where a peer may never arrive."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -115,7 +115,9 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bo
     tc = cfg.train
     info, device = distributed.setup(tc.device)
     try:
-        return _train(cfg, run_dir, info, device, resume, progress, stop_after, data)
+        result = _train(cfg, run_dir, info, device, resume, progress, stop_after, data)
+        distributed.finish()
+        return result
     finally:
         distributed.teardown()
 
