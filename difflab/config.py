@@ -113,14 +113,12 @@ class SampleConfig:
     options: dict = field(default_factory=dict)  # the sampler's own keywords, e.g. {steps_per_level = 100}
 
     def __post_init__(self):
-        import inspect
-
         from .samplers import SAMPLERS
         from .samplers.grids import GRIDS
+        from .sampling import sampler_options
 
         choose(self.sampler, SAMPLERS, "sample.sampler")
-        own = [p.name for p in inspect.signature(SAMPLERS[self.sampler]).parameters.values()
-               if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("generator", "callback", "return_info")]
+        own = sampler_options(self.sampler)
         for key in self.options:
             choose(key, own, f"sample.options key for sampler {self.sampler!r}")
         if self.grid:

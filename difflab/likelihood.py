@@ -45,12 +45,12 @@ from ._random import rand, randn
 from .denoisers import CountingDenoiser
 from .divergence import exact_divergence, hutchinson_divergence, probes as draw_probes
 from .samplers._common import check_grid, steps_of, times_for
+from .samplers.ode import _ADAPTIVE
 
 __all__ = ["log_likelihood", "LikelihoodInfo", "elbo", "ElboInfo", "dequantize", "bits_per_dim",
            "discretized_gaussian_log_prob"]
 
 METHODS = ("exact", "hutchinson")
-_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 
 
 @dataclass
@@ -59,7 +59,7 @@ class LikelihoodInfo:
 
     nfe: int  # denoiser evaluations made by the ODE solver
     stderr: Tensor | None  # Hutchinson with K > 1 probes: standard error of each example's estimate
-    prior_log_prob: Tensor  # log N(x_1; 0, sigma(1)^2 I)
+    prior_log_prob: Tensor  # log p_1(x_1): the path's N(0, sigma(1)^2 I) or the given prior
     delta: Tensor  # int div v dt (the change of log-density along the flow)
     latent: Tensor  # x_1, the flow's image of x
     t_start: float

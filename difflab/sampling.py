@@ -11,9 +11,16 @@ from ._checks import check_finite, choose
 from .samplers import SAMPLERS, check_grid
 from .samplers.grids import make_grid
 
-__all__ = ["sample", "default_grid", "steps_for_nfe"]
+__all__ = ["sample", "default_grid", "steps_for_nfe", "sampler_options"]
 
 _RESERVED = {"denoiser", "path", "x", "ts", "generator", "callback", "return_info"}
+
+
+def sampler_options(sampler: str) -> list[str]:
+    """The keywords a sampler takes beyond the common ones (`eta`, `variance`, `steps_per_level`, ...)."""
+    fn = SAMPLERS[choose(sampler, SAMPLERS, "sampler")]
+    return [p.name for p in inspect.signature(fn).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _RESERVED]
 
 
 def default_grid(path) -> str:
@@ -52,10 +59,9 @@ def sample(denoiser, path, shape=None, *, sampler: str = "ddim", steps: int | No
     (NFE, grid) with `return_info=True`.
     """
     fn = SAMPLERS[choose(sampler, SAMPLERS, "sampler")]
-    accepted = [p for p in inspect.signature(fn).parameters.values()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _RESERVED]
+    accepted = sampler_options(sampler)
     for key in options:
-        choose(key, [p.name for p in accepted], f"option for sampler {sampler!r}")
+        choose(key, accepted, f"option for sampler {sampler!r}")
 
     if timesteps is not None and steps is not None:
         raise ValueError("give either steps= or timesteps=, not both")
