@@ -5,7 +5,7 @@ oracle (`oracles`) gives back, samplers (`samplers`) turn a denoiser and a path 
 `sample` puts them together. See DESIGN.md and the README.
 """
 
-from . import data, denoisers, divergence, interop, likelihood, losses, metrics, nets, oracles, paths, samplers, targets, training, viz
+from . import couplings, data, denoisers, divergence, interop, likelihood, losses, metrics, nets, oracles, paths, samplers, targets, training, viz
 from .denoisers import as_denoiser
 from .likelihood import elbo, log_likelihood
 from .runs import load
@@ -13,5 +13,5 @@ from .sampling import sample, steps_for_nfe
 
 __version__ = "0.1.0"
 
-__all__ = ["paths", "targets", "denoisers", "losses", "samplers", "oracles", "metrics", "sample", "steps_for_nfe", "as_denoiser", "load",
+__all__ = ["paths", "targets", "denoisers", "losses", "couplings", "samplers", "oracles", "metrics", "sample", "steps_for_nfe", "as_denoiser", "load",
            "log_likelihood", "elbo"]

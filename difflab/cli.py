@@ -69,9 +69,10 @@ def sample(
         shape = tuple(dl.runs.data_info(run)["shape"])
         cond = {"cond": torch.full((n,), label, dtype=torch.long, device=device)} if label is not None else None
         options = cfg.sample.options if sampler in (None, cfg.sample.sampler) else {}
-        x, info = dl.sample(den, path, (n, *shape), sampler=sampler or cfg.sample.sampler, steps=steps or cfg.sample.steps,
-                            grid=grid or cfg.sample.grid or None, generator=torch.Generator().manual_seed(seed), device=device,
-                            cond=cond, return_info=True, **options)
+        g = torch.Generator().manual_seed(seed)
+        x1 = dl.runs.source_sample(cfg, n, g, device)  # a flow from a data set starts there
+        x, info = dl.sample(den, path, (n, *shape), x=x1, sampler=sampler or cfg.sample.sampler, steps=steps or cfg.sample.steps,
+                            grid=grid or cfg.sample.grid or None, generator=g, device=device, cond=cond, return_info=True, **options)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     if out.suffix == ".npz":

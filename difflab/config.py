@@ -29,9 +29,17 @@ class DataConfig:
     channels: int = 1  # folder: 1 (grey) or 3 (RGB)
     toy: str = "eight_gaussians"  # toy: which set
     toy_size: int = 50_000  # toy: number of training points
+    source: str = ""  # flows: a toy set to start from at t = 1 instead of N(0, I), e.g. cfm_8gaussians
 
     def __post_init__(self):
+        from .data import TOY_SETS
+
         choose(self.name, ("digits", "fashion_mnist", "folder", "toy"), "data.name")
+        if self.source:
+            choose(self.source, TOY_SETS, "data.source")
+            if self.name != "toy":
+                raise ValueError("data.source (a toy set as the flow's source) needs toy data (data.name = 'toy'); "
+                                 "leave data.source empty for the standard normal")
 
 
 @dataclass
@@ -68,11 +76,17 @@ class DiffusionConfig:
     weighting: str = "simple"  # simple | elbo | sigma2 | likelihood | min_snr
     time_sampler: str = "default"  # default (uniform on the path's times) | log_normal
     t_min: float = 1e-3
+    coupling: str = "independent"  # independent | exact | sinkhorn: how data and source batches are paired (flows)
+    coupling_reg: float = 0.05  # sinkhorn: entropic regulariser relative to the mean cost
 
     def __post_init__(self):
+        from .couplings import COUPLINGS
         from .losses import WEIGHTINGS
         from .targets import KINDS
 
+        choose(self.coupling, COUPLINGS, "diffusion.coupling")
+        if not self.coupling_reg > 0:
+            raise ValueError(f"diffusion.coupling_reg must be > 0, got {self.coupling_reg}")
         choose(self.path, PATHS, "diffusion.path")
         choose(self.prediction, KINDS, "diffusion.prediction")
         choose(self.weighting, WEIGHTINGS, "diffusion.weighting")
@@ -134,6 +148,15 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def __post_init__(self):
+        if self.data.source:
+            path = build_path(self.diffusion)
+            a1, s1 = float(path.alpha(1.0)), float(path.sigma(1.0))
+            if abs(a1) > 1e-6 or abs(s1 - 1) > 1e-6:
+                raise ValueError(f"data.source needs a path that reaches the source itself at t = 1 (alpha(1) = 0, "
+                                 f"sigma(1) = 1); diffusion.path = {self.diffusion.path!r} has alpha(1) = {a1:.3g}, "
+                                 f"sigma(1) = {s1:.3g}. Use 'linear' (flow matching) or 'cosine'")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -272,6 +295,14 @@ def build_time_sampler(cfg: DiffusionConfig, path):
     if path.T is not None:
         return losses.UniformDiscrete(path.T)
     return losses.Uniform(cfg.t_min)
+
+
+def build_source(cfg: DataConfig):
+    """The flow's source at t = 1 when it is a data set (an object with `sample(n, generator)` and,
+    where known, `log_prob`), or None for the path's own Gaussian prior."""
+    from .data import toy_density
+
+    return toy_density(cfg.source) if cfg.source else None
 
 
 def build_data(cfg: DataConfig):

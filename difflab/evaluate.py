@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import build_data
+from .config import build_data, build_source
 from .likelihood import bits_per_dim, dequantize, elbo, log_likelihood
 from .runs import data_info, load, run_config
 
@@ -37,7 +37,7 @@ def held_out(run_dir, split: str = "test", n: int | None = None, seed: int = 0):
 
         density = toy_density(cfg.data.toy)
         x = density.sample(n or 2000, torch.Generator().manual_seed(HELD_OUT_SEED + seed)).float()
-        return x, density.log_prob(x.double()).float(), False
+        return x, (density.log_prob(x.double()).float() if hasattr(density, "log_prob") else None), False
     cfg.data.split = split
     data = build_data(cfg.data)
     x = data.images
@@ -63,6 +63,13 @@ def run_nll(run_dir, *, split: str = "test", n: int | None = None, method: str |
     # a continuous-time model is only trained down to its t_min: the flow starts there (x is read as x_{t_min})
     t_start = path.t_min if path.T is not None else cfg.diffusion.t_min
     value_range = tuple(data_info(run_dir).get("range") or (-1.0, 1.0))
+    prior = None
+    if flow and cfg.data.source:  # a flow from a data set: its log-density at t = 1 replaces the Gaussian prior's
+        source = build_source(cfg.data)
+        if not hasattr(source, "log_prob"):
+            raise ValueError(f"the run's source {cfg.data.source!r} has no density in closed form, so the flow's likelihood "
+                             "cannot be computed; measure it by samples (W2) instead")
+        prior = source.log_prob
     logps, elbos, nfes = [], [], []
     t0 = time.time()
     for xb in tqdm(x.split(batch_size), desc="likelihood", disable=not progress, unit="batch"):
@@ -70,13 +77,13 @@ def run_nll(run_dir, *, split: str = "test", n: int | None = None, method: str |
         if flow:
             y = dequantize(xb, g, value_range=value_range) if image else xb
             lp, info = log_likelihood(den, path, y, method=method, probes=probes, rtol=rtol, atol=atol, generator=g,
-                                      t_start=t_start, return_info=True)
+                                      t_start=t_start, prior=prior, return_info=True)
             logps.append(lp.cpu())
             nfes.append(info.nfe)
         if with_elbo:
             elbos.append(elbo(den, path, xb, decoder="discretized" if image else "gaussian", terms=elbo_terms,
                               steps=None if path.T else cfg.diffusion.T, generator=g).cpu())
-    out = {"split": "held-out draw" if true_logp is not None else split, "n": len(x), "seconds": round(time.time() - t0, 1)}
+    out = {"split": "held-out draw" if cfg.data.name == "toy" else split, "n": len(x), "seconds": round(time.time() - t0, 1)}
     if true_logp is not None:
         out["entropy_nats"], out["entropy_nats_se"] = _mean_se(-true_logp)
     if flow:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import Config, build_model, build_path, load_config
+from .config import Config, build_model, build_path, build_source, load_config
 from .denoisers import as_denoiser, clipped
 from .training.checkpoint import latest_checkpoint, load_tensors, read_state
 
@@ -48,3 +48,10 @@ def load(run_dir: str | Path, *, ema: bool = True, device="cpu", clip: bool = Tr
     return den, path, cfg
 
 
+
+
+def source_sample(cfg: Config, n: int, generator=None, device="cpu"):
+    """n starting points at t = 1 drawn from a flow's data source (`data.source`), or None when the run
+    starts from its path's Gaussian prior (`dl.sample` draws that itself)."""
+    source = build_source(cfg.data)
+    return None if source is None else source.sample(n, generator).float().to(device)

@@ -37,6 +37,8 @@ def steps_for_nfe(sampler: str, nfe: int) -> dict:
         return {"steps": max(1, nfe // 2)}
     if sampler == "ode_heun":  # N steps cost 2N - 1 (Euler on the final step to 0)
         return {"steps": max(1, (nfe + 1) // 2)}
+    if sampler == "ode_rk4":  # N steps cost 4N - 1 (three stages on the final step to 0)
+        return {"steps": max(1, (nfe + 1) // 4)}
     if sampler == "annealed_langevin":
         # ~30 Langevin steps relax one level at the default step 0.1 sigma^2 ((1 - 0.1)^30 = 4%),
         # so a budget buys (nfe - 1) / 30 levels, plus the final denoising evaluation.

@@ -64,18 +64,46 @@ def test_image_folder_resizes_crops_and_labels(tmp_path):
         D.image_folder(tmp_path / "empty", 6)
 
 
-@pytest.mark.parametrize("name", D.TOY_SETS)
+@pytest.mark.parametrize("name", [n for n in D.TOY_SETS if n != "cfm_moons"])
 def test_toy_sets_and_their_exact_densities(name):
     model = D.toy_density(name)
     x = D.toy(name, 5000, gen(0))
     assert x.dtype == torch.float32 and x.shape == (5000, 1 if name.endswith("1d") else 2)
     lp = model.log_prob(x.double())
     assert torch.isfinite(lp).all(), "every sample lies where the density is positive"
-    if x.shape[1] == 2:  # the density integrates to one (grid quadrature over [-6, 6]^2)
-        g = torch.linspace(-6, 6, 401, dtype=torch.float64)
+    if x.shape[1] == 2:  # the density integrates to one (grid quadrature over [-L, L]^2)
+        g = torch.linspace(-9, 9, 601, dtype=torch.float64) if name.startswith("cfm") else torch.linspace(-6, 6, 401, dtype=torch.float64)
         X, Y = torch.meshgrid(g, g, indexing="ij")
         mass = float(model.log_prob(torch.stack([X.flatten(), Y.flatten()], 1)).exp().sum() * (g[1] - g[0]) ** 2)
         assert mass == pytest.approx(1.0, abs=1e-2 if name == "checkerboard" else 2e-3)  # its edges cut grid cells
+
+
+def test_torchcfm_sets_are_defined_as_torchcfm_defines_them():
+    # eight Gaussians: centres at radius 5 on multiples of 45 degrees, covariance sqrt(0.1) I
+    x = D.toy("cfm_8gaussians", 40_000, gen(1)).double()
+    angle = torch.atan2(x[:, 1], x[:, 0])
+    k = torch.round(angle / (math.pi / 4))
+    centre = 5 * torch.stack([torch.cos(k * math.pi / 4), torch.sin(k * math.pi / 4)], 1)
+    cov = torch.cov((x - centre).T)
+    torch.testing.assert_close(cov, math.sqrt(0.1) * torch.eye(2, dtype=torch.float64), atol=0.02, rtol=0)
+    # moons: y = (x + 1) / 3 minus one shift u in [0, 0.2) along (1, 1) lies on scikit-learn's arcs,
+    # |y - u (1, 1) - c|^2 = 1 with c = (0, 0) (upper arc, y2 - u >= 0) or c = (1, 0.5) (lower, y2 - u <= 0.5)
+    y = (D.toy_density("cfm_moons").sample(2001, gen(2)) + 1) / 3  # float64
+    hits = []
+    for c, upper in (((0.0, 0.0), True), ((1.0, 0.5), False)):
+        d = y - torch.tensor(c, dtype=torch.float64)
+        # 2 u^2 - 2 u (d1 + d2) + |d|^2 - 1 = 0
+        b, cc = -2 * (d[:, 0] + d[:, 1]), (d ** 2).sum(1) - 1
+        disc = (b ** 2 - 8 * cc).clamp_min(0).sqrt()
+        ok = torch.zeros(len(y), dtype=torch.bool)
+        for u in ((-b - disc) / 4, (-b + disc) / 4):
+            on = ((d - u[:, None]) ** 2).sum(1).sub(1).abs() < 1e-9
+            side = (d[:, 1] - u >= -1e-9) if upper else (d[:, 1] - u <= 1e-9)
+            ok |= on & side & (u >= 0) & (u < 0.2)
+        hits.append(ok)
+    assert bool((hits[0] | hits[1]).all()), "every point is an arc point shifted along (1, 1) by less than 0.2"
+    assert int(hits[0].sum()) >= 1000 and int(hits[1].sum()) >= 1000  # 1000 upper, 1001 lower (ties may count twice)
+    assert not hasattr(D.toy_density("cfm_moons"), "log_prob")
 
 
 def test_checkerboard_density_is_exactly_one_eighth_on_dark_squares():

@@ -33,3 +33,43 @@ def test_sliced_w2_refuses_mismatched_or_bad_samples():
         dl.metrics.sliced_wasserstein(torch.zeros(3, 2), torch.zeros(3, 3))
     with pytest.raises(ValueError, match="NaN"):
         dl.metrics.sliced_wasserstein(torch.tensor([[float("nan"), 0.0]]), torch.zeros(3, 2))
+
+
+def test_exact_w2_against_brute_force_sorting_and_shifts():
+    import itertools
+
+    x = torch.randn(6, 3, dtype=torch.float64, generator=gen(6))
+    y = torch.randn(6, 3, dtype=torch.float64, generator=gen(7)) + 1
+    cost = torch.cdist(x, y).pow(2)
+    brute = min(float(cost[torch.arange(6), torch.tensor(p)].mean()) for p in itertools.permutations(range(6)))
+    assert dl.metrics.wasserstein2(x, y) == pytest.approx(math.sqrt(brute), rel=1e-10)
+    # 1-D: the optimal plan matches sorted samples
+    a, b = torch.randn(300, 1, dtype=torch.float64, generator=gen(8)), 3 * torch.rand(300, 1, dtype=torch.float64, generator=gen(9))
+    sorted_w2 = float(((a.sort(0).values - b.sort(0).values) ** 2).mean().sqrt())
+    assert dl.metrics.wasserstein2(a, b) == pytest.approx(sorted_w2, rel=1e-10)
+    # a shift m moves an empirical measure by exactly |m| (the identity plan is optimal)
+    m = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    x = torch.randn(200, 3, dtype=torch.float64, generator=gen(10))
+    assert dl.metrics.wasserstein2(x, x + m) == pytest.approx(float(m.norm()), rel=1e-9)
+    assert dl.metrics.wasserstein2(x, x) == pytest.approx(0.0, abs=1e-12)
+    # unequal sizes: a point mass against a sample is the root mean squared distance to it
+    assert dl.metrics.wasserstein2(torch.zeros(1, 3), x) == pytest.approx(float((x**2).sum(1).mean().sqrt()), rel=1e-9)
+    with pytest.raises(ValueError, match="different dimensions"):
+        dl.metrics.wasserstein2(torch.zeros(3, 2), torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="subsample"):
+        dl.metrics.wasserstein2(torch.zeros(20, 2), torch.zeros(20, 2), max_points=10)
+
+
+def test_path_energy_of_straight_lines_and_bad_input():
+    x0, x1 = torch.randn(100, 2, generator=gen(11)), torch.randn(100, 2, generator=gen(12))
+    ts = torch.tensor([0.0, 0.1, 0.5, 1.0])
+    states = [x0 + float(t) * (x1 - x0) for t in ts]  # constant speed: energy = ||x1 - x0||^2 on any grid
+    assert dl.metrics.path_energy(states, ts) == pytest.approx(float(((x1 - x0) ** 2).sum(1).mean()), rel=1e-6)
+    # the same end points reached at uneven speed cost more (Cauchy-Schwarz)
+    uneven = [x0 + float(t) ** 2 * (x1 - x0) for t in torch.linspace(0, 1, 50)]
+    assert dl.metrics.path_energy(uneven, torch.linspace(0, 1, 50)) > 1.3 * float(((x1 - x0) ** 2).sum(1).mean())
+    assert dl.metrics.normalized_path_energy(5.0, 2.0) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="as many states as times"):
+        dl.metrics.path_energy(states, ts[:3])
+    with pytest.raises(ValueError, match="distinct"):
+        dl.metrics.path_energy(states[:2], [0.5, 0.5])

@@ -102,6 +102,15 @@ def test_euler_is_first_order_and_heun_second_order(path):
         assert all(abs(r - order) < 0.25 for r in rates), f"{sampler.__name__}: errors {errors}, observed orders {rates}"
 
 
+@pytest.mark.parametrize("path", [dl.paths.Linear(), dl.paths.Cosine()], ids=repr)
+def test_rk4_is_fourth_order(path):
+    """Halving the step divides RK4's error by ~16, its final Heun-3 step to t = 0 included."""
+    gauss = dl.oracles.Gaussian([1.0, -0.5], covariance=[[0.6, 0.2], [0.2, 0.3]])
+    errors = [_flow_error(dl.samplers.ode_rk4, path, gauss, n) for n in (16, 32, 64)]
+    rates = [math.log2(errors[i] / errors[i + 1]) for i in range(2)]
+    assert all(abs(r - 4) < 0.4 for r in rates), f"errors {errors}, observed orders {rates}"
+
+
 def test_rk45_meets_its_tolerance_on_the_exact_flow():
     gauss = dl.oracles.Gaussian([1.0, -0.5], covariance=[[0.6, 0.2], [0.2, 0.3]])
     path = dl.paths.VP()
@@ -157,7 +166,7 @@ def test_dpmpp_2m_lands_on_the_denoised_estimate_at_t0():
 
 def test_every_sampler_counts_its_network_evaluations():
     mix, path = test_mixture(), dl.paths.VP()
-    expected = {"ddpm": 10, "ddim": 10, "euler_maruyama": 10, "pc": 20, "ode_euler": 10, "ode_heun": 19,
+    expected = {"ddpm": 10, "ddim": 10, "euler_maruyama": 10, "pc": 20, "ode_euler": 10, "ode_heun": 19, "ode_rk4": 39,
                 "dpmpp_2m": 10, "annealed_langevin": 10 * 3 + 1}
     for name, nfe in expected.items():
         opts = {"steps_per_level": 3} if name == "annealed_langevin" else {}
@@ -179,7 +188,7 @@ def test_same_seed_same_samples(sampler):
 
 def test_no_sampler_returns_nan_at_1000_steps():
     mix, path = test_mixture(), dl.paths.DiscreteVP.linear(1000)
-    for sampler in ["ddpm", "ddim", "dpmpp_2m", "ode_heun", "ode_euler", "euler_maruyama"]:
+    for sampler in ["ddpm", "ddim", "dpmpp_2m", "ode_heun", "ode_rk4", "ode_euler", "euler_maruyama"]:
         for grid in ["trailing", "log_snr", "karras"]:
             x = dl.sample(mix.denoiser(path), path, (64, 2), sampler=sampler, steps=1000, grid=grid, generator=gen(7))
             assert torch.isfinite(x).all(), (sampler, grid)
@@ -318,6 +327,9 @@ def test_steps_for_nfe_spends_at_most_the_budget(budget):
             continue
         _, info = dl.sample(mix.denoiser(path), path, (4, 2), sampler=sampler, generator=gen(12), return_info=True,
                             **dl.steps_for_nfe(sampler, budget))
-        assert info.nfe <= max(budget, 2), (sampler, info.nfe)  # pc and annealed Langevin need at least 2
-        if sampler not in ("pc", "annealed_langevin"):
+        least = {"pc": 2, "annealed_langevin": 2, "ode_rk4": 3}.get(sampler, 1)  # the cheapest run possible
+        assert info.nfe <= max(budget, least), (sampler, info.nfe)
+        if sampler == "ode_rk4":  # 4 evaluations per step
+            assert info.nfe >= budget - 3, (sampler, info.nfe)
+        elif sampler not in ("pc", "annealed_langevin"):
             assert info.nfe >= budget - 1, (sampler, info.nfe)

@@ -10,6 +10,12 @@ r"""Toy data sets in 1-D and 2-D, each with its exact density where one exists.
   computed by `CurveDensity` with a fine midpoint rule in u (the integrand is smooth, so 4096 nodes
   per curve give the log-density to ~1e-6 for the default noise levels).
 - `checkerboard`: uniform on the 8 dark squares of a 4x4 board on [-2, 2]^2 (density 1/8 there, 0 elsewhere).
+- `cfm_8gaussians`, `cfm_moons`: the two sets of torchcfm's 2-D examples, defined as torchcfm defines
+  them, so flow-matching figures compare with its papers. Eight Gaussians of radius 5 whose
+  covariance is sqrt(0.1) I (torchcfm passes `math.sqrt(var) * eye` as the covariance matrix): std
+  0.1^(1/4) = 0.562. Moons: torchdyn's `generate_moons(n, noise=0.2)` times 3 minus 1, where the
+  "noise" is ONE uniform number u ~ U[0, 0.2) added to both coordinates, i.e. a shift along (1, 1),
+  and the angles are evenly spaced (linspace), not random. That set has no density in closed form.
 """
 
 from __future__ import annotations
@@ -104,8 +110,22 @@ class Checkerboard:
         return torch.stack([col + u[:, 0], row + u[:, 1]], 1) - 2
 
 
+class ShiftedMoons:
+    """torchcfm's moons (see the module doc): sample only; the points come out shuffled."""
+
+    def sample(self, n: int, generator=None) -> Tensor:
+        n_out = n // 2
+        a_out = torch.linspace(0, math.pi, n_out, dtype=torch.float64)
+        a_in = torch.linspace(0, math.pi, n - n_out, dtype=torch.float64)
+        x = torch.cat([torch.stack([torch.cos(a_out), torch.sin(a_out)], 1),
+                       torch.stack([1 - torch.cos(a_in), 0.5 - torch.sin(a_in)], 1)])
+        x = x + 0.2 * rand((n, 1), generator=generator, dtype=torch.float64)  # one shift for both coordinates
+        return (x * 3 - 1)[torch.randperm(n, generator=generator)]
+
+
 def toy_density(name: str, **kwargs):
-    """The exact model of a toy set: an object with `sample(n, generator)` and `log_prob(x)`."""
+    """The exact model of a toy set: an object with `sample(n, generator)` and, where the density is
+    known in closed form (all but `cfm_moons`), `log_prob(x)`."""
     makers = {
         "eight_gaussians": lambda radius=2.0, std=0.2: ring_mixture(8, radius, std),
         "two_gaussians_1d": lambda: GaussianMixture([-2.0, 2.0], [0.5, 0.5], [0.3, 0.7]),
@@ -113,11 +133,14 @@ def toy_density(name: str, **kwargs):
         "circles": circles_density,
         "swiss_roll": swiss_roll_density,
         "checkerboard": Checkerboard,
+        "cfm_8gaussians": lambda: ring_mixture(8, 5.0, 0.1 ** 0.25),
+        "cfm_moons": ShiftedMoons,
     }
     return makers[choose(name, makers, "toy data set")](**kwargs)
 
 
-TOY_SETS = ("eight_gaussians", "moons", "swiss_roll", "checkerboard", "circles", "two_gaussians_1d")
+TOY_SETS = ("eight_gaussians", "moons", "swiss_roll", "checkerboard", "circles", "two_gaussians_1d", "cfm_8gaussians",
+            "cfm_moons")
 
 
 def toy(name: str, n: int, generator: torch.Generator | None = None, **kwargs) -> Tensor:

@@ -22,7 +22,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .. import losses
 from ..data import ImageData
-from ..config import Config, build_data, build_model, build_path, build_time_sampler
+from ..config import Config, build_data, build_model, build_path, build_source, build_time_sampler
+from ..couplings import couple
 from . import distributed
 from .checkpoint import latest_checkpoint, load_tensors, optimizer_from_files, read_state, save_checkpoint
 from .ema import EMA
@@ -136,6 +137,10 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
     noise_gen = torch.Generator().manual_seed(distributed.derive_seed(tc.seed, "noise", info.rank))
     sampler = DistributedSampler(data, num_replicas=info.world, rank=info.rank, shuffle=True, seed=tc.seed, drop_last=True)
     labels_all = data.labels if cfg.model.class_conditional else None
+    source, coupling = build_source(cfg.data), cfg.diffusion.coupling
+    if source is not None and tuple(source.sample(1).shape[1:]) != tuple(data.shape):
+        raise ValueError(f"data.source {cfg.data.source!r} has shape {tuple(source.sample(1).shape[1:])} per example; "
+                         f"the data have {tuple(data.shape)}")
 
     step, epoch, pos = 0, 0, 0
     ckpt = latest_checkpoint(run_dir) if resume else None
@@ -208,7 +213,12 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
             x0 = data.images[idx].to(device)
             labels = labels_all[idx].to(device) if labels_all is not None else None
             t = time_sampler(x0.shape[0], generator=noise_gen).to(device)
-            noise = torch.randn(x0.shape, generator=noise_gen).to(device)
+            if source is None:
+                noise = torch.randn(x0.shape, generator=noise_gen).to(device)
+            else:
+                noise = source.sample(x0.shape[0], noise_gen).to(device=device, dtype=x0.dtype)
+            if coupling != "independent":  # minibatch OT: pair each example with its partner (class-wise with labels)
+                noise = noise[couple(x0, noise, coupling, labels=labels, reg=cfg.diffusion.coupling_reg, generator=noise_gen)]
             lr = lr_at(step, tc.lr, tc.warmup)
             loss, gnorm = train_step(net, path, x0, labels, t=t, noise=noise, optimizer=optimizer,
                                      prediction=cfg.diffusion.prediction, weighting=cfg.diffusion.weighting, lr=lr,
