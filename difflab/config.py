@@ -72,6 +72,7 @@ class DiffusionConfig:
     T: int = 1000  # steps of a discrete path; for ncsn the number of noise levels L
     sigma_min: float = 0.01  # ve and ncsn: the smallest and largest noise levels
     sigma_max: float = 50.0
+    flow_sigma_min: float = 0.0  # linear: the width of Lipman et al.'s tube around the data at t = 0
     prediction: str = "eps"  # eps | x0 | v | score | velocity
     weighting: str = "simple"  # simple | elbo | sigma2 | likelihood | min_snr
     time_sampler: str = "default"  # default (uniform on the path's times) | log_normal
@@ -85,6 +86,8 @@ class DiffusionConfig:
         from .targets import KINDS
 
         choose(self.coupling, COUPLINGS, "diffusion.coupling")
+        if not 0 <= self.flow_sigma_min < 1:
+            raise ValueError(f"diffusion.flow_sigma_min must be in [0, 1), got {self.flow_sigma_min}")
         if not self.coupling_reg > 0:
             raise ValueError(f"diffusion.coupling_reg must be > 0, got {self.coupling_reg}")
         choose(self.path, PATHS, "diffusion.path")
@@ -282,7 +285,8 @@ def build_path(cfg: DiffusionConfig):
         "ddpm_cosine": lambda: paths.DiscreteVP.cosine(cfg.T),
         "ve": lambda: paths.VE(cfg.sigma_min, cfg.sigma_max),
         "ncsn": lambda: paths.DiscreteVE.geometric(cfg.T, cfg.sigma_min, cfg.sigma_max),
-        "vp": paths.VP, "subvp": paths.SubVP, "cosine": paths.Cosine, "linear": paths.Linear,
+        "linear": lambda: paths.Linear(cfg.flow_sigma_min),
+        "vp": paths.VP, "subvp": paths.SubVP, "cosine": paths.Cosine,
     }
     return makers[cfg.path]()
 

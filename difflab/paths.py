@@ -356,22 +356,34 @@ class DiscreteVE(AffinePath):
 
 
 class Linear(AffinePath):
-    """The flow-matching linear interpolant (rectified flow): alpha = 1 - t, sigma = t."""
+    """The flow-matching linear interpolant (rectified flow): alpha = 1 - t, sigma = sigma_min + (1 - sigma_min) t.
+
+    With sigma_min = 0 (the default) it is x_t = (1 - t) x0 + t z. Lipman et al.'s (2023) optimal-
+    transport path keeps a tube of width sigma_min around the data, x = (1 - t) x0 + sigma_min z at t = 0.
+    """
+
+    def __init__(self, sigma_min: float = 0.0):
+        if not 0 <= sigma_min < 1:
+            raise ValueError(f"Linear sigma_min must be in [0, 1), got {sigma_min}")
+        self.sigma_min = float(sigma_min)
 
     def alpha(self, t):
         return 1 - _as_time(t)
 
     def sigma(self, t):
-        return _as_time(t).clone()
+        return self.sigma_min + (1 - self.sigma_min) * _as_time(t)
 
     def d_alpha(self, t):
         return -torch.ones_like(_as_time(t))
 
     def d_sigma(self, t):
-        return torch.ones_like(_as_time(t))
+        return torch.full_like(_as_time(t), 1 - self.sigma_min)
 
     def d_sigma2(self, t):
-        return 2 * _as_time(t)
+        return 2 * (1 - self.sigma_min) * self.sigma(t)
+
+    def __repr__(self) -> str:
+        return f"Linear(sigma_min={self.sigma_min})" if self.sigma_min else "Linear()"
 
 
 class DiscreteVP(AffinePath):

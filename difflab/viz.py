@@ -160,11 +160,16 @@ def score_fields(fields: dict, out: str | Path, *, lim: float, log_prob=None, n:
     return _save(fig, out, title=title)
 
 
-def trajectories(panels: dict, out: str | Path, *, lim: float, log_prob=None, title: str = "") -> Path:
-    """Paths of 2-D particles: `panels` maps a name to a tensor (steps, N, 2); start dots grey, end dots black."""
+def trajectories(panels: dict, out: str | Path, *, lim: float, log_prob=None, title: str = "", ncols: int | None = None) -> Path:
+    """Paths of 2-D particles: `panels` maps a name to a tensor (steps, N, 2); start dots grey, end dots
+    black; `ncols` panels per row (default: all in one row)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 4.0), squeeze=False)
-    for ax, (name, path) in zip(axes[0], panels.items()):
+    ncols = ncols or len(panels)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 4.0 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (name, path) in zip(axes.flat, panels.items()):
         path = path.detach().cpu().to(torch.float64)
         if log_prob is not None:
             _density_image(ax, log_prob, lim)

@@ -12,6 +12,7 @@ ALL_PATHS = {
     "Cosine": lambda: dl.paths.Cosine(),
     "VE": lambda: dl.paths.VE(),
     "Linear": lambda: dl.paths.Linear(),
+    "Linear(sigma_min)": lambda: dl.paths.Linear(0.1),
     "DiscreteVP.linear": lambda: dl.paths.DiscreteVP.linear(1000),
     "DiscreteVP.cosine": lambda: dl.paths.DiscreteVP.cosine(200),
     "DiscreteVE.geometric": lambda: dl.paths.DiscreteVE.geometric(10, 0.01, 5.0),

@@ -184,3 +184,17 @@ def test_flow_likelihood_needs_a_source_density(tmp_path):
     (run / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="no density in closed form"):
         run_nll(run, n=10, progress=False)
+
+
+def test_linear_path_with_sigma_min_has_lipmans_conditional_velocity():
+    """Lipman et al. (2023, eq. 21) in their time s = 1 - t with data x1: u_s(x | x1) = (x1 - (1 - sigma_min) x) /
+    (1 - (1 - sigma_min) s). Ours is dx/dt = -u (time runs the other way)."""
+    sm = 0.1
+    path = dl.paths.Linear(sm)
+    x0, z = torch.randn(50, 3, dtype=D64, generator=gen(9)), torch.randn(50, 3, dtype=D64, generator=gen(10))
+    t = torch.rand(50, dtype=D64, generator=gen(11))
+    x = path.perturb(x0, t, z)
+    target = dl.targets.from_x0_eps("velocity", x0, z, path, t)
+    s = (1 - t)[:, None]
+    torch.testing.assert_close(target, -(x0 - (1 - sm) * x) / (1 - (1 - sm) * s))
+    torch.testing.assert_close(path.perturb(x0, 0.0, z), x0 + sm * z)  # the tube around the data

@@ -73,3 +73,39 @@ def test_path_energy_of_straight_lines_and_bad_input():
         dl.metrics.path_energy(states, ts[:3])
     with pytest.raises(ValueError, match="distinct"):
         dl.metrics.path_energy(states[:2], [0.5, 0.5])
+
+
+def test_mmd_and_energy_distance_against_closed_forms():
+    # a single RBF kernel between point masses: MMD^2 = k(0) + k(0) - 2 k(d) = 2 - 2 exp(-d^2 / 2h^2)
+    # (the U-statistic needs 2 points per side: two copies of each mass)
+    x, y = torch.zeros(2, 2, dtype=torch.float64), torch.tensor([[3.0, 4.0], [3.0, 4.0]], dtype=torch.float64)
+    assert dl.metrics.mmd(x, y, bandwidths=[2.0]) == pytest.approx(2 - 2 * math.exp(-25 / 8), rel=1e-12)
+    # energy distance between point masses at distance d is 2d
+    assert dl.metrics.energy_distance(x, y) == pytest.approx(10.0, rel=1e-12)
+    # 1-D: between N(0, 1) and N(m, 1) the energy distance is 2 E|Z sqrt(2) + m| - 2 E|Z sqrt 2| (folded normals)
+    m = 1.0
+    a = torch.randn(3000, 1, dtype=torch.float64, generator=gen(13))
+    b = torch.randn(3000, 1, dtype=torch.float64, generator=gen(14)) + m
+    s = math.sqrt(2)
+    folded = s * math.sqrt(2 / math.pi) * math.exp(-m**2 / (2 * s**2)) + m * math.erf(m / (s * math.sqrt(2)))
+    exact = 2 * folded - 2 * s * math.sqrt(2 / math.pi)
+    assert dl.metrics.energy_distance(a, b) == pytest.approx(exact, abs=0.03)
+    with pytest.raises(ValueError, match="positive"):
+        dl.metrics.mmd(a, b, bandwidths=[0.0])
+
+
+def test_every_distance_is_about_zero_on_itself_and_grows_with_noise():
+    mix = dl.oracles.ring_mixture(8, 2.0, 0.2)
+    x = mix.sample(800, gen(15))
+    ref = mix.sample(800, gen(16))
+    eps = torch.randn(800, 2, dtype=torch.float64, generator=gen(17))
+    dists = {"sliced_w2": lambda p, q: dl.metrics.sliced_wasserstein(p, q, generator=gen(18)),
+             "w2": dl.metrics.wasserstein2, "mmd": dl.metrics.mmd, "energy": dl.metrics.energy_distance}
+    for name, d in dists.items():
+        assert abs(d(ref, ref)) < 0.05 * d(ref + 2.0 * eps, ref), name  # unbiased estimators: O(1/n) below 0
+        vals = [d(ref + s * eps, ref) for s in (0.0, 0.05, 0.2, 0.5, 1.0, 2.0)]
+        assert all(a < b for a, b in zip(vals, vals[1:])), (name, vals)
+        # an independent draw of the same data scores the noise floor, far below a noisy copy
+        floor, spread = dl.metrics.noise_floor(d, lambda n, g: mix.sample(n, g), 800, seeds=3)
+        assert abs(d(x, ref) - floor) < 5 * spread + 0.02 * vals[-1], (name, d(x, ref), floor, spread)
+        assert vals[-1] > 5 * abs(floor) + 1e-3, (name, vals[-1], floor)
