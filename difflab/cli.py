@@ -94,8 +94,12 @@ def eval_(
     run: Path = typer.Argument(..., help="A run folder written by `difflab train`."),
     nll: bool = typer.Option(False, "--nll", help="Negative log-likelihood by the probability-flow ODE (bits/dim for images)."),
     elbo: bool = typer.Option(False, "--elbo", help="The DDPM ELBO (on the path's own steps; bits/dim for images)."),
+    metrics: str = typer.Option("", help="Comma-separated: fid, prdc (images); w2, sw, mmd, energy, nll_samples (toy "
+                                "sets); nll, elbo (as --nll, --elbo)."),
+    sampler: str = typer.Option(None, help="Sampler for the sample metrics (default: the run's)."),
+    steps: int = typer.Option(None, min=1, help="Sampler steps (default: the run's)."),
     split: str = typer.Option("test", help="Data split (images); toy sets draw fresh held-out points."),
-    n: int = typer.Option(None, min=1, help="Examples to use (default: the whole split; 2000 for toy sets)."),
+    n: int = typer.Option(None, min=1, help="Examples to use (default: the whole split, 2000 for toy sets; 1000 samples)."),
     method: str = typer.Option(None, help="exact or hutchinson divergence (default: exact up to 64 dimensions)."),
     probes: int = typer.Option(1, min=1, help="Hutchinson probes per example."),
     rtol: float = typer.Option(1e-5, help="ODE solver relative tolerance."),
@@ -106,16 +110,28 @@ def eval_(
     device: str = typer.Option("cpu"),
 ):
     """Measure a trained run on held-out data; writes eval.json and eval.md into the run folder."""
-    from .evaluate import run_nll, write_report
+    from .evaluate import SAMPLE_METRICS, run_nll, run_sample_metrics, write_report
 
-    if not (nll or elbo):
-        _fail("say what to measure: --nll (and/or --elbo)")
+    wanted = [m.strip() for m in metrics.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in (*SAMPLE_METRICS, "nll", "elbo")]
+    if unknown:
+        _fail(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join((*SAMPLE_METRICS, 'nll', 'elbo'))}")
+    nll, elbo = nll or "nll" in wanted, elbo or "elbo" in wanted
+    on_samples = [m for m in wanted if m in SAMPLE_METRICS]
+    if not (nll or elbo or on_samples):
+        _fail("say what to measure: --metrics fid,prdc (or w2,mmd,... on toy sets), --nll, --elbo")
+    command = "difflab eval " + " ".join(sys.argv[2:])
     try:
-        res = run_nll(run, split=split, n=n, method=method, probes=probes, rtol=rtol, atol=atol, flow=nll, with_elbo=elbo,
-                      elbo_terms=elbo_terms, batch_size=batch, seed=seed, device=device)
+        if nll or elbo:
+            res = run_nll(run, split=split, n=n, method=method, probes=probes, rtol=rtol, atol=atol, flow=nll, with_elbo=elbo,
+                          elbo_terms=elbo_terms, batch_size=batch, seed=seed, device=device)
+            write_report(run, "likelihood", res, command)
+        if on_samples:
+            res = run_sample_metrics(run, on_samples, sampler=sampler, steps=steps, n=n or 1000, seed=seed, device=device,
+                                     batch_size=batch)
+            write_report(run, f"samples: {res['sampler']}, {res['steps']} steps", res, command)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
-    write_report(run, "likelihood", res, "difflab eval " + " ".join(sys.argv[2:]))
     typer.echo((Path(run) / "eval.md").read_text())
 
 

@@ -1,4 +1,11 @@
-"""Evaluating a trained run on held-out data: the likelihood figures behind `difflab eval`.
+"""Evaluating a trained run on held-out data: the figures behind `difflab eval`.
+
+`run_sample_metrics` draws samples with any sampler and scores them against held-out data: for
+image sets in the feature space of the shipped feature network (`difflab.features`: Frechet
+distance, precision / recall / density / coverage, the class histogram and, for class-conditional
+runs, the classifier's accuracy on the requested labels), for toy sets by sample distances (exact
+and sliced W2, MMD, energy distance) and the true density's NLL of the samples. Each figure comes
+with its floor: the same figure for real data in place of samples.
 
 `run_nll` measures a run's negative log-likelihood on a data split by the probability-flow ODE
 (`likelihood.log_likelihood`) and, for discrete-time paths when asked, the DDPM ELBO. Images are
@@ -106,6 +113,102 @@ def run_nll(run_dir, *, split: str = "test", n: int | None = None, method: str |
     return out
 
 
+SAMPLE_METRICS = ("fid", "prdc", "w2", "sw", "mmd", "energy", "nll_samples")
+
+
+def _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels=None):
+    """n samples of a run (by batches), with the run's own sampler settings unless overridden."""
+    from .runs import source_sample
+    from .sampling import sample
+
+    den, path, _ = load(run_dir, device=device)
+    shape = tuple(data_info(run_dir)["shape"])
+    sampler = sampler or cfg.sample.sampler
+    options = cfg.sample.options if sampler == cfg.sample.sampler else {}
+    steps = None if sampler == "ode_rk45" and steps is None else (steps or cfg.sample.steps)
+    g = torch.Generator().manual_seed(seed)
+    out, nfe = [], 0
+    t0 = time.time()
+    for i in range(0, n, batch_size):
+        b = min(batch_size, n - i)
+        cond = {"cond": labels[i:i + b].to(device)} if labels is not None else None
+        x, info = sample(den, path, (b, *shape), x=source_sample(cfg, b, g, device), sampler=sampler, steps=steps,
+                         grid=cfg.sample.grid or None, generator=g, device=device, cond=cond, return_info=True, **options)
+        out.append(x.cpu())
+        nfe = info.nfe
+    return torch.cat(out), {"sampler": sampler, "steps": steps, "nfe": nfe, "sample_seconds": round(time.time() - t0, 1)}
+
+
+def run_sample_metrics(run_dir, metrics=("fid", "prdc"), *, sampler: str | None = None, steps: int | None = None,
+                       n: int = 1000, seed: int = 0, device: str = "cpu", batch_size: int = 500) -> dict:
+    """Sample `n` examples from a run and score them (module doc); returns a flat dict of figures."""
+    from . import metrics as M
+    from ._checks import choose
+
+    for m in metrics:
+        choose(m, SAMPLE_METRICS, "sample metric")
+    cfg = run_config(run_dir)
+    info = data_info(run_dir)
+    labels = None
+    if cfg.model.class_conditional:
+        labels = torch.arange(n) % info["num_classes"]  # equal numbers of every class
+    x, out = _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels)
+    out["n"] = n
+    if cfg.data.name == "toy":
+        from .data import toy_density
+
+        bad = [m for m in metrics if m in ("fid", "prdc")]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} are image metrics; for a toy set use w2, sw, mmd, energy, nll_samples")
+        density = toy_density(cfg.data.toy)
+        draw = lambda k, g: density.sample(k, g).float()  # noqa: E731
+        ref = draw(n, torch.Generator().manual_seed(HELD_OUT_SEED + seed))
+        dists = {"w2": M.wasserstein2, "sw": lambda a, b: M.sliced_wasserstein(a, b, generator=torch.Generator().manual_seed(seed)),
+                 "mmd": M.mmd, "energy": M.energy_distance}
+        for m in metrics:
+            if m in dists:
+                out[m] = dists[m](x, ref)
+                out[m + "_floor"], _ = M.noise_floor(dists[m], draw, n, seeds=3, seed=HELD_OUT_SEED + 100)
+            elif m == "nll_samples":
+                if not hasattr(density, "log_prob"):
+                    raise ValueError(f"toy set {cfg.data.toy!r} has no closed-form density for nll_samples")
+                out[m], out[m + "_se"] = _mean_se(-density.log_prob(x.double()))
+                out[m + "_floor"], _ = _mean_se(-density.log_prob(ref.double()))
+        return out
+    if cfg.data.name not in ("digits", "fashion_mnist"):
+        raise ValueError(f"sample metrics need a built-in image set with a shipped feature network (digits, fashion_mnist); "
+                         f"this run trained on {cfg.data.name!r}")
+    bad = [m for m in metrics if m not in ("fid", "prdc")]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} are toy-set metrics; for images use fid, prdc")
+    from .features import features, image_metrics, load_feature_net
+
+    net, net_info = load_feature_net(cfg.data.name)
+    cfg.data.split = "test"
+    test = build_data(cfg.data)
+    cfg.data.split = "train"
+    train = build_data(cfg.data)
+    g = torch.Generator().manual_seed(HELD_OUT_SEED + seed)
+    real = test.images[torch.randperm(len(test), generator=g)[:n]] if n < len(test) else test.images
+    res = image_metrics(net, real, x, labels=labels)
+    floor = image_metrics(net, real, train.images[torch.randperm(len(train), generator=g)[:n]])  # real data as "samples"
+    keep = ["fd", "precision", "recall", "density", "coverage"] if "prdc" in metrics else ["fd"]
+    if "fid" not in metrics:
+        keep.remove("fd")
+    out.update({k: res[k] for k in keep})
+    out.update({k + "_floor": floor[k] for k in keep})
+    out.update({"mean_top_prob": res["mean_top_prob"], "class_fractions": res["class_fractions"],
+                "feature_net_test_accuracy": net_info["test_accuracy"], "reference": f"{len(real)} test images"})
+    if labels is not None:
+        out["accuracy"] = res["accuracy"]
+    return out
+
+
+_SAMPLE_LABELS = {"fd": "Frechet distance (feature net)", "precision": "precision", "recall": "recall", "density": "density",
+                  "coverage": "coverage", "w2": "W2 (exact)", "sw": "sliced W2", "mmd": "MMD^2", "energy": "energy distance",
+                  "nll_samples": "true NLL of the samples (nats)", "accuracy": "classifier accuracy on the labels",
+                  "mean_top_prob": "mean top-class probability"}
+
 _LABELS = {"nll_nats": "NLL (nats / example)", "bpd": "bits / dim (probability flow)", "entropy_nats":
            "true entropy of the same points (nats)", "kl_gap_nats": "KL gap (nats)", "nelbo_nats":
            "negative ELBO (nats / example)", "elbo_bpd": "bits / dim (ELBO)", "elbo_kl_gap_nats": "ELBO KL gap (nats)"}
@@ -120,6 +223,14 @@ def write_report(run_dir, key: str, result: dict, command: str) -> Path:
     path.write_text(json.dumps(allres, indent=2))
     lines = [f"# Evaluation of `{run_dir}`", ""]
     for k, r in allres.items():
+        if k.startswith("samples"):
+            lines += [f"## {k}", "", f"`{r.get('command', '')}`", "", "| figure | samples | real data (floor) |", "|---|---|---|"]
+            for name, label in _SAMPLE_LABELS.items():
+                if name in r:
+                    floor = r.get(name + "_floor")
+                    lines.append(f"| {label} | {r[name]:.4f} | {'' if floor is None else f'{floor:.4f}'} |")
+            lines += [f"| sampler | {r['sampler']}, {r['steps']} steps, {r['nfe']} NFE, {r['sample_seconds']} s for {r['n']} |", ""]
+            continue
         lines += [f"## {k}", "", f"`{r.get('command', '')}`", "", "| figure | value |", "|---|---|"]
         for name, label in _LABELS.items():
             if name in r:

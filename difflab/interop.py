@@ -1,4 +1,10 @@
-"""Driving diffusers' schedulers with a difflab denoiser (diffusers is an optional, test-only dependency).
+"""difflab and diffusers both ways (diffusers is an optional dependency, imported only when used).
+
+`diffusers_denoiser` makes a diffusers model (a `UNet2DModel` or anything called as
+`model(x, timestep, class_labels=...)` returning `.sample`) a difflab denoiser, so every difflab
+sampler drives it: its epsilon / sample / v prediction at diffusers timestep k = t T - 1 (the
+time t of difflab's `DiscreteVP` built from the scheduler's own betas by `path_of_scheduler`;
+continuous samplers ask for fractional k in between, which the sinusoidal embedding accepts).
 
 A diffusers scheduler on a discrete schedule asks a model for its epsilon at (sample, timestep k).
 difflab answers with the denoiser at the time t whose noise level is the scheduler's own for k:
@@ -17,7 +23,38 @@ from torch import Tensor
 
 from .denoisers import CountingDenoiser
 
-__all__ = ["diffusers_sample", "time_of_timestep"]
+__all__ = ["diffusers_sample", "time_of_timestep", "diffusers_denoiser", "path_of_scheduler"]
+
+# diffusers' prediction_type -> difflab's prediction kind (both define v = alpha eps - sigma x0)
+_KINDS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
+
+
+def path_of_scheduler(scheduler):
+    """The `DiscreteVP` of a diffusers scheduler's training schedule (its own betas)."""
+    from .paths import DiscreteVP
+
+    betas = getattr(scheduler, "betas", None)
+    if betas is None:
+        raise ValueError(f"{type(scheduler).__name__} has no discrete betas; difflab maps DDPM-type schedules only")
+    return DiscreteVP(torch.as_tensor(betas, dtype=torch.float64))
+
+
+def diffusers_denoiser(model, path, prediction_type: str = "epsilon"):
+    """A difflab denoiser D(x_t, t, cond=None) from a diffusers model trained on `path` (module doc)."""
+    from ._checks import choose
+    from .denoisers import as_denoiser
+
+    kind = _KINDS[choose(prediction_type, _KINDS, "diffusers prediction_type")]
+    if getattr(path, "T", None) is None:
+        raise ValueError("a diffusers model belongs to a discrete-time path: use path_of_scheduler(scheduler)")
+    T = path.T
+
+    def net(x, t, cond=None):
+        k = t.to(torch.float32) * T - 1  # difflab time t_k = (k + 1) / T
+        extra = {"class_labels": cond} if cond is not None else {}
+        return model(x, k, **extra).sample.to(x.dtype)
+
+    return as_denoiser(net, path, kind)
 
 
 def time_of_timestep(path, k) -> Tensor:

@@ -27,6 +27,16 @@ two samples come from one distribution):
 Every sample distance has a floor at finite n: `noise_floor` measures it as the mean distance
 between two independent draws of the data, over seeds.
 
+Feature-space distances for images (features from `difflab.features`):
+
+    Frechet distance (Heusel et al. 2017): FD = ||mu_1 - mu_2||^2 + tr(S_1 + S_2 - 2 (S_1^(1/2) S_2 S_1^(1/2))^(1/2)),
+    the squared W2 between the two Gaussians fitted to the features (FID with Inception features);
+    precision / recall (Kynkaanniemi et al. 2019): the data manifold is the union of balls around
+    each real feature with radius its distance to its k-th nearest real neighbour; precision is the
+    share of generated samples inside it, recall the share of real samples inside the generated
+    manifold built the same way. Density and coverage (Naeem et al. 2020) count, respectively, the
+    real balls each generated sample falls in (/ k) and the real balls holding any generated sample.
+
 Path energy of a flow (Tong et al. 2023, "Improving and generalizing flow-based generative models
 with minibatch optimal transport", Sec. 5): PE = E int_0^1 ||dx/dt||^2 dt along the learned
 trajectories. On a discretised trajectory x_0..x_K at times t_0..t_K it is sum_k ||x_{k+1} - x_k||^2 /
@@ -43,7 +53,8 @@ from torch import Tensor
 from ._checks import check_finite
 from ._random import randn
 
-__all__ = ["sliced_wasserstein", "wasserstein2", "mmd", "energy_distance", "noise_floor", "path_energy", "normalized_path_energy", "class_report", "digits_classifier",
+__all__ = ["sliced_wasserstein", "wasserstein2", "mmd", "energy_distance", "noise_floor", "frechet_distance", "gaussian_stats",
+           "precision_recall", "path_energy", "normalized_path_energy", "class_report", "digits_classifier",
            "fit_cnn_classifier"]
 
 
@@ -145,6 +156,60 @@ def noise_floor(distance, draw, n: int, *, seeds: int = 5, seed: int = 0) -> tup
         vals.append(float(distance(draw(n, g1), draw(n, g2))))
     v = torch.tensor(vals, dtype=torch.float64)
     return float(v.mean()), (float(v.std()) if len(vals) > 1 else 0.0)
+
+
+def gaussian_stats(features: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean, covariance) of features (N, D) in float64, the sufficient statistics of the Frechet distance."""
+    f = torch.as_tensor(features).detach().cpu().double().flatten(1)
+    check_finite(f, "features")
+    if len(f) < 2:
+        raise ValueError("need at least 2 feature vectors for a covariance")
+    return f.mean(0), torch.cov(f.T).reshape(f.shape[1], f.shape[1])
+
+
+def _psd_sqrt(c: Tensor) -> Tensor:
+    w, v = torch.linalg.eigh((c + c.T) / 2)
+    return (v * w.clamp_min(0).sqrt()) @ v.T
+
+
+def frechet_distance(x, y) -> float:
+    """Frechet distance between features x and y (N, D), or between (mean, covariance) pairs (module doc)."""
+    (m1, c1), (m2, c2) = (v if isinstance(v, tuple) else gaussian_stats(v) for v in (x, y))
+    if m1.shape != m2.shape:
+        raise ValueError(f"features have different dimensions: {m1.shape[0]} and {m2.shape[0]}")
+    r = _psd_sqrt(c1)
+    cross = torch.linalg.eigvalsh(r @ c2 @ r).clamp_min(0).sqrt().sum()  # tr (S1^1/2 S2 S1^1/2)^1/2
+    return float(((m1 - m2) ** 2).sum() + c1.trace() + c2.trace() - 2 * cross)
+
+
+def _kth_radius(f: Tensor, k: int, chunk: int) -> Tensor:
+    """Distance of each row of f to its k-th nearest other row."""
+    out = []
+    for block in f.split(chunk):
+        d = _distances(block, f)
+        out.append(d.topk(k + 1, dim=1, largest=False).values[:, k])  # index 0 is the point itself
+    return torch.cat(out)
+
+
+def precision_recall(real: Tensor, fake: Tensor, *, k: int = 3, chunk: int = 2048) -> dict:
+    """Precision, recall, density and coverage of generated features `fake` against `real` (module doc)."""
+    real, fake = _pair(real, fake)
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"need more than k={k} real and generated samples, got {len(real)} and {len(fake)}")
+    r_real, r_fake = _kth_radius(real, k, chunk), _kth_radius(fake, k, chunk)
+    inside_real = torch.zeros(len(fake), dtype=torch.bool)  # fake j in some real ball
+    count_real = torch.zeros(len(fake), dtype=torch.float64)  # how many real balls hold fake j
+    covered = torch.zeros(len(real), dtype=torch.bool)  # real ball i holds some fake
+    recalled = torch.zeros(len(real), dtype=torch.bool)  # real i in some fake ball
+    for start in range(0, len(real), chunk):
+        d = _distances(real[start:start + chunk], fake)  # (r, f)
+        in_real_ball = d <= r_real[start:start + chunk, None]
+        inside_real |= in_real_ball.any(0)
+        count_real += in_real_ball.double().sum(0)
+        covered[start:start + chunk] = in_real_ball.any(1)
+        recalled[start:start + chunk] = (d <= r_fake[None]).any(1)
+    return {"precision": float(inside_real.double().mean()), "recall": float(recalled.double().mean()),
+            "density": float(count_real.mean() / k), "coverage": float(covered.double().mean()), "k": k}
 
 
 def path_energy(states, times) -> float:

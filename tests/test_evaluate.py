@@ -77,3 +77,31 @@ def test_one_trained_ve_model_samples_with_every_score_sde_sampler(tmp_path):
         assert sw < (0.2 if sampler in ("euler_maruyama", "pc") else 0.35), (sampler, sw)
     # from the same noise, two ODE solvers follow the same probability flow to the same points
     assert float((out["ode_heun"] - out["ode_rk45"]).norm(dim=1).median()) < 0.02
+
+
+def test_eval_sample_metrics_on_a_toy_run_sit_above_their_floors(tmp_path):
+    run = _train(tmp_path, "toy2d", "diffusion.T=100", steps=100)
+    r = runner.invoke(app, ["eval", str(run), "--metrics", "w2,sw,mmd,energy,nll_samples", "--n", "300",
+                            "--sampler", "ddim", "--steps", "1"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((run / "eval.json").read_text())["samples: ddim, 1 steps"]
+    assert res["nfe"] == 1 and res["n"] == 300
+    for m in ("w2", "sw", "energy", "mmd"):  # one DDIM step lands on the mean: far above the floor
+        assert res[m] > 1.5 * res[m + "_floor"] > 0, (m, res[m], res[m + "_floor"])
+    assert res["nll_samples"] > res["nll_samples_floor"]
+    assert "Frechet" not in (run / "eval.md").read_text() and "W2 (exact)" in (run / "eval.md").read_text()
+    r = runner.invoke(app, ["eval", str(run), "--metrics", "fid"])
+    assert r.exit_code != 0 and "image metrics" in r.output
+    r = runner.invoke(app, ["eval", str(run), "--metrics", "fidd"])
+    assert r.exit_code != 0 and "unknown metric" in r.output
+
+
+def test_eval_image_metrics_of_a_class_conditional_digits_run(tmp_path):
+    run = _train(tmp_path, "digits", "model.channels=8", "model.num_res_blocks=1", "train.batch_size=16",
+                 "model.class_conditional=true", steps=5)
+    from difflab.evaluate import run_sample_metrics
+
+    res = run_sample_metrics(run, ["fid", "prdc"], sampler="ddim", steps=3, n=40, batch_size=20)
+    assert res["nfe"] == 3 and len(res["class_fractions"]) == 10
+    assert res["fd"] > 3 * res["fd_floor"]  # 5 training steps: nothing like digits
+    assert res["recall"] < 0.5 * res["recall_floor"] and 0 <= res["accuracy"] <= 1

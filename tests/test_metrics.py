@@ -109,3 +109,46 @@ def test_every_distance_is_about_zero_on_itself_and_grows_with_noise():
         floor, spread = dl.metrics.noise_floor(d, lambda n, g: mix.sample(n, g), 800, seeds=3)
         assert abs(d(x, ref) - floor) < 5 * spread + 0.02 * vals[-1], (name, d(x, ref), floor, spread)
         assert vals[-1] > 5 * abs(floor) + 1e-3, (name, vals[-1], floor)
+
+
+def test_frechet_distance_against_closed_forms():
+    # 1-D: (m1 - m2)^2 + (s1 - s2)^2 for N(m1, s1^2), N(m2, s2^2)
+    stats = lambda m, c: (torch.tensor(m, dtype=torch.float64), torch.tensor(c, dtype=torch.float64))  # noqa: E731
+    assert dl.metrics.frechet_distance(stats([1.0], [[4.0]]), stats([-1.0], [[1.0]])) == pytest.approx(4 + 1, rel=1e-12)
+    # commuting (diagonal) covariances: sum of the per-axis 1-D distances
+    fd = dl.metrics.frechet_distance(stats([0.0, 1.0], [[1.0, 0], [0, 9.0]]), stats([0.0, 0.0], [[4.0, 0], [0, 1.0]]))
+    assert fd == pytest.approx(1 + (1 - 2) ** 2 + (3 - 1) ** 2, rel=1e-12)
+    # general covariances against SciPy's matrix square root, and invariance under a rotation of both
+    from scipy.linalg import sqrtm
+
+    a, b = torch.randn(5, 5, dtype=torch.float64, generator=gen(20)), torch.randn(5, 5, dtype=torch.float64, generator=gen(21))
+    c1, c2 = a @ a.T + 0.1 * torch.eye(5, dtype=torch.float64), b @ b.T
+    m1, m2 = torch.randn(5, dtype=torch.float64, generator=gen(22)), torch.zeros(5, dtype=torch.float64)
+    ref = float(((m1 - m2) ** 2).sum() + c1.trace() + c2.trace() - 2 * sqrtm((c1 @ c2).numpy()).real.trace())
+    assert dl.metrics.frechet_distance((m1, c1), (m2, c2)) == pytest.approx(ref, rel=1e-8)
+    q = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64, generator=gen(23)))[0]
+    rotated = dl.metrics.frechet_distance((q @ m1, q @ c1 @ q.T), (q @ m2, q @ c2 @ q.T))
+    assert rotated == pytest.approx(ref, rel=1e-8)
+    # from samples: ~0 against itself, and it is the squared W2 of the fitted Gaussians
+    x = torch.randn(4000, 3, dtype=torch.float64, generator=gen(24))
+    assert abs(dl.metrics.frechet_distance(x, x)) < 1e-9
+    assert dl.metrics.frechet_distance(x, 2 * x + 1) == pytest.approx(3 * 1 + 3 * 1, rel=0.05)
+
+
+def test_precision_falls_off_the_data_and_recall_when_modes_drop():
+    mix = dl.oracles.ring_mixture(8, 4.0, 0.3)
+    real = mix.sample(2000, gen(25))
+    same = dl.metrics.precision_recall(real, mix.sample(2000, gen(26)))
+    assert same["precision"] > 0.8 and same["recall"] > 0.8 and same["coverage"] > 0.8
+    assert 0.7 < same["density"] < 1.3  # ~1 for a sample of the data itself
+    # samples leaving the data: precision falls, step by step
+    x = mix.sample(2000, gen(27))
+    noisy = [dl.metrics.precision_recall(real, x + s * torch.randn(x.shape, dtype=x.dtype, generator=gen(28)))["precision"]
+             for s in (0.0, 0.5, 1.5)]
+    assert noisy[0] > noisy[1] > noisy[2] and noisy[2] < 0.5, noisy
+    # four of the eight modes only: still precise, but recall and coverage about halve
+    modes = mix.classify(x)
+    half = dl.metrics.precision_recall(real, x[modes < 4])
+    assert half["precision"] > 0.8 and half["recall"] < 0.6 and half["coverage"] < 0.6, half
+    with pytest.raises(ValueError, match="more than k"):
+        dl.metrics.precision_recall(real, x[:3])

@@ -333,3 +333,28 @@ def test_steps_for_nfe_spends_at_most_the_budget(budget):
             assert info.nfe >= budget - 3, (sampler, info.nfe)
         elif sampler not in ("pc", "annealed_langevin"):
             assert info.nfe >= budget - 1, (sampler, info.nfe)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_difflab_ddim_drives_a_diffusers_unet_like_its_own_scheduler(prediction_type):
+    """A small randomly initialised UNet2DModel: diffusers' own DDIM loop and difflab's ddim sampler
+    through `interop.diffusers_denoiser` give the same trajectory, for each prediction type."""
+    from diffusers import DDIMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       norm_num_groups=4).eval()
+    sched = DDIMScheduler(num_train_timesteps=1000, prediction_type=prediction_type, clip_sample=False)
+    x_T = torch.randn(3, 1, 8, 8, generator=gen(30))
+    sched.set_timesteps(10)
+    x = x_T.clone()
+    with torch.no_grad():
+        for k in sched.timesteps:
+            x = sched.step(unet(x, k).sample, k, x).prev_sample
+    path = dl.interop.path_of_scheduler(sched)
+    den = dl.interop.diffusers_denoiser(unet, path, prediction_type)
+    ours = dl.sample(den, path, x=x_T, sampler="ddim", steps=10, grid="leading")
+    torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="prediction_type"):
+        dl.interop.diffusers_denoiser(unet, path, "velocity")
