@@ -1,4 +1,4 @@
-"""The `difflab` command: train, sample, eval, info, demo, oracle-demo. Thin: every action is a library call."""
+"""The `difflab` command: train, sample, eval, bench, info, demo, oracle-demo. Thin: every action is a library call."""
 
 from __future__ import annotations
 
@@ -202,6 +202,38 @@ def version():
     import difflab
 
     typer.echo(difflab.__version__)
+
+
+bench_app = typer.Typer(help="Benchmarks of a trained run.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("samplers")
+def bench_samplers(
+    run: Path = typer.Argument(..., help="A run folder written by `difflab train`."),
+    nfe: str = typer.Option("5,10,20,50", help="Comma-separated network-evaluation budgets."),
+    samplers: str = typer.Option(",".join(("ddpm", "ddim", "dpmpp_2m", "ode_euler", "ode_heun", "ode_rk4", "euler_maruyama")),
+                                 help="Comma-separated difflab samplers."),
+    diffusers: bool = typer.Option(False, "--diffusers", help="Also diffusers' DDPM, DDIM, DPM-Solver++ and UniPC schedulers."),
+    n: int = typer.Option(500, min=10, help="Samples per sampler and budget."),
+    batch: int = typer.Option(500, min=1, help="Samples per batch."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+):
+    """Quality (FD for images, W2 for toy sets) and time of every sampler against NFE; a table and a plot."""
+    from .bench import bench_samplers as run_bench
+
+    try:
+        budgets = [int(v) for v in nfe.split(",") if v.strip()]
+    except ValueError:
+        _fail(f"--nfe takes comma-separated integers, got {nfe!r}")
+    try:
+        run_bench(run, samplers=[s.strip() for s in samplers.split(",") if s.strip()], nfes=budgets, n=n, seed=seed,
+                  device=device, batch_size=batch, diffusers=diffusers, log=typer.echo)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        _fail(str(e))
+    typer.echo((Path(run) / "bench_samplers.md").read_text())
+    typer.echo(f"plot: {Path(run) / 'bench_samplers.png'}")
 
 
 def main() -> None:

@@ -105,3 +105,21 @@ def test_eval_image_metrics_of_a_class_conditional_digits_run(tmp_path):
     assert res["nfe"] == 3 and len(res["class_fractions"]) == 10
     assert res["fd"] > 3 * res["fd_floor"]  # 5 training steps: nothing like digits
     assert res["recall"] < 0.5 * res["recall_floor"] and 0 <= res["accuracy"] <= 1
+
+
+def test_bench_samplers_table_and_the_same_answers_as_diffusers(tmp_path):
+    run = _train(tmp_path, "toy2d", "diffusion.T=100", steps=100)
+    r = runner.invoke(app, ["bench", "samplers", str(run), "--nfe", "4,10,150", "--n", "200", "--samplers", "ddim,dpmpp_2m,ode_heun",
+                            "--diffusers"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((run / "bench_samplers.json").read_text())
+    assert (run / "bench_samplers.png").is_file() and "| ddim | difflab | 4 |" in (run / "bench_samplers.md").read_text()
+    rows = {(row["sampler"], row["nfe_budget"]): row for row in res["rows"]}
+    assert "error" in rows[("ddim", 150)] and "error" in rows[("diffusers DDIM", 150)]  # T = 100 steps at most
+    for nfe in (4, 10):
+        assert rows[("ode_heun", nfe)]["nfe"] <= nfe
+        # the same start, the same trailing grid, the same update: the same samples as diffusers (when the steps
+        # divide T: diffusers' DDIM steps back by T // N, not to the grid's next time, and differs otherwise)
+        assert abs(rows[("ddim", nfe)]["W2"] - rows[("diffusers DDIM", nfe)]["W2"]) < 1e-4
+        assert abs(rows[("dpmpp_2m", nfe)]["W2"] - rows[("diffusers DPM-Solver++", nfe)]["W2"]) < 1e-4
+    assert res["floor"] > 0
