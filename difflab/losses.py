@@ -200,10 +200,12 @@ def flow_matching_loss(net, path, x0: Tensor, z: Tensor | None = None, *, coupli
     Time runs as everywhere in difflab: t = 0 is the data, t = 1 the source. The flow-matching papers
     put the source at 0 and the data at 1: their time is 1 - t, their velocity the negative of ours.
     """
-    from .couplings import couple
+    from .couplings import COUPLINGS, couple
 
+    choose(coupling, COUPLINGS, "coupling")
     if z is None:
         z = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     check_same_shape(z, x0, "z (the source batch)", "x0")
-    j = couple(x0, z, coupling, labels=labels, source_labels=source_labels, reg=reg, generator=generator)
-    return diffusion_loss(net, path, x0, prediction=prediction, noise=z[j], t=t, generator=generator, cond=cond, **kwargs)
+    if coupling != "independent" or labels is not None:  # independent and unlabelled: the pairs are as drawn
+        z = z[couple(x0, z, coupling, labels=labels, source_labels=source_labels, reg=reg, generator=generator)]
+    return diffusion_loss(net, path, x0, prediction=prediction, noise=z, t=t, generator=generator, cond=cond, **kwargs)
