@@ -149,6 +149,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seed-start", type=int, default=0)
+    ap.add_argument("--methods", default=",".join(COUPLINGS), help="I-CFM, OT-CFM")
+    ap.add_argument("--also", type=Path, default=None, help="a results.json of an earlier run (other seeds) to pool into the table")
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -160,26 +163,33 @@ def main():
     torch.set_num_threads(1)  # tiny networks: one thread is fastest and keeps the two libraries' timings comparable
     a.out.mkdir(parents=True, exist_ok=True)
     rows, trajectories = [], {}
+    methods = a.methods.split(",")
     for task in a.tasks.split(","):
-        for name, coupling in COUPLINGS.items():
+        for name in methods:
+            coupling = COUPLINGS[name]
             for lib in a.libs.split(","):
-                for seed in range(a.seeds):
+                for seed in range(a.seed_start, a.seed_start + a.seeds):
                     net, train_s = train(lib, task, coupling, seed, a.steps, a.batch, a.lr)
                     r = evaluate(lib, net, task, seed, a.n)
                     traj = r.pop("trajectory")
-                    if lib == "difflab" and seed == 0:
+                    if lib == "difflab" and seed == a.seed_start:
                         trajectories[(name, task)] = traj
                     rows.append({"task": task, "method": name, "lib": lib, "seed": seed, "train_s": round(train_s, 1), **r})
                     print(json.dumps(rows[-1]), flush=True)
     (a.out / "results.json").write_text(json.dumps(rows, indent=1))
+    if a.also is not None:
+        seen = {(r["task"], r["method"], r["lib"], r["seed"]) for r in rows}
+        rows += [r for r in json.loads(a.also.read_text()) if (r["task"], r["method"], r["lib"], r["seed"]) not in seen
+                 and r["method"] in methods]
+    n_seeds = len({r["seed"] for r in rows})
 
     print(f"\n### W2 to held-out data and normalised path energy: {a.steps} steps, batch {a.batch}, "
-          f"mean ± std over {a.seeds} seeds, {a.n} points\n")
+          f"mean ± std over {n_seeds} seeds, {a.n} points\n")
     print("| task | method | library | W2, 1 Euler step | W2, 10 steps | W2, 100 steps | W2, adaptive (NFE) "
           "| normalised path energy | train s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for task in a.tasks.split(","):
-        for name in COUPLINGS:
+        for name in methods:
             for lib in a.libs.split(","):
                 rs = [r for r in rows if (r["task"], r["method"], r["lib"]) == (task, name, lib)]
                 col = lambda k: [r[k] for r in rs]  # noqa: E731
@@ -188,7 +198,7 @@ def main():
                       f"{statistics.mean(col('train_s')):.0f} |")
     if trajectories:
         lim = 1.15 * max(float(t.abs().max()) for t in trajectories.values())
-        panels = {f"{task}, {name}": trajectories[(name, task)] for name in COUPLINGS for task in a.tasks.split(",")
+        panels = {f"{task}, {name}": trajectories[(name, task)] for name in methods for task in a.tasks.split(",")
                   if (name, task) in trajectories}
         dl.viz.trajectories(panels, a.figure, lim=math.ceil(lim), ncols=len(a.tasks.split(",")),
                             title="learned flows (difflab, seed 0): source grey, samples black")
