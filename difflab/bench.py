@@ -1,7 +1,8 @@
 """`difflab bench samplers RUN`: is a sampler worth its steps? Quality against NFE for one trained model.
 
 Every sampler runs from the same starting noise with the same number of network evaluations (NFE;
-`sampling.steps_for_nfe` turns a budget into steps), on the path's default grid. Quality is the
+`sampling.steps_for_nfe` turns a budget into steps), on the path's default grid or, written
+`sampler@grid` (e.g. `dpmpp_2m@karras`), on a named grid of `samplers.grids`. Quality is the
 Frechet distance in the shipped feature network's space for image sets (`difflab.features`) and
 the exact W2 for toy sets, each beside its floor (real data in place of samples). Time is split
 into the network's own time and the sampler's overhead (everything outside the network), per step.
@@ -108,8 +109,9 @@ def bench_samplers(run_dir, *, samplers=DEFAULT_SAMPLERS, nfes=(5, 10, 20, 50), 
                     xb = x_T[i:i + batch_size]
                     cond = {"cond": labels[i:i + batch_size]} if labels is not None else None
                     if lib == "difflab":
-                        x, info = sample(timed, path, x=xb, sampler=name, generator=torch.Generator().manual_seed(seed + i),
-                                         cond=cond, return_info=True, **steps_for_nfe(name, nfe))
+                        sampler, _, grid = name.partition("@")  # "dpmpp_2m@karras": a sampler on a named grid
+                        x, info = sample(timed, path, x=xb, sampler=sampler, grid=grid or None, cond=cond, return_info=True,
+                                         generator=torch.Generator().manual_seed(seed + i), **steps_for_nfe(sampler, nfe))
                         used = info.nfe
                     else:
                         if cond is not None:

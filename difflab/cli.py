@@ -213,7 +213,7 @@ def bench_samplers(
     run: Path = typer.Argument(..., help="A run folder written by `difflab train`."),
     nfe: str = typer.Option("5,10,20,50", help="Comma-separated network-evaluation budgets."),
     samplers: str = typer.Option(",".join(("ddpm", "ddim", "dpmpp_2m", "ode_euler", "ode_heun", "ode_rk4", "euler_maruyama")),
-                                 help="Comma-separated difflab samplers."),
+                                 help="Comma-separated difflab samplers; sampler@grid picks a grid, e.g. dpmpp_2m@karras."),
     diffusers: bool = typer.Option(False, "--diffusers", help="Also diffusers' DDPM, DDIM, DPM-Solver++ and UniPC schedulers."),
     n: int = typer.Option(500, min=10, help="Samples per sampler and budget."),
     batch: int = typer.Option(500, min=1, help="Samples per batch."),

@@ -109,7 +109,7 @@ def test_eval_image_metrics_of_a_class_conditional_digits_run(tmp_path):
 
 def test_bench_samplers_table_and_the_same_answers_as_diffusers(tmp_path):
     run = _train(tmp_path, "toy2d", "diffusion.T=100", steps=100)
-    r = runner.invoke(app, ["bench", "samplers", str(run), "--nfe", "4,10,150", "--n", "200", "--samplers", "ddim,dpmpp_2m,ode_heun",
+    r = runner.invoke(app, ["bench", "samplers", str(run), "--nfe", "4,10,150", "--n", "200", "--samplers", "ddim,dpmpp_2m,ode_heun,ddim@trailing,ddim@leading",
                             "--diffusers"])
     assert r.exit_code == 0, r.output
     res = json.loads((run / "bench_samplers.json").read_text())
@@ -122,4 +122,6 @@ def test_bench_samplers_table_and_the_same_answers_as_diffusers(tmp_path):
         # divide T: diffusers' DDIM steps back by T // N, not to the grid's next time, and differs otherwise)
         assert abs(rows[("ddim", nfe)]["W2"] - rows[("diffusers DDIM", nfe)]["W2"]) < 1e-4
         assert abs(rows[("dpmpp_2m", nfe)]["W2"] - rows[("diffusers DPM-Solver++", nfe)]["W2"]) < 1e-4
+        assert rows[("ddim@trailing", nfe)]["W2"] == rows[("ddim", nfe)]["W2"]  # trailing is the default grid here
+        assert rows[("ddim@leading", nfe)]["W2"] != rows[("ddim", nfe)]["W2"]
     assert res["floor"] > 0
