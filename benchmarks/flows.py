@@ -60,16 +60,30 @@ class MLP(nn.Module):
         return self.net(torch.cat([x, t.reshape(-1, 1).expand(x.shape[0], 1).to(x.dtype)], 1))
 
 
+class TorchcfmTime(nn.Module):
+    """difflab's velocity from a network that sees torchcfm's time s = 1 - t and predicts torchcfm's
+    velocity (`--net-time torchcfm`): the same initial weights then give the same initial function."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, t):
+        return -self.net(x, 1 - t)
+
+
 def draw(name, n, g):
     return torch.randn(n, 2, generator=g) if name is None else dl.data.toy_density(name).sample(n, g).float()
 
 
-def train(lib, task, coupling, seed, steps, batch, lr):
+def train(lib, task, coupling, seed, steps, batch, lr, net_time="difflab"):
     source, target = TASKS[task]
     torch.manual_seed(seed)  # the same initial weights for both libraries
     np.random.seed(seed)
     net = MLP()
     opt = torch.optim.Adam(net.parameters(), lr=lr)
+    if lib == "difflab" and net_time == "torchcfm":
+        net = TorchcfmTime(net)
     g = torch.Generator().manual_seed(seed)
     path = dl.paths.Linear()
     if lib == "torchcfm":
@@ -157,6 +171,8 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--n", type=int, default=2000, help="evaluation points per side (exact W2 is O(n^3))")
     ap.add_argument("--libs", default="difflab,torchcfm")
+    ap.add_argument("--net-time", choices=("difflab", "torchcfm"), default="difflab",
+                    help="the time difflab's network sees: its own t, or torchcfm's 1 - t")
     ap.add_argument("--out", type=Path, default=Path("runs/flows"))
     ap.add_argument("--figure", type=Path, default=Path("benchmarks/figures/flow_trajectories.png"))
     a = ap.parse_args()
@@ -169,7 +185,7 @@ def main():
             coupling = COUPLINGS[name]
             for lib in a.libs.split(","):
                 for seed in range(a.seed_start, a.seed_start + a.seeds):
-                    net, train_s = train(lib, task, coupling, seed, a.steps, a.batch, a.lr)
+                    net, train_s = train(lib, task, coupling, seed, a.steps, a.batch, a.lr, a.net_time)
                     r = evaluate(lib, net, task, seed, a.n)
                     traj = r.pop("trajectory")
                     if lib == "difflab" and seed == a.seed_start:
