@@ -85,10 +85,8 @@ def bench_samplers(run_dir, *, samplers=DEFAULT_SAMPLERS, nfes=(5, 10, 20, 50), 
         from .features import features, load_feature_net
 
         net, _ = load_feature_net(cfg.data.name)
-        cfg.data.split = "test"
-        stats = M.gaussian_stats(features(net, build_data(cfg.data).images)[0])
-        cfg.data.split = "train"
-        train = build_data(cfg.data).images
+        stats = M.gaussian_stats(features(net, build_data(cfg.data, "test").images)[0])
+        train = build_data(cfg.data, "train").images
         quality_name = "FD"
         quality = lambda x: M.frechet_distance(stats, features(net, x)[0])  # noqa: E731
         floor = quality(train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]])

@@ -309,8 +309,12 @@ def build_source(cfg: DataConfig):
     return toy_density(cfg.source) if cfg.source else None
 
 
-def build_data(cfg: DataConfig):
+def build_data(cfg: DataConfig, split: str | None = None):
+    """The configured data set; `split` picks another split of it (e.g. "test") without touching `cfg`."""
     from . import data
+
+    if split is not None:
+        cfg = dataclasses.replace(cfg, split=split)
 
     if cfg.name == "digits":
         return data.digits(cfg.split)

@@ -45,8 +45,7 @@ def held_out(run_dir, split: str = "test", n: int | None = None, seed: int = 0):
         density = toy_density(cfg.data.toy)
         x = density.sample(n or 2000, torch.Generator().manual_seed(HELD_OUT_SEED + seed)).float()
         return x, (density.log_prob(x.double()).float() if hasattr(density, "log_prob") else None), False
-    cfg.data.split = split
-    data = build_data(cfg.data)
+    data = build_data(cfg.data, split)
     x = data.images
     if n is not None:
         x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(HELD_OUT_SEED + seed))[:n]]
@@ -184,10 +183,7 @@ def run_sample_metrics(run_dir, metrics=("fid", "prdc"), *, sampler: str | None 
     from .features import features, image_metrics, load_feature_net
 
     net, net_info = load_feature_net(cfg.data.name)
-    cfg.data.split = "test"
-    test = build_data(cfg.data)
-    cfg.data.split = "train"
-    train = build_data(cfg.data)
+    test, train = build_data(cfg.data, "test"), build_data(cfg.data, "train")
     g = torch.Generator().manual_seed(HELD_OUT_SEED + seed)
     real = test.images[torch.randperm(len(test), generator=g)[:n]] if n < len(test) else test.images
     res = image_metrics(net, real, x, labels=labels)
