@@ -2,7 +2,8 @@
 
 Every sampler runs from the same starting noise with the same number of network evaluations (NFE;
 `sampling.steps_for_nfe` turns a budget into steps), on the path's default grid or, written
-`sampler@grid` (e.g. `dpmpp_2m@karras`), on a named grid of `samplers.grids`. Quality is the
+`sampler@grid` (e.g. `dpmpp_2m@karras`), on a named grid of `samplers.grids`, and with options after
+colons (`unipc:variant=bh1:order=3`; `parse_sampler_spec`). Quality is the
 Frechet distance in the shipped feature network's space for image sets (`difflab.features`) and
 the exact W2 for toy sets, each beside its floor (real data in place of samples). Time is split
 into the network's own time and the sampler's overhead (everything outside the network), per step.
@@ -22,11 +23,30 @@ import torch
 from .runs import data_info, load, run_config, source_sample
 from .sampling import sample, steps_for_nfe
 
-__all__ = ["bench_samplers", "DEFAULT_SAMPLERS", "DIFFUSERS_SCHEDULERS"]
+__all__ = ["bench_samplers", "parse_sampler_spec", "DEFAULT_SAMPLERS", "DIFFUSERS_SCHEDULERS"]
 
-DEFAULT_SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "ode_euler", "ode_heun", "ode_rk4", "euler_maruyama")
+DEFAULT_SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "unipc", "ode_euler", "ode_heun", "ode_rk4", "euler_maruyama")
 DIFFUSERS_SCHEDULERS = {"diffusers DDPM": "DDPMScheduler", "diffusers DDIM": "DDIMScheduler",
                         "diffusers DPM-Solver++": "DPMSolverMultistepScheduler", "diffusers UniPC": "UniPCMultistepScheduler"}
+
+
+def parse_sampler_spec(spec: str) -> tuple[str, str | None, dict]:
+    """'name[@grid][:key=value...]' -> (sampler, grid or None, options); numbers become int or float."""
+    head, *pairs = spec.strip().split(":")
+    sampler, _, grid = head.partition("@")
+    options = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise ValueError(f"sampler option {pair!r} in {spec!r} is not key=value (e.g. unipc:variant=bh1:order=3)")
+        for kind in (int, float):
+            try:
+                value = kind(value)
+                break
+            except ValueError:
+                pass
+        options[key] = value
+    return sampler, grid or None, options
 
 
 class _Timed:
@@ -107,9 +127,10 @@ def bench_samplers(run_dir, *, samplers=DEFAULT_SAMPLERS, nfes=(5, 10, 20, 50), 
                     xb = x_T[i:i + batch_size]
                     cond = {"cond": labels[i:i + batch_size]} if labels is not None else None
                     if lib == "difflab":
-                        sampler, _, grid = name.partition("@")  # "dpmpp_2m@karras": a sampler on a named grid
-                        x, info = sample(timed, path, x=xb, sampler=sampler, grid=grid or None, cond=cond, return_info=True,
-                                         generator=torch.Generator().manual_seed(seed + i), **steps_for_nfe(sampler, nfe))
+                        sampler, grid, options = parse_sampler_spec(name)
+                        x, info = sample(timed, path, x=xb, sampler=sampler, grid=grid, cond=cond, return_info=True,
+                                         generator=torch.Generator().manual_seed(seed + i), **steps_for_nfe(sampler, nfe),
+                                         **options)
                         used = info.nfe
                     else:
                         if cond is not None:

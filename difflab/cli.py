@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from .bench import DEFAULT_SAMPLERS
+
 app = typer.Typer(help="difflab: diffusion generative models, small, correct and fast.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 
@@ -212,8 +214,9 @@ app.add_typer(bench_app, name="bench")
 def bench_samplers(
     run: Path = typer.Argument(..., help="A run folder written by `difflab train`."),
     nfe: str = typer.Option("5,10,20,50", help="Comma-separated network-evaluation budgets."),
-    samplers: str = typer.Option(",".join(("ddpm", "ddim", "dpmpp_2m", "ode_euler", "ode_heun", "ode_rk4", "euler_maruyama")),
-                                 help="Comma-separated difflab samplers; sampler@grid picks a grid, e.g. dpmpp_2m@karras."),
+    samplers: str = typer.Option(",".join(DEFAULT_SAMPLERS),
+                                 help="Comma-separated difflab samplers; sampler@grid picks a grid (dpmpp_2m@karras), "
+                                 "colons add options (unipc:variant=bh1:order=3)."),
     diffusers: bool = typer.Option(False, "--diffusers", help="Also diffusers' DDPM, DDIM, DPM-Solver++ and UniPC schedulers."),
     n: int = typer.Option(500, min=10, help="Samples per sampler and budget."),
     batch: int = typer.Option(500, min=1, help="Samples per batch."),

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -107,9 +108,20 @@ def test_eval_image_metrics_of_a_class_conditional_digits_run(tmp_path):
     assert res["recall"] < 0.5 * res["recall_floor"] and 0 <= res["accuracy"] <= 1
 
 
+def test_sampler_specs():
+    from difflab.bench import parse_sampler_spec
+
+    assert parse_sampler_spec("ddim") == ("ddim", None, {})
+    assert parse_sampler_spec("unipc@karras:variant=bh1:order=3") == ("unipc", "karras", {"variant": "bh1", "order": 3})
+    assert parse_sampler_spec("ddim:eta=0.5") == ("ddim", None, {"eta": 0.5})
+    with pytest.raises(ValueError, match="key=value"):
+        parse_sampler_spec("unipc:bh1")
+
+
 def test_bench_samplers_table_and_the_same_answers_as_diffusers(tmp_path):
     run = _train(tmp_path, "toy2d", "diffusion.T=100", steps=100)
-    r = runner.invoke(app, ["bench", "samplers", str(run), "--nfe", "4,10,150", "--n", "200", "--samplers", "ddim,dpmpp_2m,ode_heun,ddim@trailing,ddim@leading",
+    r = runner.invoke(app, ["bench", "samplers", str(run), "--nfe", "4,10,150", "--n", "200", "--samplers",
+                            "ddim,dpmpp_2m,unipc,ode_heun,ddim@trailing,ddim@leading,unipc:variant=bh1,unipc@leading:order=3",
                             "--diffusers"])
     assert r.exit_code == 0, r.output
     res = json.loads((run / "bench_samplers.json").read_text())
@@ -122,6 +134,8 @@ def test_bench_samplers_table_and_the_same_answers_as_diffusers(tmp_path):
         # divide T: diffusers' DDIM steps back by T // N, not to the grid's next time, and differs otherwise)
         assert abs(rows[("ddim", nfe)]["W2"] - rows[("diffusers DDIM", nfe)]["W2"]) < 1e-4
         assert abs(rows[("dpmpp_2m", nfe)]["W2"] - rows[("diffusers DPM-Solver++", nfe)]["W2"]) < 1e-4
+        assert abs(rows[("unipc", nfe)]["W2"] - rows[("diffusers UniPC", nfe)]["W2"]) < 1e-4
+        assert len({rows[(s, nfe)]["W2"] for s in ("unipc", "unipc:variant=bh1", "unipc@leading:order=3")}) == 3
         assert rows[("ddim@trailing", nfe)]["W2"] == rows[("ddim", nfe)]["W2"]  # trailing is the default grid here
         assert rows[("ddim@leading", nfe)]["W2"] != rows[("ddim", nfe)]["W2"]
     assert res["floor"] > 0

@@ -51,6 +51,9 @@ CASES = [
     ("dpmpp_2m", {}, "VP", "log_snr", 25, 20000),
     ("dpmpp_2m", {}, "VE", "karras", 25, 20000),
     ("dpmpp_2m", {}, "Linear", "uniform", 25, 20000),
+    ("unipc", {}, "VP", "log_snr", 25, 20000),
+    ("unipc", {"order": 3}, "VE", "karras", 25, 20000),
+    ("unipc", {"variant": "bh1"}, "Linear", "uniform", 25, 20000),
     ("annealed_langevin", {"steps_per_level": 20, "eps_ratio": 0.3}, "VE", "log_snr", 50, 5000),
 ]
 PATHS = {"VP": dl.paths.VP, "VE": dl.paths.VE, "Linear": dl.paths.Linear, "Cosine": dl.paths.Cosine,
@@ -167,7 +170,7 @@ def test_dpmpp_2m_lands_on_the_denoised_estimate_at_t0():
 def test_every_sampler_counts_its_network_evaluations():
     mix, path = test_mixture(), dl.paths.VP()
     expected = {"ddpm": 10, "ddim": 10, "euler_maruyama": 10, "pc": 20, "ode_euler": 10, "ode_heun": 19, "ode_rk4": 39,
-                "dpmpp_2m": 10, "annealed_langevin": 10 * 3 + 1}
+                "dpmpp_2m": 10, "unipc": 10, "annealed_langevin": 10 * 3 + 1}
     for name, nfe in expected.items():
         opts = {"steps_per_level": 3} if name == "annealed_langevin" else {}
         calls = []
@@ -188,7 +191,7 @@ def test_same_seed_same_samples(sampler):
 
 def test_no_sampler_returns_nan_at_1000_steps():
     mix, path = test_mixture(), dl.paths.DiscreteVP.linear(1000)
-    for sampler in ["ddpm", "ddim", "dpmpp_2m", "ode_heun", "ode_rk4", "ode_euler", "euler_maruyama"]:
+    for sampler in ["ddpm", "ddim", "dpmpp_2m", "unipc", "ode_heun", "ode_rk4", "ode_euler", "euler_maruyama"]:
         for grid in ["trailing", "log_snr", "karras"]:
             x = dl.sample(mix.denoiser(path), path, (64, 2), sampler=sampler, steps=1000, grid=grid, generator=gen(7))
             assert torch.isfinite(x).all(), (sampler, grid)
@@ -240,6 +243,50 @@ def test_dpmpp_2m_follows_diffusers_dpm_solver(steps):
     x = torch.randn(64, 2, dtype=torch.float64, generator=gen(11))
     mine, theirs = _trajectories(dl.samplers.dpmpp_2m, sched, path, mix.denoiser(path), ts, steps, x)
     assert float((mine - theirs).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("steps, order, variant, corrector", [
+    (10, 2, "bh2", True), (20, 2, "bh2", True), (10, 3, "bh2", True), (50, 3, "bh1", True), (10, 2, "bh1", False),
+    (7, 1, "bh2", True)])
+def test_unipc_follows_diffusers_unipc(steps, order, variant, corrector):
+    from diffusers import UniPCMultistepScheduler
+
+    path = dl.paths.DiscreteVP.linear(1000)
+    mix = dl.oracles.GaussianMixture([[-0.5, 0.2], [0.6, -0.4]], [0.2, 0.3])
+    sched = UniPCMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear", solver_order=order,
+                                    solver_type=variant, timestep_spacing="trailing",
+                                    disable_corrector=[] if corrector else list(range(steps)))
+    sched.set_timesteps(steps)
+    ts = G.trailing(path, steps)
+    torch.testing.assert_close(ts[:-1], (sched.timesteps.double() + 1) / 1000)
+    x = torch.randn(64, 2, dtype=torch.float64, generator=gen(12))
+    unipc = lambda *a, **k: dl.samplers.unipc(*a, order=order, variant=variant, corrector=corrector, **k)  # noqa: E731
+    mine, theirs = _trajectories(unipc, sched, path, mix.denoiser(path), ts, steps, x)
+    if variant == "bh1":  # diffusers' bh1 multiplies B(h) = -inf by 0 on the final step to sigma = 0 (NaN)
+        mine, theirs = mine[:-1], theirs[:-1]
+    assert float((mine - theirs).abs().max()) < 1e-4
+    if order > 1 or corrector:  # and it is not DDIM in disguise
+        ddim, _ = _trajectories(dl.samplers.ddim, sched, path, mix.denoiser(path), ts, steps, x)
+        assert float((mine[-1] - ddim[-1]).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("order, corrector, expected", [(1, False, 1), (1, True, 2), (2, False, 2), (2, True, 3),
+                                                       (3, False, 3), (3, True, 4)])
+def test_unipc_orders_on_the_gaussian_flow(order, corrector, expected):
+    """Halving the step divides the error at t = 1/2 (against the exact Gaussian flow, on VP, where
+    alpha(1) > 0) by 2^p for UniP-p and 2^(p+1) with the corrector (the paper's Theorems 3.1 and 3.3).
+    Measured mid-way because the last steps are deliberately of lower order (lower_order_final)."""
+    path = dl.paths.VP()
+    gauss = dl.oracles.Gaussian([1.0, -0.5], covariance=[[0.6, 0.2], [0.2, 0.3]])
+    x1 = torch.randn(200, 2, dtype=torch.float64, generator=gen(2))
+    errors = []
+    for n in (20, 40, 80):
+        seen = {}
+        dl.samplers.unipc(gauss.denoiser(path), path, x1, G.uniform(path, n), order=order, corrector=corrector,
+                          callback=lambda d: seen.setdefault(d["s"], d["x"]))
+        errors.append(float((seen[0.5] - gauss.flow(x1, 1.0, 0.5, path)).abs().max()))
+    rates = [math.log2(errors[i] / errors[i + 1]) for i in range(2)]
+    assert all(abs(r - expected) < 0.3 for r in rates), f"errors {errors}, observed orders {rates}"
 
 
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])

@@ -12,10 +12,11 @@ from .dpm_solver import dpmpp_2m, dpmpp_2m_step
 from .langevin import annealed_langevin, langevin
 from .ode import ode_euler, ode_heun, ode_rk4, ode_rk45, velocity
 from .sde import euler_maruyama, euler_maruyama_step, langevin_corrector_step, pc
+from .unipc import unipc, unipc_correct, unipc_predict
 
 __all__ = [
     "SampleInfo", "Step", "step_of", "steps_of", "check_grid", "grids", "ddpm", "ddim", "euler_maruyama", "pc", "ode_euler", "ode_heun", "ode_rk4",
-    "ode_rk45", "langevin", "annealed_langevin", "dpmpp_2m", "ddim_step", "ddpm_step", "euler_maruyama_step",
+    "ode_rk45", "langevin", "annealed_langevin", "dpmpp_2m", "unipc", "unipc_predict", "unipc_correct", "ddim_step", "ddpm_step", "euler_maruyama_step",
     "langevin_corrector_step", "dpmpp_2m_step", "velocity", "SAMPLERS",
 ]
 
@@ -31,4 +32,5 @@ SAMPLERS = {
     "ode_rk45": ode_rk45,
     "annealed_langevin": annealed_langevin,
     "dpmpp_2m": dpmpp_2m,
+    "unipc": unipc,
 }
