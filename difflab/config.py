@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -114,9 +115,12 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_last: int = 3
     log_every: int = 50
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this much wall-clock training; 0 = no limit
 
     def __post_init__(self):
         _positive(self, "steps", "batch_size", "checkpoint_every", "keep_last", "log_every")
+        if not (self.max_minutes >= 0 and math.isfinite(self.max_minutes)):
+            raise ValueError(f"train.max_minutes must be >= 0 (0 = no limit); got {self.max_minutes}")
         if self.lr <= 0 or self.warmup < 0 or self.grad_clip < 0 or not 0 <= self.ema_decay < 1:
             raise ValueError("need lr > 0, warmup >= 0, grad_clip >= 0 (0 = off) and 0 <= ema_decay < 1")
 

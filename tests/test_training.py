@@ -53,6 +53,21 @@ def test_resume_is_bit_identical(tmp_path):
     assert len(list((tmp_path / "straight" / "checkpoints").glob("step-*"))) == 2
 
 
+def test_a_wall_clock_budget_stops_with_a_checkpoint_and_resumes_exactly(tmp_path):
+    cfg = load_config({**TINY, "train": {**TINY["train"], "steps": 10_000, "max_minutes": 0.02}})  # 1.2 s
+    t0 = time.time()
+    res = dl.training.train(cfg, tmp_path / "budget", progress=False)
+    assert 0 < res.step < 10_000 and time.time() - t0 < 30
+    assert dl.training.checkpoint.read_state(dl.training.latest_checkpoint(tmp_path / "budget"))["step"] == res.step
+    # the budget is operational: resuming with a step count (and no limit) continues the same run exactly
+    more = load_config({**TINY, "train": {**TINY["train"], "steps": res.step + 3}})
+    dl.training.train(more, tmp_path / "budget", progress=False)
+    dl.training.train(more, tmp_path / "straight", progress=False)
+    _assert_identical(_weights(tmp_path / "budget"), _weights(tmp_path / "straight"))
+    with pytest.raises(ValueError, match="max_minutes"):
+        load_config({**TINY, "train": {**TINY["train"], "max_minutes": -1}})
+
+
 def test_a_kill_at_any_moment_leaves_a_good_checkpoint_and_resume_is_exact(tmp_path):
     cfg_dict, cfg_file = _tiny_file(tmp_path, steps=40, checkpoint_every=1, keep_last=3)
     run = tmp_path / "killed"

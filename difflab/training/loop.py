@@ -42,13 +42,21 @@ class TrainResult:
 
 
 # Keys that may change when a run is resumed: they do not change what is computed.
-_OPERATIONAL = ("steps", "device", "checkpoint_every", "keep_last", "log_every")
+_OPERATIONAL = ("steps", "device", "checkpoint_every", "keep_last", "log_every", "max_minutes")
 
 
 def _identity(cfg: dict) -> dict:
     """What must match to resume a run: everything but the operational train keys, the name and [sample]."""
     kept = {k: v for k, v in cfg.items() if k not in ("sample", "name")}
     return {**kept, "train": {k: v for k, v in cfg.get("train", {}).items() if k not in _OPERATIONAL}}
+
+
+def _out_of_time(deadline: float, world: int, device) -> bool:
+    """Past the deadline on any process (agreed by all processes, so they stop at the same step)."""
+    late = torch.tensor([float(time.time() >= deadline)], device=device)
+    if world > 1:
+        torch.distributed.all_reduce(late, op=torch.distributed.ReduceOp.MAX)
+    return bool(late.item())
 
 
 def lr_at(step: int, base: float, warmup: int) -> float:
@@ -109,7 +117,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bo
           data=None) -> TrainResult:
     """Train `cfg` into `run_dir` (continuing from its latest checkpoint when `resume`).
 
-    `stop_after` ends the run early after that many total steps (as a crash would, but cleanly);
+    `stop_after` ends the run early after that many total steps (as a crash would, but cleanly), and
+    `train.max_minutes` after that much wall-clock time in this call (both checkpoint where they stop);
     `data` replaces the configured data set (tests).
     """
     run_dir = Path(run_dir)
@@ -181,6 +190,7 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
         bar = tqdm(total=tc.steps, initial=step, desc=f"training {cfg.name}", unit="step", dynamic_ncols=True,
                    mininterval=0.1 if sys.stderr.isatty() else 30.0)
     end = tc.steps if stop_after is None else min(tc.steps, stop_after)
+    deadline = time.time() + 60 * tc.max_minutes if tc.max_minutes > 0 else None
     t_start, t_log, s_log, loss_acc, n_acc, last_loss = time.time(), time.time(), step, 0.0, 0, float("nan")
 
     def diverged(what: str):
@@ -236,12 +246,14 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
                 log.write({"step": step, "loss": loss_acc / n_acc, "lr": lr, "grad_norm": gnorm,
                            "it_per_s": (step - s_log) / max(now - t_log, 1e-9)})
                 t_log, s_log, loss_acc, n_acc = now, step, 0.0, 0
+            if deadline is not None and _out_of_time(deadline, info.world, device):
+                end = step  # every process stops at the same step
             if step % tc.checkpoint_every == 0 or step == tc.steps:
                 checkpoint()
         if pos >= n_batches:
             epoch, pos = epoch + 1, 0
-    if stop_after is not None and step % tc.checkpoint_every and step != tc.steps:
-        checkpoint()  # a clean early stop keeps its progress
+    if step < tc.steps and step % tc.checkpoint_every:
+        checkpoint()  # a clean early stop (stop_after, max_minutes) keeps its progress
     if bar is not None:
         bar.close()
     return TrainResult(run_dir, step, last_loss, time.time() - t_start)
