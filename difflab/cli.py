@@ -57,7 +57,8 @@ def sample(
     n: int = typer.Option(64, min=1, help="Number of samples."),
     seed: int = typer.Option(0),
     label: int = typer.Option(None, help="Class label for a class-conditional model."),
-    out: Path = typer.Option(Path("samples.png"), help="Output file: .png (a grid, images or 2-D scatter) or .npz (arrays)."),
+    out: Path = typer.Option(Path("samples.png"), help="Output: FILE.png (a grid of images, or a 2-D scatter), FILE.npz (arrays) "
+                                    "or a folder DIR/ (one PNG per image, for external FID tools)."),
     device: str = typer.Option("cpu"),
 ):
     """Sample a trained run with any sampler."""
@@ -77,7 +78,11 @@ def sample(
                             grid=grid or cfg.sample.grid or None, generator=g, device=device, cond=cond, return_info=True, **options)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
-    if out.suffix == ".npz":
+    if out.suffix == "" or out.is_dir():
+        if x.ndim != 4:
+            _fail(f"a folder of PNGs holds images; these samples have shape {tuple(x.shape[1:])}: use --out FILE.npz")
+        dl.viz.save_images(x, out)
+    elif out.suffix == ".npz":
         np.savez(out, samples=x.cpu().numpy(), nfe=info.nfe, timesteps=info.timesteps.numpy())
     elif out.suffix == ".png":
         if x.ndim == 4:
@@ -87,7 +92,7 @@ def sample(
         else:
             _fail(f"cannot draw samples of shape {tuple(x.shape[1:])} as a PNG; use --out FILE.npz")
     else:
-        _fail(f"--out must end in .png or .npz, got {out}")
+        _fail(f"--out must end in .png or .npz, or name a folder; got {out}")
     typer.echo(f"wrote {out} ({n} samples, {info.nfe} network evaluations)")
 
 

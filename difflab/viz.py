@@ -79,6 +79,24 @@ def save_image_grid(images: torch.Tensor, out: str | Path, nrow: int | None = No
     return out
 
 
+def save_images(images: torch.Tensor, directory: str | Path, prefix: str = "") -> Path:
+    """One lossless PNG per image (N, C, H, W) in [-1, 1] at its own resolution, named 000000.png, ...:
+    the folder layout external tools (pytorch-fid, clean-fid, torch-fidelity) read."""
+    from PIL import Image
+
+    from .data import to_uint8
+
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"save_images takes images (N, 1 or 3, H, W); got shape {tuple(images.shape)}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    x = to_uint8(images.detach().cpu().float())
+    for i, im in enumerate(x):
+        arr = im[0].numpy() if im.shape[0] == 1 else im.permute(1, 2, 0).numpy()
+        Image.fromarray(arr, mode="L" if im.shape[0] == 1 else "RGB").save(directory / f"{prefix}{i:06d}.png")
+    return directory
+
+
 def save_gif(frames: list[torch.Tensor], out: str | Path, nrow: int | None = None, scale: int = 1,
              ms_per_frame: int = 80, hold_last: int = 15) -> Path:
     """An animated GIF of image grids (e.g. the reverse process, noise to data); the last frame is held."""

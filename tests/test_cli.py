@@ -20,6 +20,8 @@ def test_train_info_sample(tmp_path):
     assert np.load(tmp_path / "s.npz")["samples"].shape == (50, 2)
     r = runner.invoke(app, ["sample", str(run), "--n", "200", "--out", str(tmp_path / "s.png")])
     assert r.exit_code == 0 and (tmp_path / "s.png").stat().st_size > 1000
+    r = runner.invoke(app, ["sample", str(run), "--n", "5", "--out", str(tmp_path / "pngs")])
+    assert r.exit_code == 2 and "a folder of PNGs holds images" in r.output
 
 
 def test_errors_are_one_clear_line(tmp_path):

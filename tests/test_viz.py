@@ -1,5 +1,6 @@
 """Pictures are written and show what they should (pixel values and layout, frame counts)."""
 
+import pytest
 import torch
 from PIL import Image
 
@@ -13,6 +14,23 @@ def test_image_grid_layout_and_values(tmp_path):
     assert im.getpixel((1, 1)) == 0 and im.getpixel((6, 1)) == 255 and im.getpixel((1, 6)) == 128
     rgb = dl.viz.image_grid(torch.zeros(4, 3, 2, 2), scale=3)
     assert rgb.mode == "RGB" and rgb.size == (3 * 7, 3 * 7)
+
+
+def test_save_images_writes_one_lossless_png_per_image(tmp_path):
+    import numpy as np
+
+    x = torch.rand(3, 1, 5, 7, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    rgb = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    dl.viz.save_images(x, tmp_path / "grey")
+    dl.viz.save_images(rgb, tmp_path / "rgb")
+    files = sorted((tmp_path / "grey").glob("*.png"))
+    assert [f.name for f in files] == ["000000.png", "000001.png", "000002.png"]
+    for f, im in zip(files, dl.data.to_uint8(x)):
+        assert np.array_equal(np.asarray(Image.open(f)), im[0].numpy())
+    back = np.asarray(Image.open(tmp_path / "rgb" / "000001.png"))
+    assert np.array_equal(back, dl.data.to_uint8(rgb)[1].permute(1, 2, 0).numpy())
+    with pytest.raises(ValueError, match="N, 1 or 3, H, W"):
+        dl.viz.save_images(torch.zeros(2, 2), tmp_path / "bad")
 
 
 def test_gif_and_loss_curve(tmp_path):
