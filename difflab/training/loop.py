@@ -187,7 +187,9 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
         from tqdm import tqdm
 
         # into a log file (not a terminal) a refresh every 30 s, not thousands of carriage-return lines
-        bar = tqdm(total=tc.steps, initial=step, desc=f"training {cfg.name}", unit="step", dynamic_ncols=True,
+        # under a wall-clock budget the step count is only a cap: no misleading ETA from it
+        budget = f" for {tc.max_minutes:g} min" if tc.max_minutes > 0 else ""
+        bar = tqdm(total=None if budget else tc.steps, initial=step, desc=f"training {cfg.name}{budget}", unit="step", dynamic_ncols=True,
                    mininterval=0.1 if sys.stderr.isatty() else 30.0)
     end = tc.steps if stop_after is None else min(tc.steps, stop_after)
     deadline = time.time() + 60 * tc.max_minutes if tc.max_minutes > 0 else None
