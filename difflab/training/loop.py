@@ -22,7 +22,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .. import losses
 from ..data import ImageData
-from ..config import Config, build_data, build_model, build_path, build_source, build_time_sampler
+from ..config import Config, build_data, build_model, build_path, build_source, build_time_sampler, load_config
 from ..couplings import couple
 from . import distributed
 from .checkpoint import latest_checkpoint, load_tensors, optimizer_from_files, read_state, save_checkpoint
@@ -49,6 +49,13 @@ def _identity(cfg: dict) -> dict:
     """What must match to resume a run: everything but the operational train keys, the name and [sample]."""
     kept = {k: v for k, v in cfg.items() if k not in ("sample", "name")}
     return {**kept, "train": {k: v for k, v in cfg.get("train", {}).items() if k not in _OPERATIONAL}}
+
+
+def _filled(saved: dict) -> dict:
+    try:
+        return json.loads(json.dumps(load_config(saved).to_dict()))
+    except (ValueError, TypeError):  # a config this version cannot read: compare it as it is
+        return saved
 
 
 def _out_of_time(deadline: float, world: int, device) -> bool:
@@ -155,7 +162,9 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
         state = read_state(ckpt)
-        if _identity(state.get("config", {})) != _identity(json.loads(json.dumps(cfg.to_dict()))):
+        # the saved config is read back through load_config, so keys added to difflab since (with their
+        # defaults) do not make an old run look different
+        if _identity(_filled(state.get("config", {}))) != _identity(json.loads(json.dumps(cfg.to_dict()))):
             raise ValueError(f"{run_dir} holds a run with a different configuration; use a new run folder or resume=False "
                              "(only name, [sample] and train.steps, device, checkpoint_every, keep_last, log_every may change)")
         model.load_state_dict(load_tensors(ckpt / "model.safetensors", device))
@@ -179,8 +188,8 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
     if info.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     autocast = None
-    if device.type == "cuda" and tc.amp:
-        autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731 - no loss scaling needed
+    if (device.type == "cuda" and tc.amp) or (device.type == "cpu" and tc.amp_cpu):
+        autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731 - no loss scaling needed
     log = _Log(run_dir, step) if info.is_main else None
     bar = None
     if progress and info.is_main:
