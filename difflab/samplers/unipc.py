@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from ._common import Step, finish, start, steps_of, times_for
+from .dpm_solver import dpmpp_2m_step
 
 VARIANTS = ("bh1", "bh2")
 
@@ -63,8 +64,8 @@ def unipc_predict(x: Tensor, m0: Tensor, prev: list[tuple[float, Tensor]], st: S
     """UniP-`order` for the step t -> s; `prev` holds (lambda_k, x0_hat_k) of earlier times, newest first."""
     h = st.lambda_s - st.lambda_t
     x_s = (st.sigma_s / st.sigma_t) * x
-    if not math.isfinite(h):  # a step to t = 0 or from alpha = 0: first order is all there is
-        return x_s + (st.alpha_s - st.sigma_s * st.alpha_t / st.sigma_t) * m0
+    if not math.isfinite(h):  # a step to t = 0 or from alpha = 0: first order (DDIM) is all there is
+        return dpmpp_2m_step(x, m0, st)
     rks = [(lam - st.lambda_t) / h for lam, _ in prev[:order - 1]]
     h_phi_1, b_h, g = unipc_coefficients(h, order, variant)
     x_s = x_s - st.alpha_s * h_phi_1 * m0
@@ -107,9 +108,9 @@ def unipc(denoiser, path, x: Tensor, ts, *, order: int = 2, variant: str = "bh2"
             hist.insert(0, (st.lambda_t, x0))
         else:
             hist.clear()  # nothing before alpha = 0 can enter a derivative estimate
-        k = min(order, len(hist), len(steps) - i) if hist else 1
+        k = max(1, min(order, len(hist), len(steps) - i))
         x_last, last = x, (st, k)
-        x = unipc_predict(x, x0, hist[1:], st, k, variant) if hist else unipc_predict(x, x0, [], st, 1, variant)
+        x = unipc_predict(x, x0, hist[1:], st, k, variant)
         del hist[order:]
         if callback is not None:
             callback({"i": i, "t": st.t, "s": st.s, "x": x, "x0": x0})
