@@ -39,11 +39,12 @@ DIFFLAB_SAMPLERS = {"dpmpp_2m": {}, "unipc (bh1)": {"variant": "bh1"}}
 DIFFUSERS_SCHEDULERS = ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
 
 
-def train_difflab(out: Path, minutes: float, bf16: bool = True) -> dict:
+def train_difflab(out: Path, minutes: float, bf16: bool = True, overrides: tuple[str, ...] = ()) -> dict:
     cfg = dl.config.load_config("fashion_mnist", [f"train.max_minutes={minutes}", "train.steps=1000000",
-                                                  "train.checkpoint_every=500", "train.device=cpu", f"train.amp_cpu={str(bf16).lower()}"])
+                                                  "train.checkpoint_every=500", "train.device=cpu", f"train.amp_cpu={str(bf16).lower()}",
+                                                  *overrides])
     res = dl.training.train(cfg, out, resume=False)
-    return {"steps": res.step, "seconds": res.seconds, "batch_size": cfg.train.batch_size, "bf16": bf16,
+    return {"steps": res.step, "seconds": res.seconds, "batch_size": cfg.train.batch_size, "bf16": bf16, "overrides": list(overrides),
             "parameters": sum(p.numel() for p in dl.runs.load_network(out)[0].parameters())}
 
 
@@ -56,7 +57,7 @@ def baseline_unet():
 
 
 def train_diffusers(out: Path, minutes: float, *, lr: float = 1e-3, batch_size: int = 128, warmup: int = 100,
-                    seed: int = 0, bf16: bool = True) -> dict:
+                    seed: int = 0, bf16: bool = True, decay: str = "none") -> dict:
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_constant_schedule_with_warmup
     from diffusers.training_utils import EMAModel
@@ -77,6 +78,10 @@ def train_diffusers(out: Path, minutes: float, *, lr: float = 1e-3, batch_size: 
         for idx in torch.randperm(len(images), generator=g).split(batch_size):
             if len(idx) < batch_size or time.time() >= deadline:
                 break
+            if decay != "none":  # the same clock-driven decay as difflab's train.lr_decay under train.max_minutes
+                factor = dl.training.lr_at(0, 1.0, 0, progress=(time.time() - t0) / (60 * minutes), decay=decay)
+                for group in opt.param_groups:
+                    group["lr"] = lr_sched.get_last_lr()[0] * factor
             x0 = images[idx]
             noise = torch.randn(x0.shape, generator=g)
             t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=g)
@@ -96,7 +101,7 @@ def train_diffusers(out: Path, minutes: float, *, lr: float = 1e-3, batch_size: 
     seconds = time.time() - t0
     ema.copy_to(unet.parameters())
     unet.eval().save_pretrained(out)  # safetensors
-    info = {"steps": step, "seconds": seconds, "batch_size": batch_size, "lr": lr, "warmup": warmup, "bf16": bf16,
+    info = {"steps": step, "seconds": seconds, "batch_size": batch_size, "lr": lr, "warmup": warmup, "bf16": bf16, "decay": decay,
             "parameters": sum(p.numel() for p in unet.parameters()), "last_loss_mean_100": sum(losses[-100:]) / max(1, len(losses[-100:]))}
     (out / "train_info.json").write_text(json.dumps(info, indent=1))
     return info
@@ -122,7 +127,7 @@ def sample_difflab(run: Path, opts: dict, sampler: str, x_T: torch.Tensor, nfe: 
     return torch.cat([dl.sample(den, path, x=xb, sampler=sampler, steps=nfe, **opts).clamp(-1, 1) for xb in x_T.split(batch)])
 
 
-def score(out: Path, nfes, n: int, seed: int = 0) -> dict:
+def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0) -> dict:
     from diffusers import UNet2DModel
 
     net, _ = load_feature_net("fashion_mnist")
@@ -131,12 +136,13 @@ def score(out: Path, nfes, n: int, seed: int = 0) -> dict:
     real = test[torch.randperm(len(test), generator=g)[:n]]
     floor = image_metrics(net, real, train[torch.randperm(len(train), generator=g)[:n]])
     x_T = torch.randn((n, 1, 28, 28), generator=torch.Generator().manual_seed(seed))
-    unet = UNet2DModel.from_pretrained(out / "diffusers").eval()
+    unet = UNet2DModel.from_pretrained(out / "diffusers").eval() if "diffusers" in sides else None
     rows = []
     for nfe in nfes:
         jobs = [("difflab", label, lambda nfe=nfe, label=label: sample_difflab(out / "difflab", DIFFLAB_SAMPLERS[label], label.split()[0], x_T, nfe))
-                for label in DIFFLAB_SAMPLERS]
-        jobs += [("diffusers", name, lambda nfe=nfe, name=name: sample_diffusers(unet, name, x_T, nfe)) for name in DIFFUSERS_SCHEDULERS]
+                for label in DIFFLAB_SAMPLERS if "difflab" in sides]
+        jobs += [("diffusers", name, lambda nfe=nfe, name=name: sample_diffusers(unet, name, x_T, nfe))
+                 for name in DIFFUSERS_SCHEDULERS if "diffusers" in sides]
         for side, label, draw in jobs:
             t0 = time.time()
             x = draw()
@@ -149,24 +155,27 @@ def score(out: Path, nfes, n: int, seed: int = 0) -> dict:
 
 
 def report(result: dict) -> str:
-    tr = result["train"]
-    lines = [f"# Quality per CPU-minute: {result['minutes']} min of training each, {result['scores']['n']} samples", "",
-             "| side | parameters | batch | bf16 | steps in budget | images seen |", "|---|---|---|---|---|---|"]
-    for side in ("difflab", "diffusers"):
-        t = tr[side]
-        lines.append(f"| {side} | {t['parameters'] / 1e6:.2f}M | {t['batch_size']} | {t.get('bf16', False)} | {t['steps']} | "
-                     f"{t['steps'] * t['batch_size']:,} |")
-    fl = result["scores"]["floor"]
-    lines += ["", f"Floor (real training images): FD {fl['fd']:.3f}, precision {fl['precision']:.3f}, recall {fl['recall']:.3f}", "",
-              "| NFE | difflab best | FD | precision | recall | diffusers best | FD | precision | recall | FD ratio |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
     rows = result["scores"]["rows"]
-    for nfe in sorted({r["nfe"] for r in rows}):
-        best = {side: min((r for r in rows if r["side"] == side and r["nfe"] == nfe), key=lambda r: r["fd"]) for side in ("difflab", "diffusers")}
-        a, b = best["difflab"], best["diffusers"]
-        lines.append(f"| {nfe} | {a['sampler']} | {a['fd']:.3f} | {a['precision']:.3f} | {a['recall']:.3f} | {b['sampler']} | "
-                     f"{b['fd']:.3f} | {b['precision']:.3f} | {b['recall']:.3f} | {a['fd'] / b['fd']:.2f} |")
-    lines += ["", "Every sampler:", "", "| side | sampler | NFE | FD | precision | recall |", "|---|---|---|---|---|---|"]
+    tr = {side: t for side, t in result["train"].items() if any(r["side"] == side for r in rows)}
+    lines = [f"# Quality per CPU-minute: {result['minutes']} min of training each, {result['scores']['n']} samples", "",
+             "| side | parameters | batch | bf16 | steps in budget | images seen | recipe changes |", "|---|---|---|---|---|---|---|"]
+    for side, t in tr.items():
+        changes = (", ".join(t.get("overrides", [])) if side == "difflab"
+                   else f"lr {t['lr']:g}, warm-up {t['warmup']}, decay {t.get('decay', 'none')}")
+        lines.append(f"| {side} | {t['parameters'] / 1e6:.2f}M | {t['batch_size']} | {t.get('bf16', False)} | {t['steps']} | "
+                     f"{t['steps'] * t['batch_size']:,} | {changes or 'none'} |")
+    fl = result["scores"]["floor"]
+    lines += ["", f"Floor (real training images): FD {fl['fd']:.3f}, precision {fl['precision']:.3f}, recall {fl['recall']:.3f}", ""]
+    if set(tr) == {"difflab", "diffusers"}:
+        lines += ["| NFE | difflab best | FD | precision | recall | diffusers best | FD | precision | recall | FD ratio |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for nfe in sorted({r["nfe"] for r in rows}):
+            best = {side: min((r for r in rows if r["side"] == side and r["nfe"] == nfe), key=lambda r: r["fd"]) for side in tr}
+            a, b = best["difflab"], best["diffusers"]
+            lines.append(f"| {nfe} | {a['sampler']} | {a['fd']:.3f} | {a['precision']:.3f} | {a['recall']:.3f} | {b['sampler']} | "
+                         f"{b['fd']:.3f} | {b['precision']:.3f} | {b['recall']:.3f} | {a['fd'] / b['fd']:.2f} |")
+        lines += ["", "Every sampler:", ""]
+    lines += ["| side | sampler | NFE | FD | precision | recall |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['side']} | {r['sampler']} | {r['nfe']} | {r['fd']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} |" for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -177,22 +186,37 @@ def main():
     ap.add_argument("--out", type=Path, default=Path("runs/budget"))
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--nfe", default="10,20")
+    ap.add_argument("--sides", default="difflab,diffusers", help="train and score only these sides (for sweeps)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a change to difflab's fashion_mnist recipe, as for `difflab train --set` (repeatable)")
     ap.add_argument("--lr", type=float, default=1e-3, help="the diffusers baseline's learning rate")
+    ap.add_argument("--batch", type=int, default=128, help="the diffusers baseline's batch size")
+    ap.add_argument("--decay", default="none", choices=("none", "cosine", "linear"),
+                    help="the diffusers baseline's learning-rate decay over the budget (as train.lr_decay)")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                     help="bf16 autocast in training on both sides (--no-bf16: float32)")
     ap.add_argument("--skip-train", action="store_true", help="score the models already in --out")
     a = ap.parse_args()
+    sides = tuple(a.sides.split(","))
+    if not set(sides) <= {"difflab", "diffusers"} or not sides:
+        ap.error(f"--sides takes difflab and/or diffusers, got {a.sides!r}")
     a.out.mkdir(parents=True, exist_ok=True)
     results_file = a.out / "train_budget.json"
+    # Sides trained earlier into --out are kept, so one side can be retrained and both scored again.
+    train = json.loads(results_file.read_text())["train"] if results_file.exists() else {}
     if a.skip_train:
-        train = json.loads(results_file.read_text())["train"]
+        if missing := [s for s in sides if s not in train]:
+            ap.error(f"--skip-train: {results_file} has no trained {', '.join(missing)} side; train it first")
     else:
-        train = {"difflab": train_difflab(a.out / "difflab", a.minutes, a.bf16),
-                 "diffusers": train_diffusers(a.out / "diffusers", a.minutes, lr=a.lr, bf16=a.bf16)}
+        if "difflab" in sides:
+            train["difflab"] = train_difflab(a.out / "difflab", a.minutes, a.bf16, tuple(a.set))
+        if "diffusers" in sides:
+            train["diffusers"] = train_diffusers(a.out / "diffusers", a.minutes, lr=a.lr, batch_size=a.batch, bf16=a.bf16,
+                                                 decay=a.decay)
         results_file.write_text(json.dumps({"minutes": a.minutes, "train": train}, indent=1))
     for side, t in train.items():
         print(f"{side}: {t['steps']} steps of batch {t['batch_size']} in {t['seconds'] / 60:.1f} min ({t['parameters'] / 1e6:.2f}M parameters)")
-    scores = score(a.out, [int(v) for v in a.nfe.split(",")], a.n)
+    scores = score(a.out, [int(v) for v in a.nfe.split(",")], a.n, sides)
     result = {"minutes": a.minutes, "train": train, "scores": scores}
     results_file.write_text(json.dumps(result, indent=1))
     (a.out / "train_budget.md").write_text(report(result))

@@ -100,6 +100,9 @@ class DiffusionConfig:
             raise ValueError(f"need 0 < diffusion.sigma_min < diffusion.sigma_max; got {self.sigma_min}, {self.sigma_max}")
 
 
+LR_DECAYS = ("none", "cosine", "linear")
+
+
 @dataclass
 class TrainConfig:
     steps: int = 10_000
@@ -116,10 +119,15 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_last: int = 3
     log_every: int = 50
-    max_minutes: float = 0.0  # stop (with a checkpoint) after this much wall-clock training; 0 = no limit
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this much wall-clock training in all; 0 = no limit
+    lr_decay: str = "none"  # none | cosine | linear: down to 0 at the end of the run (train.steps or max_minutes)
+    decay_from: float = 0.0  # the fraction of the run where the decay starts (0.8: the last 20%)
 
     def __post_init__(self):
         _positive(self, "steps", "batch_size", "checkpoint_every", "keep_last", "log_every")
+        choose(self.lr_decay, LR_DECAYS, "train.lr_decay")
+        if not 0 <= self.decay_from < 1:
+            raise ValueError(f"train.decay_from must be in [0, 1), got {self.decay_from}")
         if not (self.max_minutes >= 0 and math.isfinite(self.max_minutes)):
             raise ValueError(f"train.max_minutes must be >= 0 (0 = no limit); got {self.max_minutes}")
         if self.lr <= 0 or self.warmup < 0 or self.grad_clip < 0 or not 0 <= self.ema_decay < 1:

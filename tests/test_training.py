@@ -1,7 +1,9 @@
 """The training product: exact resume, atomic checkpoints under a kill, torchrun equivalence, no pickle,
 strict configs, and a short run that must reach a measured quality."""
 
+import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -65,6 +67,54 @@ def test_a_wall_clock_budget_stops_with_a_checkpoint_and_resumes_exactly(tmp_pat
     _assert_identical(_weights(tmp_path / "budget"), _weights(tmp_path / "straight"))
     with pytest.raises(ValueError, match="max_minutes"):
         load_config({**TINY, "train": {**TINY["train"], "max_minutes": -1}})
+
+
+def test_the_budget_counts_the_whole_run_across_resumes(tmp_path, capsys):
+    run = tmp_path / "budget"
+    cfg = load_config({**TINY, "train": {**TINY["train"], "steps": 10_000, "max_minutes": 0.01}})  # 0.6 s
+    first = dl.training.train(cfg, run, progress=False)
+    state = dl.training.checkpoint.read_state(dl.training.latest_checkpoint(run))
+    assert state["budget_seconds"] >= 0.6
+    # resuming with the same budget trains no further, and says why
+    assert dl.training.train(cfg, run, progress=False).step == first.step
+    assert "already spent" in capsys.readouterr().err
+    # a larger budget continues the run
+    more = load_config({**TINY, "train": {**TINY["train"], "steps": 10_000, "max_minutes": 0.02}})
+    assert dl.training.train(more, run, progress=False).step > first.step
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_lr_decay_closed_form(decay):
+    d = {"cosine": lambda u: 0.5 * (1 + math.cos(math.pi * u)), "linear": lambda u: 1 - u}[decay]
+    lr = lambda step, p, frm=0.0: dl.training.lr_at(step, 2.0, 10, progress=p, decay=decay, decay_from=frm)  # noqa: E731
+    assert lr(4, 0.0) == pytest.approx(1.0)  # in the warm-up: 2 * 5/10
+    assert lr(50, 0.0) == 2.0 and lr(50, 0.5, 0.8) == 2.0  # the decay has not started
+    for p, frm in [(0.25, 0.0), (0.5, 0.0), (0.9, 0.8), (0.95, 0.5)]:
+        assert lr(50, p, frm) == pytest.approx(2.0 * d((p - frm) / (1 - frm)))
+    assert lr(50, 1.0) == pytest.approx(0.0, abs=1e-15) and lr(50, 1.5, 0.8) == pytest.approx(0.0, abs=1e-15)
+    assert dl.training.lr_at(50, 2.0, 10, progress=0.9) == 2.0  # no decay: constant
+    with pytest.raises(ValueError, match="lr_decay"):
+        load_config({**TINY, "train": {**TINY["train"], "lr_decay": "step"}})
+    with pytest.raises(ValueError, match="decay_from"):
+        load_config({**TINY, "train": {**TINY["train"], "decay_from": 1.0}})
+
+
+def test_a_decaying_run_logs_its_schedule_and_resumes_exactly(tmp_path):
+    cfg = load_config({**TINY, "train": {**TINY["train"], "lr_decay": "cosine", "decay_from": 0.5, "log_every": 1}})
+    dl.training.train(cfg, tmp_path / "straight", progress=False)
+    dl.training.train(cfg, tmp_path / "stopped", progress=False, stop_after=9)
+    dl.training.train(cfg, tmp_path / "stopped", progress=False)
+    _assert_identical(_weights(tmp_path / "straight"), _weights(tmp_path / "stopped"))
+    logged = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "straight" / "log.csv"))]
+    tc = cfg.train
+    assert logged == pytest.approx([dl.training.lr_at(k, tc.lr, tc.warmup, progress=k / tc.steps, decay="cosine", decay_from=0.5)
+                                    for k in range(tc.steps)])
+    # under a wall-clock budget the decay follows the clock: the last steps run at almost no learning rate
+    timed = load_config({**TINY, "train": {**TINY["train"], "steps": 10_000, "max_minutes": 0.02, "lr_decay": "linear",
+                                           "log_every": 1}})
+    dl.training.train(timed, tmp_path / "timed", progress=False)
+    logged = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "timed" / "log.csv"))]
+    assert len(logged) > 10 and logged[len(logged) // 4] > 0.5 * tc.lr and logged[-1] < 0.2 * tc.lr
 
 
 def test_bf16_on_cpu_trains_and_an_old_run_without_newer_keys_resumes(tmp_path):

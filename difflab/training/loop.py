@@ -4,6 +4,10 @@ Exactness on resume: the data order of epoch e is DistributedSampler's permutati
 (seed, e) (set_epoch), the position inside the epoch is saved, and the generator that draws t and
 the noise, plus torch's global RNG (dropout), are saved and restored. On CPU a run killed at step k
 and resumed ends with the same weights, bit for bit, as one that never stopped.
+
+A wall-clock budget (train.max_minutes) counts the whole run, across resumes (the time spent is
+saved in the checkpoint). A learning-rate decay measured against that budget depends on the clock:
+such a run is not reproducible bit for bit, one measured against train.steps is.
 """
 
 from __future__ import annotations
@@ -58,17 +62,29 @@ def _filled(saved: dict) -> dict:
         return saved
 
 
-def _out_of_time(deadline: float, world: int, device) -> bool:
-    """Past the deadline on any process (agreed by all processes, so they stop at the same step)."""
-    late = torch.tensor([float(time.time() >= deadline)], device=device)
+def _budget_used(used: float, since: float, budget: float, world: int, device) -> float:
+    """The fraction of the wall-clock budget spent (the largest over processes, so all agree on the
+    learning rate and on the step where they stop)."""
+    frac = torch.tensor([(used + time.time() - since) / budget], device=device, dtype=torch.float64)
     if world > 1:
-        torch.distributed.all_reduce(late, op=torch.distributed.ReduceOp.MAX)
-    return bool(late.item())
+        torch.distributed.all_reduce(frac, op=torch.distributed.ReduceOp.MAX)
+    return float(frac.item())
 
 
-def lr_at(step: int, base: float, warmup: int) -> float:
-    """Linear warm-up to `base` over `warmup` steps, then constant."""
-    return base * min(1.0, (step + 1) / warmup) if warmup > 0 else base
+def lr_at(step: int, base: float, warmup: int, *, progress: float = 0.0, decay: str = "none", decay_from: float = 0.0) -> float:
+    """Linear warm-up to `base` over `warmup` steps, then constant until the fraction `decay_from` of
+    the run, then (`decay` = cosine or linear) down to 0 at its end:
+
+        lr = base min(1, (step + 1) / warmup) d(u),   u = (progress - decay_from) / (1 - decay_from) in [0, 1],
+        d = (1 + cos(pi u)) / 2 (cosine) or 1 - u (linear); d = 1 before the decay starts.
+
+    `progress` is the fraction of the run done: step / train.steps, or the fraction of
+    train.max_minutes spent if that is larger."""
+    lr = base * min(1.0, (step + 1) / warmup) if warmup > 0 else base
+    if decay == "none" or progress <= decay_from:
+        return lr
+    u = min(1.0, (progress - decay_from) / (1.0 - decay_from))
+    return lr * (0.5 * (1.0 + math.cos(math.pi * u)) if decay == "cosine" else 1.0 - u)
 
 
 def train_step(net, path, x0, labels, *, t, noise, optimizer, prediction: str, weighting: str, lr: float,
@@ -158,7 +174,7 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
         raise ValueError(f"data.source {cfg.data.source!r} has shape {tuple(source.sample(1).shape[1:])} per example; "
                          f"the data have {tuple(data.shape)}")
 
-    step, epoch, pos = 0, 0, 0
+    step, epoch, pos, budget_used = 0, 0, 0, 0.0
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
         state = read_state(ckpt)
@@ -175,6 +191,7 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
         noise_gen.set_state(rng[f"noise.{info.rank}"])
         torch.set_rng_state(rng[f"torch.{info.rank}"])
         step, epoch, pos = state["step"], state["epoch"], state["position"]
+        budget_used = state.get("budget_seconds", 0.0)  # train.max_minutes counts the whole run, across resumes
     elif info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
@@ -201,8 +218,14 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
         bar = tqdm(total=None if budget else tc.steps, initial=step, desc=f"training {cfg.name}{budget}", unit="step", dynamic_ncols=True,
                    mininterval=0.1 if sys.stderr.isatty() else 30.0)
     end = tc.steps if stop_after is None else min(tc.steps, stop_after)
-    deadline = time.time() + 60 * tc.max_minutes if tc.max_minutes > 0 else None
+    budget = 60 * tc.max_minutes if tc.max_minutes > 0 else None
     t_start, t_log, s_log, loss_acc, n_acc, last_loss = time.time(), time.time(), step, 0.0, 0, float("nan")
+    spent = budget_used / budget if budget else 0.0  # fraction of the budget used, agreed by all processes
+    if spent >= 1:
+        end = step
+        if info.is_main:
+            print(f"{run_dir}: train.max_minutes = {tc.max_minutes:g} is already spent by this run "
+                  f"({budget_used / 60:.1f} min); raise it to train longer", file=sys.stderr)
 
     def diverged(what: str):
         last = latest_checkpoint(run_dir)
@@ -222,7 +245,8 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
         if info.is_main:
             save_checkpoint(run_dir, step, model=model, ema=ema, optimizer=optimizer, rng=rng, keep_last=tc.keep_last,
                             state={"epoch": epoch, "position": pos, "config": cfg.to_dict(), "world": info.world,
-                                   "data": data.name, "last_loss": last_loss})
+                                   "data": data.name, "last_loss": last_loss,
+                                   "budget_seconds": budget_used + time.time() - t_start})
 
     model.train()
     while step < end:
@@ -240,7 +264,7 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
                 noise = source.sample(x0.shape[0], noise_gen).to(device=device, dtype=x0.dtype)
             if coupling != "independent":  # minibatch OT: pair each example with its partner (class-wise with labels)
                 noise = noise[couple(x0, noise, coupling, labels=labels, reg=cfg.diffusion.coupling_reg, generator=noise_gen)]
-            lr = lr_at(step, tc.lr, tc.warmup)
+            lr = lr_at(step, tc.lr, tc.warmup, progress=max(step / tc.steps, spent), decay=tc.lr_decay, decay_from=tc.decay_from)
             loss, gnorm = train_step(net, path, x0, labels, t=t, noise=noise, optimizer=optimizer,
                                      prediction=cfg.diffusion.prediction, weighting=cfg.diffusion.weighting, lr=lr,
                                      grad_clip=tc.grad_clip, autocast=autocast)
@@ -257,8 +281,10 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
                 log.write({"step": step, "loss": loss_acc / n_acc, "lr": lr, "grad_norm": gnorm,
                            "it_per_s": (step - s_log) / max(now - t_log, 1e-9)})
                 t_log, s_log, loss_acc, n_acc = now, step, 0.0, 0
-            if deadline is not None and _out_of_time(deadline, info.world, device):
-                end = step  # every process stops at the same step
+            if budget is not None:
+                spent = _budget_used(budget_used, t_start, budget, info.world, device)
+                if spent >= 1:
+                    end = step  # every process stops at the same step
             if step % tc.checkpoint_every == 0 or step == tc.steps:
                 checkpoint()
         if pos >= n_batches:
