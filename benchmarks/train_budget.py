@@ -83,7 +83,7 @@ def train_diffusers(out: Path, minutes: float, *, lr: float = 1e-3, batch_size: 
             if len(idx) < batch_size or time.time() >= deadline:
                 break
             if decay != "none":  # the same clock-driven decay as difflab's train.lr_decay under train.max_minutes
-                factor = dl.training.lr_at(0, 1.0, 0, progress=(time.time() - t0) / (60 * minutes), decay=decay)
+                factor = dl.training.lr_decay_factor((time.time() - t0) / (60 * minutes), decay)
                 for group in opt.param_groups:
                     group["lr"] = lr_sched.get_last_lr()[0] * factor
             x0 = images[idx]

@@ -71,20 +71,23 @@ def _budget_used(used: float, since: float, budget: float, world: int, device) -
     return float(frac.item())
 
 
+def lr_decay_factor(progress: float, decay: str = "none", decay_from: float = 0.0) -> float:
+    """d(u) with u = (progress - decay_from) / (1 - decay_from) clipped to [0, 1]:
+    (1 + cos(pi u)) / 2 for cosine, 1 - u for linear, and 1 before the decay starts or with none."""
+    if decay == "none" or progress <= decay_from:
+        return 1.0
+    u = min(1.0, (progress - decay_from) / (1.0 - decay_from))
+    return 0.5 * (1.0 + math.cos(math.pi * u)) if decay == "cosine" else 1.0 - u
+
+
 def lr_at(step: int, base: float, warmup: int, *, progress: float = 0.0, decay: str = "none", decay_from: float = 0.0) -> float:
     """Linear warm-up to `base` over `warmup` steps, then constant until the fraction `decay_from` of
     the run, then (`decay` = cosine or linear) down to 0 at its end:
-
-        lr = base min(1, (step + 1) / warmup) d(u),   u = (progress - decay_from) / (1 - decay_from) in [0, 1],
-        d = (1 + cos(pi u)) / 2 (cosine) or 1 - u (linear); d = 1 before the decay starts.
+    lr = base min(1, (step + 1) / warmup) lr_decay_factor(progress).
 
     `progress` is the fraction of the run done: step / train.steps, or the fraction of
     train.max_minutes spent if that is larger."""
-    lr = base * min(1.0, (step + 1) / warmup) if warmup > 0 else base
-    if decay == "none" or progress <= decay_from:
-        return lr
-    u = min(1.0, (progress - decay_from) / (1.0 - decay_from))
-    return lr * (0.5 * (1.0 + math.cos(math.pi * u)) if decay == "cosine" else 1.0 - u)
+    return (base * min(1.0, (step + 1) / warmup) if warmup > 0 else base) * lr_decay_factor(progress, decay, decay_from)
 
 
 def train_step(net, path, x0, labels, *, t, noise, optimizer, prediction: str, weighting: str, lr: float,
