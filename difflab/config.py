@@ -50,6 +50,7 @@ class ModelConfig:
     channel_mult: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 2
     attention_levels: tuple[int, ...] = (-1,)
+    patch_size: int = 1  # unet: fold p x p pixel patches into channels first (the network runs at 1/p resolution)
     dropout: float = 0.0
     width: int = 256  # mlp
     depth: int = 3  # mlp
@@ -59,7 +60,7 @@ class ModelConfig:
     def __post_init__(self):
         choose(self.kind, ("unet", "mlp"), "model.kind")
         choose(self.time_embedding, ("sinusoidal", "fourier"), "model.time_embedding")
-        _positive(self, "channels", "num_res_blocks", "width", "depth")
+        _positive(self, "channels", "num_res_blocks", "width", "depth", "patch_size")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -354,5 +355,10 @@ def build_model(cfg: ModelConfig, data_shape: tuple, num_classes: int | None):
         return nets.MLP(data_shape[0], cfg.width, cfg.depth, cfg.time_embedding, classes)
     if len(data_shape) != 3:
         raise ValueError(f"model.kind = 'unet' is for images (C, H, W); this data has shape {data_shape} (use 'mlp')")
+    f = cfg.patch_size * 2 ** (len(cfg.channel_mult) - 1)
+    if data_shape[1] % f or data_shape[2] % f:
+        raise ValueError(f"images of {data_shape[1]}x{data_shape[2]} need sides divisible by model.patch_size x "
+                         f"2^(levels - 1) = {cfg.patch_size} x {2 ** (len(cfg.channel_mult) - 1)} = {f}; "
+                         f"use fewer levels in model.channel_mult or a smaller model.patch_size")
     return nets.UNet(data_shape[0], cfg.channels, cfg.channel_mult, cfg.num_res_blocks, cfg.attention_levels,
-                     cfg.dropout, classes, cfg.time_embedding)
+                     cfg.dropout, classes, cfg.time_embedding, patch_size=cfg.patch_size)

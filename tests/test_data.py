@@ -124,6 +124,31 @@ def test_unet_shapes_and_conditioning(size, mult):
         net(x, t, torch.tensor([0, 4, 1]))
 
 
+def test_unet_patch_size_is_a_plain_unet_on_space_to_depth_patches():
+    """patch_size = 2 is exactly: fold each 2x2 patch into 4 channels (channel c*4 + 2i + j holds
+    pixel (2y + i, 2x + j) of channel c), run a 4-channel U-Net at half resolution, unfold."""
+    torch.manual_seed(0)
+    net = dl.nets.UNet(3, channels=8, channel_mult=(1, 2), num_res_blocks=1, num_classes=4, patch_size=2)
+    plain = dl.nets.UNet(12, channels=8, channel_mult=(1, 2), num_res_blocks=1, num_classes=4)
+    with torch.no_grad():
+        for p in net.parameters():  # the output layer starts at zero: give it weights to carry
+            p.normal_(0, 0.2)
+    plain.load_state_dict(net.state_dict())
+    x, t, y = torch.randn(2, 3, 12, 12), torch.rand(2), torch.tensor([1, -1])
+    fold = x.reshape(2, 3, 6, 2, 6, 2).permute(0, 1, 3, 5, 2, 4).reshape(2, 12, 6, 6)
+    h = plain(fold, t, y)
+    unfold = h.reshape(2, 3, 2, 2, 6, 6).permute(0, 1, 4, 2, 5, 3).reshape(2, 3, 12, 12)
+    assert torch.allclose(net(x, t, y), unfold, atol=1e-6)
+    with pytest.raises(ValueError, match="divisible by 4 .* patch size 2"):
+        net(torch.randn(2, 3, 10, 10), t)
+    with pytest.raises(ValueError, match="patch_size"):
+        dl.nets.UNet(1, channels=8, patch_size=0)
+    cfg = dl.config.ModelConfig(channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, patch_size=2)
+    with pytest.raises(ValueError, match=r"28x28 need sides divisible by model.patch_size x 2\^\(levels - 1\) = 2 x 4 = 8"):
+        dl.config.build_model(cfg, (1, 28, 28), None)
+    assert dl.config.build_model(cfg, (1, 32, 32), None).patch == 2
+
+
 def test_unet_starts_as_zero_and_embeddings_differ_with_time():
     net = dl.nets.UNet(1, channels=8, channel_mult=(1, 2), num_res_blocks=1)
     assert torch.count_nonzero(net(torch.randn(2, 1, 8, 8), torch.rand(2))) == 0  # zero-initialised output layer

@@ -252,6 +252,7 @@ def test_resume_refuses_a_different_configuration(tmp_path):
         (["diffusion.prediction=noise"], "valid choices: eps, x0, v, score, velocity"),
         (["data.name=mnist"], "unknown data.name"),
         (["train.batch_size=0"], "train.batch_size must be >= 1"),
+        (["model.patch_size=0"], "model.patch_size must be >= 1"),
         (["sample.sampler=euler"], "unknown sample.sampler"),
         (["bogus.key=1"], "unknown configuration key 'bogus'"),
         (["train.steps"], "--set expects key=value"),

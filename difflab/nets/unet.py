@@ -68,23 +68,30 @@ class UNet(nn.Module):
     channels: base width; channel_mult: width multiplier per level; num_res_blocks: residual blocks
     per level; attention_levels: levels (0 = full resolution) with self-attention (the middle block
     always has it); num_classes: adds a class embedding with a learned null class (label -1).
-    Input sizes must be divisible by 2^(levels - 1).
+    patch_size p > 1 folds each p x p patch into channels before the first layer (pixel unshuffle)
+    and unfolds the output the same way, so the whole network runs at 1/p of the resolution: on
+    small CPUs most of a U-Net's time is its full-resolution convolutions (Hoogeboom et al. 2023's
+    "simple diffusion" downsamples first for the same reason). Input sizes must be divisible by
+    p * 2^(levels - 1).
     """
 
     def __init__(self, in_channels: int = 1, channels: int = 64, channel_mult=(1, 2, 2), num_res_blocks: int = 2,
                  attention_levels=(-1,), dropout: float = 0.0, num_classes: int | None = None,
-                 time_embedding_kind: str = "sinusoidal", out_channels: int | None = None):
+                 time_embedding_kind: str = "sinusoidal", out_channels: int | None = None, patch_size: int = 1):
         super().__init__()
         levels = len(channel_mult)
         if levels < 1 or num_res_blocks < 1:
             raise ValueError("need at least one level and one residual block per level")
+        if int(patch_size) != patch_size or patch_size < 1:
+            raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
+        self.patch = p = int(patch_size)
         attn = {lv % levels for lv in attention_levels}
         self.in_channels, self.levels = in_channels, levels
         emb_dim = 4 * channels
         self.time = nn.Sequential(time_embedding(time_embedding_kind, channels), nn.Linear(channels, emb_dim), nn.SiLU(),
                                   nn.Linear(emb_dim, emb_dim))
         self.classes = ClassEmbedding(num_classes, emb_dim) if num_classes else None
-        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels * p * p, channels, 3, padding=1)
 
         self.down = nn.ModuleList()
         skips, c = [channels], channels
@@ -113,19 +120,20 @@ class UNet(nn.Module):
                     block.append(nn.Upsample(scale_factor=2, mode="nearest"))
                     block.append(nn.Conv2d(c, c, 3, padding=1))
                 self.up.append(block)
-        self.out = nn.Sequential(nn.GroupNorm(_groups(c), c), nn.SiLU(), _zero(nn.Conv2d(c, out_channels or in_channels, 3, padding=1)))
+        self.out = nn.Sequential(nn.GroupNorm(_groups(c), c), nn.SiLU(), _zero(nn.Conv2d(c, (out_channels or in_channels) * p * p, 3, padding=1)))
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         B, C, H, W = x.shape if x.ndim == 4 else (None,) * 4
         if x.ndim != 4 or C != self.in_channels:
             raise ValueError(f"UNet expects images of shape (batch, {self.in_channels}, H, W); got {tuple(x.shape)}")
-        f = 2 ** (self.levels - 1)
+        f = self.patch * 2 ** (self.levels - 1)
         if H % f or W % f:
-            raise ValueError(f"image size {H}x{W} must be divisible by {f} for a U-Net with {self.levels} levels")
+            raise ValueError(f"image size {H}x{W} must be divisible by {f} for a U-Net with {self.levels} levels"
+                             + (f" and patch size {self.patch}" if self.patch > 1 else ""))
         emb = self.time(t.reshape(-1).expand(B) if t.numel() == 1 else t)
         if self.classes is not None:
             emb = emb + self.classes(cond, B, x.device)
-        h = self.conv_in(x)
+        h = self.conv_in(F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x)
         hs = [h]
         for block in self.down:
             for layer in block:
@@ -137,4 +145,5 @@ class UNet(nn.Module):
             h = torch.cat([h, hs.pop()], dim=1)
             for layer in block:
                 h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
-        return self.out(h)
+        out = self.out(h)
+        return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
