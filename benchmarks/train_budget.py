@@ -61,7 +61,8 @@ def baseline_unet():
 
 
 def train_diffusers(out: Path, minutes: float, *, lr: float = 1e-3, batch_size: int = 128, warmup: int = 100,
-                    seed: int = 0, bf16: bool = True, decay: str = "none") -> dict:
+                    seed: int = 0, bf16: bool = True, decay: str = "none", schedule: str = "linear",
+                    prediction: str = "epsilon") -> dict:
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_constant_schedule_with_warmup
     from diffusers.training_utils import EMAModel
@@ -70,7 +71,7 @@ def train_diffusers(out: Path, minutes: float, *, lr: float = 1e-3, batch_size: 
     torch.manual_seed(seed)
     images = dl.data.fashion_mnist("train").images
     unet = baseline_unet()
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule=schedule, prediction_type=prediction)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr)
     lr_sched = get_constant_schedule_with_warmup(opt, warmup)
     ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)
@@ -91,7 +92,8 @@ def train_diffusers(out: Path, minutes: float, *, lr: float = 1e-3, batch_size: 
             t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=g)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 pred = unet(scheduler.add_noise(x0, noise, t), t).sample
-            loss = torch.nn.functional.mse_loss(pred.float(), noise)
+            target = noise if prediction == "epsilon" else scheduler.get_velocity(x0, noise, t)
+            loss = torch.nn.functional.mse_loss(pred.float(), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -106,18 +108,19 @@ def train_diffusers(out: Path, minutes: float, *, lr: float = 1e-3, batch_size: 
     ema.copy_to(unet.parameters())
     unet.eval().save_pretrained(out)  # safetensors
     info = {"steps": step, "seconds": seconds, "batch_size": batch_size, "lr": lr, "warmup": warmup, "bf16": bf16, "decay": decay,
-            "parameters": sum(p.numel() for p in unet.parameters()), "last_loss_mean_100": sum(losses[-100:]) / max(1, len(losses[-100:]))}
+            "schedule": schedule, "prediction": prediction, "parameters": sum(p.numel() for p in unet.parameters()), "last_loss_mean_100": sum(losses[-100:]) / max(1, len(losses[-100:]))}
     (out / "train_info.json").write_text(json.dumps(info, indent=1))
     return info
 
 
 @torch.no_grad()
-def sample_diffusers(unet, name: str, x_T: torch.Tensor, nfe: int, batch: int = 500) -> torch.Tensor:
+def sample_diffusers(unet, name: str, x_T: torch.Tensor, nfe: int, batch: int = 500, schedule: str = "linear",
+                     prediction: str = "epsilon") -> torch.Tensor:
     import diffusers
 
     outs = []
     for xb in x_T.split(batch):
-        sched = getattr(diffusers, name)(num_train_timesteps=1000, beta_schedule="linear")
+        sched = getattr(diffusers, name)(num_train_timesteps=1000, beta_schedule=schedule, prediction_type=prediction)
         sched.set_timesteps(nfe)
         x = xb * sched.init_noise_sigma
         for t in sched.timesteps:
@@ -131,7 +134,7 @@ def sample_difflab(run: Path, opts: dict, sampler: str, x_T: torch.Tensor, nfe: 
     return torch.cat([dl.sample(den, path, x=xb, sampler=sampler, steps=nfe, **opts).clamp(-1, 1) for xb in x_T.split(batch)])
 
 
-def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0) -> dict:
+def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0, diffusers_train: dict | None = None) -> dict:
     from diffusers import UNet2DModel
 
     net, _ = load_feature_net("fashion_mnist")
@@ -141,11 +144,13 @@ def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0
     floor = image_metrics(net, real, train[torch.randperm(len(train), generator=g)[:n]])
     x_T = torch.randn((n, 1, 28, 28), generator=torch.Generator().manual_seed(seed))
     unet = UNet2DModel.from_pretrained(out / "diffusers").eval() if "diffusers" in sides else None
+    dt = diffusers_train or {}
+    param = {"schedule": dt.get("schedule", "linear"), "prediction": dt.get("prediction", "epsilon")}
     rows = []
     for nfe in nfes:
         jobs = [("difflab", label, lambda nfe=nfe, label=label: sample_difflab(out / "difflab", DIFFLAB_SAMPLERS[label], label.split()[0], x_T, nfe))
                 for label in DIFFLAB_SAMPLERS if "difflab" in sides]
-        jobs += [("diffusers", name, lambda nfe=nfe, name=name: sample_diffusers(unet, name, x_T, nfe))
+        jobs += [("diffusers", name, lambda nfe=nfe, name=name: sample_diffusers(unet, name, x_T, nfe, **param))
                  for name in DIFFUSERS_SCHEDULERS if "diffusers" in sides]
         for side, label, draw in jobs:
             t0 = time.time()
@@ -165,7 +170,8 @@ def report(result: dict) -> str:
              "| side | parameters | batch | bf16 | steps in budget | images seen | recipe changes |", "|---|---|---|---|---|---|---|"]
     for side, t in tr.items():
         changes = (", ".join(t.get("overrides", [])) if side == "difflab"
-                   else f"lr {t['lr']:g}, warm-up {t['warmup']}, decay {t.get('decay', 'none')}")
+                   else f"lr {t['lr']:g}, warm-up {t['warmup']}, decay {t.get('decay', 'none')}, "
+                        f"{t.get('schedule', 'linear')} betas, {t.get('prediction', 'epsilon')}")
         lines.append(f"| {side} | {t['parameters'] / 1e6:.2f}M | {t['batch_size']} | {t.get('bf16', False)} | {t['steps']} | "
                      f"{t['steps'] * t['batch_size']:,} | {changes or 'none'} |")
     fl = result["scores"]["floor"]
@@ -198,6 +204,10 @@ def main():
     ap.add_argument("--batch", type=int, default=128, help="the diffusers baseline's batch size")
     ap.add_argument("--decay", default="cosine", choices=("none", "cosine", "linear"),
                     help="the diffusers baseline's learning-rate decay over the budget (as train.lr_decay)")
+    ap.add_argument("--schedule", default="linear", choices=("linear", "squaredcos_cap_v2"),
+                    help="the diffusers baseline's beta schedule (DDPMScheduler's beta_schedule)")
+    ap.add_argument("--prediction", default="epsilon", choices=("epsilon", "v_prediction"),
+                    help="what the diffusers baseline's UNet predicts (DDPMScheduler's prediction_type)")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                     help="bf16 autocast in training on both sides (--no-bf16: float32)")
     ap.add_argument("--skip-train", action="store_true", help="score the models already in --out")
@@ -218,11 +228,11 @@ def main():
             train["difflab"] = train_difflab(a.out / "difflab", a.minutes, a.bf16, a.set)
         if "diffusers" in sides:
             train["diffusers"] = train_diffusers(a.out / "diffusers", a.minutes, lr=a.lr, batch_size=a.batch, bf16=a.bf16,
-                                                 decay=a.decay)
+                                                 decay=a.decay, schedule=a.schedule, prediction=a.prediction)
         results_file.write_text(json.dumps({"minutes": a.minutes, "train": train}, indent=1))
     for side, t in train.items():
         print(f"{side}: {t['steps']} steps of batch {t['batch_size']} in {t['seconds'] / 60:.1f} min ({t['parameters'] / 1e6:.2f}M parameters)")
-    scores = score(a.out, [int(v) for v in a.nfe.split(",")], a.n, sides)
+    scores = score(a.out, [int(v) for v in a.nfe.split(",")], a.n, sides, diffusers_train=train.get("diffusers"))
     result = {"minutes": a.minutes, "train": train, "scores": scores}
     results_file.write_text(json.dumps(result, indent=1))
     (a.out / "train_budget.md").write_text(report(result))
