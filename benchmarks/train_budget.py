@@ -16,8 +16,10 @@ trained for the same wall-clock minutes on this machine, then sampled at 10 and 
   gradient clipping at 1, EMA warm-up
   with power 3/4 (diffusers' advice for runs under ~10k steps) capped at 0.999 and, with `--bf16`,
   bf16 autocast (what accelerate's `--mixed_precision bf16` does; 1.24x faster here). Its training loop is
-  the one of diffusers' `train_unconditional.py` example, written plainly. Sampled with diffusers'
-  `DPMSolverMultistepScheduler` (2M) and `UniPCMultistepScheduler`, their defaults, epsilon from the EMA UNet.
+  the one of diffusers' `train_unconditional.py` example, written plainly. `--schedule squaredcos_cap_v2
+  --prediction v_prediction` trains it on cosine betas with v-prediction instead (DDPMScheduler's own
+  options). Sampled with diffusers' `DPMSolverMultistepScheduler` (2M) and `UniPCMultistepScheduler`,
+  their defaults, from the EMA UNet, with the schedule and prediction it was trained with.
 - Each side is scored by its best sampler at each NFE: Frechet distance, precision and recall in the
   shipped Fashion-MNIST feature network's space (`difflab.features`), `--n` samples against `--n`
   test images, beside the floor (`--n` training images in place of samples). Both sides start from
