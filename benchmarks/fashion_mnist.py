@@ -1,6 +1,6 @@
 """Fashion-MNIST: how good is a run of `configs/fashion_mnist.toml`? Samples judged by a small CNN.
 
-    ./dev difflab train configs/fashion_mnist.toml          # about 30 minutes on 2 CPU cores
+    ./dev difflab train configs/fashion_mnist.toml          # 3,000 steps: about 15 minutes on 2 CPU cores
     ./dev bench fashion_mnist --run runs/fashion_mnist        # judge it (about 3 minutes)
 
 A SmallCNN classifier is trained on the Fashion-MNIST training split (fixed seed, 2 epochs) and its
