@@ -9,7 +9,9 @@ the exact W2 for toy sets, each beside its floor (real data in place of samples)
 into the network's own time and the sampler's overhead (everything outside the network), per step.
 With `diffusers=True` (discrete-time paths), diffusers' DDPM, DDIM, DPM-Solver++ and UniPC
 schedulers drive the same network in the same run, with the network's epsilon prediction
-(`interop.diffusers_sample`). Writes bench_samplers.json / .md / .png into the run folder.
+(`interop.diffusers_sample`). Writes bench_samplers.json / .md / .png into the run folder; with
+`append=True` the new rows join those already there (same n and seed, so the same starting noise),
+so a long curve can be measured in pieces: cheap samplers up to 1000 NFE, costly ones only up to 50.
 """
 
 from __future__ import annotations
@@ -77,12 +79,14 @@ def _scheduler(name: str, path):
 
 
 def bench_samplers(run_dir, *, samplers=DEFAULT_SAMPLERS, nfes=(5, 10, 20, 50), n: int = 500, seed: int = 0,
-                   device: str = "cpu", batch_size: int = 500, diffusers: bool = False, progress: bool = True, log=print) -> dict:
+                   device: str = "cpu", batch_size: int = 500, diffusers: bool = False, append: bool = False,
+                   progress: bool = True, log=print) -> dict:
     """Quality and time of each sampler at each NFE budget (module doc); returns and writes the results."""
     from . import metrics as M
     from .interop import diffusers_sample
 
     run_dir = Path(run_dir)
+    earlier = _earlier_rows(run_dir / "bench_samplers.json", n, seed) if append else []
     cfg = run_config(run_dir)
     den, path, _ = load(run_dir, device=device)
     shape = tuple(data_info(run_dir)["shape"])
@@ -153,11 +157,26 @@ def bench_samplers(run_dir, *, samplers=DEFAULT_SAMPLERS, nfes=(5, 10, 20, 50), 
             if progress:
                 log(f"{lib:9s} {name:24s} NFE {used:4d}  {quality_name} {q:8.4f}  {total / n * 1e3:7.2f} ms/sample  "
                     f"overhead {rows[-1]['overhead_ms_per_step']:.3f} ms/step")
-    result = {"run": str(run_dir), "n": n, "quality": quality_name, "floor": floor, "rows": rows}
+    new = {(r["sampler"], r["library"], r["nfe_budget"]) for r in rows}
+    rows = [r for r in earlier if (r["sampler"], r["library"], r["nfe_budget"]) not in new] + rows
+    rows.sort(key=lambda r: r["nfe_budget"])  # stable: within a budget, the order the samplers ran in
+    result = {"run": str(run_dir), "n": n, "seed": seed, "quality": quality_name, "floor": floor, "rows": rows}
     (run_dir / "bench_samplers.json").write_text(json.dumps(result, indent=1))
     _write_md(result, run_dir / "bench_samplers.md")
     _plot(result, run_dir / "bench_samplers.png")
     return result
+
+
+def _earlier_rows(file: Path, n: int, seed: int) -> list[dict]:
+    """The rows of an earlier bench of the same run, if it used the same n and seed (else its numbers
+    would not be comparable: another starting noise, another floor)."""
+    if not file.is_file():
+        return []
+    old = json.loads(file.read_text())
+    if old["n"] != n or old.get("seed", 0) != seed:  # benches before the seed was recorded used the default 0
+        raise ValueError(f"--append: {file} was measured with n={old['n']}, seed={old.get('seed', 0)}; "
+                         f"rerun with --n {old['n']} --seed {old.get('seed', 0)}, or without --append to start afresh")
+    return old["rows"]
 
 
 def _write_md(result: dict, out: Path) -> None:

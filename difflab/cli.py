@@ -227,6 +227,8 @@ def bench_samplers(
     batch: int = typer.Option(500, min=1, help="Samples per batch."),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
+    append: bool = typer.Option(False, "--append", help="Add to the run's earlier bench_samplers.json (same --n and "
+                                "--seed) instead of replacing it; a rerun sampler and NFE replaces its old row."),
 ):
     """Quality (FD for images, W2 for toy sets) and time of every sampler against NFE; a table and a plot."""
     from .bench import bench_samplers as run_bench
@@ -237,7 +239,7 @@ def bench_samplers(
         _fail(f"--nfe takes comma-separated integers, got {nfe!r}")
     try:
         run_bench(run, samplers=[s.strip() for s in samplers.split(",") if s.strip()], nfes=budgets, n=n, seed=seed,
-                  device=device, batch_size=batch, diffusers=diffusers, log=typer.echo)
+                  device=device, batch_size=batch, diffusers=diffusers, append=append, log=typer.echo)
     except (ValueError, FileNotFoundError, ImportError) as e:
         _fail(str(e))
     typer.echo((Path(run) / "bench_samplers.md").read_text())

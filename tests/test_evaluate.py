@@ -139,3 +139,15 @@ def test_bench_samplers_table_and_the_same_answers_as_diffusers(tmp_path):
         assert rows[("ddim@trailing", nfe)]["W2"] == rows[("ddim", nfe)]["W2"]  # trailing is the default grid here
         assert rows[("ddim@leading", nfe)]["W2"] != rows[("ddim", nfe)]["W2"]
     assert res["floor"] > 0
+    # --append adds budgets to the same table (a rerun sampler and budget replaces its row, nothing else moves)
+    r = runner.invoke(app, ["bench", "samplers", str(run), "--nfe", "20,10", "--n", "200", "--samplers", "ddim", "--append"])
+    assert r.exit_code == 0, r.output
+    res2 = json.loads((run / "bench_samplers.json").read_text())
+    rows2 = {(row["sampler"], row["nfe_budget"]): row for row in res2["rows"]}
+    assert set(rows2) == set(rows) | {("ddim", 20)} and len(res2["rows"]) == len(res["rows"]) + 1
+    assert [row["nfe_budget"] for row in res2["rows"]] == sorted(row["nfe_budget"] for row in res2["rows"])
+    assert rows2[("ddim", 10)]["W2"] == rows[("ddim", 10)]["W2"]  # the same starting noise: the same samples
+    assert rows2[("unipc", 4)] == rows[("unipc", 4)] and res2["floor"] == res["floor"]
+    assert "| ddim | difflab | 20 |" in (run / "bench_samplers.md").read_text()
+    r = runner.invoke(app, ["bench", "samplers", str(run), "--nfe", "20", "--n", "100", "--samplers", "ddim", "--append"])
+    assert r.exit_code == 2 and "n=200, seed=0" in r.output and "--n 200" in r.output
