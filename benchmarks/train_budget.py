@@ -7,7 +7,8 @@ trained for the same wall-clock minutes on this machine, then sampled at 10 and 
 - difflab: the `fashion_mnist` preset with its fixed-time recipe (the preset's comment):
   `train.max_minutes` set to the budget, `train.lr=2e-3`, `train.lr_decay=cosine` (down to 0 at the
   end of the budget) and, with `--bf16` (the default), `train.amp_cpu=true`.
-  Sampled with its `dpmpp_2m` and `unipc` (bh1) samplers.
+  Sampled with its `dpmpp_2m` and `unipc` (bh1) samplers on the default (trailing) grid, and
+  `dpmpp_2m` and `unipc` on the `karras` grid.
 - diffusers: a `UNet2DModel` of about 1.1M parameters (32/64/64 channels, one ResNet block per level,
   attention at 7x7), `DDPMScheduler` (1,000 linear-beta steps, epsilon), AdamW, batch 128, EMA.
   Tuned for a short CPU run rather than its GPU example defaults (lr 1e-4, 500 warm-up steps,
@@ -19,7 +20,8 @@ trained for the same wall-clock minutes on this machine, then sampled at 10 and 
   the one of diffusers' `train_unconditional.py` example, written plainly. `--schedule squaredcos_cap_v2
   --prediction v_prediction` trains it on cosine betas with v-prediction instead (DDPMScheduler's own
   options). Sampled with diffusers' `DPMSolverMultistepScheduler` (2M) and `UniPCMultistepScheduler`,
-  their defaults, from the EMA UNet, with the schedule and prediction it was trained with.
+  with their defaults and with `use_karras_sigmas=True`, from the EMA UNet, with the schedule and
+  prediction it was trained with.
 - Each side is scored by its best sampler at each NFE: Frechet distance, precision and recall in the
   shipped Fashion-MNIST feature network's space (`difflab.features`), `--n` samples against `--n`
   test images, beside the floor (`--n` training images in place of samples). Both sides start from
@@ -41,8 +43,14 @@ import difflab as dl
 from difflab.features import image_metrics, load_feature_net
 
 DIFFLAB_BUDGET_RECIPE = ("train.lr=2e-3", "train.lr_decay=cosine")  # the preset's fixed-time recipe
-DIFFLAB_SAMPLERS = {"dpmpp_2m": {}, "unipc (bh1)": {"variant": "bh1"}}
-DIFFUSERS_SCHEDULERS = ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
+# label -> dl.sample options (the sampler is the label's first word); the default grid is trailing
+DIFFLAB_SAMPLERS = {"dpmpp_2m": {}, "unipc (bh1)": {"variant": "bh1"},
+                    "dpmpp_2m karras": {"grid": "karras"}, "unipc karras": {"grid": "karras"}}
+# label -> (scheduler class, options): each with its default spacing and with Karras sigmas
+DIFFUSERS_SCHEDULERS = {"DPMSolverMultistepScheduler": ("DPMSolverMultistepScheduler", {}),
+                        "UniPCMultistepScheduler": ("UniPCMultistepScheduler", {}),
+                        "DPMSolverMultistepScheduler karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+                        "UniPCMultistepScheduler karras": ("UniPCMultistepScheduler", {"use_karras_sigmas": True})}
 
 
 def train_difflab(out: Path, minutes: float, bf16: bool = True, overrides: tuple[str, ...] = ()) -> dict:
@@ -122,7 +130,8 @@ def sample_diffusers(unet, name: str, x_T: torch.Tensor, nfe: int, batch: int = 
 
     outs = []
     for xb in x_T.split(batch):
-        sched = getattr(diffusers, name)(num_train_timesteps=1000, beta_schedule=schedule, prediction_type=prediction)
+        cls, options = DIFFUSERS_SCHEDULERS[name]
+        sched = getattr(diffusers, cls)(num_train_timesteps=1000, beta_schedule=schedule, prediction_type=prediction, **options)
         sched.set_timesteps(nfe)
         x = xb * sched.init_noise_sigma
         for t in sched.timesteps:

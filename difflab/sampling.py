@@ -52,7 +52,10 @@ def steps_for_nfe(sampler: str, nfe: int) -> dict:
 def sample(denoiser, path, shape=None, *, sampler: str = "ddim", steps: int | None = None, timesteps=None,
            grid: str | None = None, x: Tensor | None = None, generator: torch.Generator | None = None,
            device=None, dtype=None, cond: dict | None = None, callback=None, return_info: bool = False, **options):
-    """Draw samples: start from the prior at t = 1 (or from `x`) and run `sampler` over a grid.
+    """Draw samples: start from the prior (or from `x`) at the grid's first time and run `sampler` over it.
+
+    The first time is t = 1, except on the karras and log_snr grids of a cosine schedule, which
+    start where the prior already holds (log-SNR -2 ln 80, `samplers.grids.noise_end`).
 
     Give either `steps` (a grid named `grid`: see `samplers.grids.GRIDS`) or `timesteps` (an
     explicit decreasing grid of times in [0, 1]). `ode_rk45` is adaptive and needs neither.

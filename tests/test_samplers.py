@@ -309,13 +309,37 @@ def test_continuous_grids():
     ramp = torch.linspace(0, 1, 10, dtype=torch.float64)
     expected = (s_max ** (1 / 7) + ramp * (s_min ** (1 / 7) - s_max ** (1 / 7))) ** 7
     torch.testing.assert_close(ratio, expected, rtol=1e-9, atol=0)
-    assert float(k[0]) == 1.0 and float(k[-2]) == pytest.approx(path.t_min) and float(k[-1]) == 0.0
+    assert float(k[0]) == G.noise_end(path) and float(k[-2]) == pytest.approx(path.t_min) and float(k[-1]) == 0.0
     lam = path.log_snr(G.log_snr(path, 12)[:-1])
     torch.testing.assert_close(lam[1:] - lam[:-1], torch.full((11,), float(lam[1] - lam[0]), dtype=torch.float64))
     u = G.uniform(path, 4)
     torch.testing.assert_close(u, torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0], dtype=torch.float64))
     # Linear reaches alpha = 0 at t = 1: the log-SNR grids still start exactly there
     assert float(G.karras(dl.paths.Linear(), 5)[0]) == 1.0
+
+
+def test_log_snr_grids_start_where_the_prior_already_holds():
+    """karras and log_snr start at log-SNR -2 ln 80 where a path falls below it with sigma already
+    sigma(1) (cosine, VP); at t = 1 where sigma still grows (VE, Linear) or on an explicit t_max."""
+    start = -2 * math.log(80.0)
+    cases = [(dl.paths.DiscreteVP.cosine(1000), True), (dl.paths.Cosine(), True), (dl.paths.VP(), True),
+             (dl.paths.DiscreteVP.linear(1000), True), (dl.paths.VE(sigma_max=1000.0), False), (dl.paths.Linear(), False),
+             (dl.paths.VE(sigma_max=50.0), False)]
+    for path, capped in cases:
+        assert float(path.log_snr(torch.tensor(1.0, dtype=torch.float64))) < start or not capped
+        for grid in (G.karras, G.log_snr):
+            ts = grid(path, 10)
+            if capped:
+                assert float(path.log_snr(ts[0])) == pytest.approx(start, abs=1e-9), (path, grid)
+                assert 1 - float(path.sigma(ts[0])) < 2e-4  # the prior N(0, I) is the marginal there
+            else:
+                assert float(ts[0]) == 1.0, (path, grid)
+            assert float(grid(path, 10, t_max=1.0)[0]) == 1.0
+    # from the prior, over the shortened grid of the cosine schedule, to the right distribution
+    mix, path = test_mixture(), dl.paths.DiscreteVP.cosine(1000)
+    x = dl.sample(mix.denoiser(path), path, (20000, 2), sampler="dpmpp_2m", steps=25, grid="karras", generator=gen(11),
+                  dtype=torch.float64)
+    assert_matches_mixture(x, mix)
 
 
 @pytest.mark.parametrize(
