@@ -105,6 +105,8 @@ def eval_(
                                 "sets); nll, elbo (as --nll, --elbo)."),
     sampler: str = typer.Option(None, help="Sampler for the sample metrics (default: the run's)."),
     steps: int = typer.Option(None, min=1, help="Sampler steps (default: the run's)."),
+    grid: str = typer.Option(None, help="Step grid for the sampler (default: the run's): uniform, leading, trailing, "
+                             "linspace, karras, log_snr."),
     split: str = typer.Option("test", help="Data split (images); toy sets draw fresh held-out points."),
     n: int = typer.Option(None, min=1, help="Examples to use (default: the whole split, 2000 for toy sets; 1000 samples)."),
     method: str = typer.Option(None, help="exact or hutchinson divergence (default: exact up to 64 dimensions)."),
@@ -134,9 +136,9 @@ def eval_(
                           elbo_terms=elbo_terms, batch_size=batch, seed=seed, device=device)
             write_report(run, "likelihood", res, command)
         if on_samples:
-            res = run_sample_metrics(run, on_samples, sampler=sampler, steps=steps, n=n or 1000, seed=seed, device=device,
-                                     batch_size=batch)
-            write_report(run, f"samples: {res['sampler']}, {res['steps']} steps", res, command)
+            res = run_sample_metrics(run, on_samples, sampler=sampler, steps=steps, grid=grid, n=n or 1000, seed=seed,
+                                     device=device, batch_size=batch)
+            write_report(run, f"samples: {res['sampler']}, {res['steps']} steps, {res['grid']} grid", res, command)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     typer.echo((Path(run) / "eval.md").read_text())

@@ -115,16 +115,17 @@ def run_nll(run_dir, *, split: str = "test", n: int | None = None, method: str |
 SAMPLE_METRICS = ("fid", "prdc", "w2", "sw", "mmd", "energy", "nll_samples")
 
 
-def _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels=None):
+def _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels=None, grid=None):
     """n samples of a run (by batches), with the run's own sampler settings unless overridden."""
     from .runs import source_sample
-    from .sampling import sample
+    from .sampling import default_grid, sample
 
     den, path, _ = load(run_dir, device=device)
     shape = tuple(data_info(run_dir)["shape"])
     sampler = sampler or cfg.sample.sampler
     options = cfg.sample.options if sampler == cfg.sample.sampler else {}
     steps = None if sampler == "ode_rk45" and steps is None else (steps or cfg.sample.steps)
+    grid = grid or cfg.sample.grid or None
     g = torch.Generator().manual_seed(seed)
     out, nfe = [], 0
     t0 = time.time()
@@ -132,14 +133,15 @@ def _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels=None
         b = min(batch_size, n - i)
         cond = {"cond": labels[i:i + b].to(device)} if labels is not None else None
         x, info = sample(den, path, (b, *shape), x=source_sample(cfg, b, g, device), sampler=sampler, steps=steps,
-                         grid=cfg.sample.grid or None, generator=g, device=device, cond=cond, return_info=True, **options)
+                         grid=grid, generator=g, device=device, cond=cond, return_info=True, **options)
         out.append(x.cpu())
         nfe = info.nfe
-    return torch.cat(out), {"sampler": sampler, "steps": steps, "nfe": nfe, "sample_seconds": round(time.time() - t0, 1)}
+    return torch.cat(out), {"sampler": sampler, "grid": grid or default_grid(path), "steps": steps, "nfe": nfe,
+                            "sample_seconds": round(time.time() - t0, 1)}
 
 
 def run_sample_metrics(run_dir, metrics=("fid", "prdc"), *, sampler: str | None = None, steps: int | None = None,
-                       n: int = 1000, seed: int = 0, device: str = "cpu", batch_size: int = 500) -> dict:
+                       grid: str | None = None, n: int = 1000, seed: int = 0, device: str = "cpu", batch_size: int = 500) -> dict:
     """Sample `n` examples from a run and score them (module doc); returns a flat dict of figures."""
     from . import metrics as M
     from ._checks import choose
@@ -151,7 +153,7 @@ def run_sample_metrics(run_dir, metrics=("fid", "prdc"), *, sampler: str | None 
     labels = None
     if cfg.model.class_conditional:
         labels = torch.arange(n) % info["num_classes"]  # equal numbers of every class
-    x, out = _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels)
+    x, out = _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels, grid)
     out["n"] = n
     if cfg.data.name == "toy":
         from .data import toy_density
@@ -225,7 +227,8 @@ def write_report(run_dir, key: str, result: dict, command: str) -> Path:
                 if name in r:
                     floor = r.get(name + "_floor")
                     lines.append(f"| {label} | {r[name]:.4f} | {'' if floor is None else f'{floor:.4f}'} |")
-            lines += [f"| sampler | {r['sampler']}, {r['steps']} steps, {r['nfe']} NFE, {r['sample_seconds']} s for {r['n']} |", ""]
+            lines += [f"| sampler | {r['sampler']}, {r['steps']} steps on the {r.get('grid', 'default')} grid, {r['nfe']} NFE, "
+                      f"{r['sample_seconds']} s for {r['n']} |", ""]
             continue
         lines += [f"## {k}", "", f"`{r.get('command', '')}`", "", "| figure | value |", "|---|---|"]
         for name, label in _LABELS.items():

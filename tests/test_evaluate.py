@@ -85,7 +85,7 @@ def test_eval_sample_metrics_on_a_toy_run_sit_above_their_floors(tmp_path):
     r = runner.invoke(app, ["eval", str(run), "--metrics", "w2,sw,mmd,energy,nll_samples", "--n", "300",
                             "--sampler", "ddim", "--steps", "1"])
     assert r.exit_code == 0, r.output
-    res = json.loads((run / "eval.json").read_text())["samples: ddim, 1 steps"]
+    res = json.loads((run / "eval.json").read_text())["samples: ddim, 1 steps, log_snr grid"]  # the preset's grid
     assert res["nfe"] == 1 and res["n"] == 300
     for m in ("w2", "sw", "energy", "mmd"):  # one DDIM step lands on the mean: far above the floor
         assert res[m] > 1.5 * res[m + "_floor"] > 0, (m, res[m], res[m + "_floor"])
@@ -103,9 +103,15 @@ def test_eval_image_metrics_of_a_class_conditional_digits_run(tmp_path):
     from difflab.evaluate import run_sample_metrics
 
     res = run_sample_metrics(run, ["fid", "prdc"], sampler="ddim", steps=3, n=40, batch_size=20)
-    assert res["nfe"] == 3 and len(res["class_fractions"]) == 10
+    assert res["nfe"] == 3 and len(res["class_fractions"]) == 10 and res["grid"] == "trailing"  # a discrete path's default
     assert res["fd"] > 3 * res["fd_floor"]  # 5 training steps: nothing like digits
     assert res["recall"] < 0.5 * res["recall_floor"] and 0 <= res["accuracy"] <= 1
+    r = runner.invoke(app, ["eval", str(run), "--metrics", "fid", "--sampler", "ddim", "--steps", "3", "--grid", "karras",
+                            "--n", "20"])
+    assert r.exit_code == 0, r.output
+    assert "3 steps on the karras grid" in (run / "eval.md").read_text()
+    r = runner.invoke(app, ["eval", str(run), "--metrics", "fid", "--steps", "3", "--grid", "karas", "--n", "20"])
+    assert r.exit_code == 2 and "unknown grid 'karas'" in r.output
 
 
 def test_sampler_specs():
