@@ -463,6 +463,16 @@ class DiscreteVP(AffinePath):
     def d_sigma(self, t):
         return self.d_sigma2(t) / (2 * self.sigma(t))
 
+    def t_from_log_snr(self, log_snr, *, iters: int = 64) -> Tensor:
+        """Exact and without bisection: log alpha = logsigmoid(log_snr) / 2 is linear in t between
+        grid points, so find the segment and solve in it (times outside [0, 1] are clamped)."""
+        lam = torch.as_tensor(log_snr, dtype=torch.float64)
+        la = 0.5 * torch.nn.functional.logsigmoid(lam.reshape(-1))
+        table = self._log_alpha.to(lam.device)  # decreasing from 0 at t = 0
+        i = (torch.searchsorted(-table, -la) - 1).clamp(0, self.T - 1)
+        frac = ((la - table[i]) / (table[i + 1] - table[i])).clamp(0, 1)
+        return ((i + frac) / self.T).reshape(lam.shape)
+
     def __repr__(self) -> str:
         return f"DiscreteVP(T={self.T}, beta_1={float(self.betas[0]):.3g}, beta_T={float(self.betas[-1]):.3g})"
 

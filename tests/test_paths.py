@@ -152,6 +152,14 @@ def test_t_from_log_snr_inverts(any_path):
     torch.testing.assert_close(any_path.t_from_log_snr(any_path.log_snr(t)), t, rtol=0, atol=1e-12)
 
 
+def test_discrete_t_from_log_snr_is_the_bisection_in_closed_form():
+    """DiscreteVP inverts its piecewise log-linear alpha exactly; the generic bisection agrees."""
+    for path in (dl.paths.DiscreteVP.cosine(1000), dl.paths.DiscreteVP.linear(50)):
+        lam = torch.cat([torch.linspace(-25.0, 12.0, 301, dtype=torch.float64), path.log_snr(torch.arange(1, 11) / 10)])
+        torch.testing.assert_close(path.t_from_log_snr(lam), dl.paths.AffinePath.t_from_log_snr(path, lam), rtol=0, atol=1e-12)
+        assert path.t_from_log_snr(torch.tensor(-40.0)).shape == () and float(path.t_from_log_snr(-40.0)) == 1.0
+
+
 def test_cosine_reaches_pure_noise():
     path = dl.paths.Cosine()
     assert float(path.alpha(torch.tensor(1.0, dtype=torch.float64))) == 0.0

@@ -78,8 +78,9 @@ def test_the_budget_counts_the_whole_run_across_resumes(tmp_path, capsys):
     # resuming with the same budget trains no further, and says why
     assert dl.training.train(cfg, run, progress=False).step == first.step
     assert "already spent" in capsys.readouterr().err
-    # a larger budget continues the run
-    more = load_config({**TINY, "train": {**TINY["train"], "steps": 10_000, "max_minutes": 0.02}})
+    # a larger budget continues the run (larger than what was spent, which a loaded machine can stretch)
+    more_minutes = state["budget_seconds"] / 60 + 0.01
+    more = load_config({**TINY, "train": {**TINY["train"], "steps": 10_000, "max_minutes": more_minutes}})
     assert dl.training.train(more, run, progress=False).step > first.step
 
 
@@ -110,7 +111,7 @@ def test_a_decaying_run_logs_its_schedule_and_resumes_exactly(tmp_path):
     expected = [tc.lr * min(1, (k + 1) / 3) * (1 if k <= 7 else 0.5 * (1 + math.cos(math.pi * (k - 7) / 7))) for k in range(14)]
     assert tc.steps == 14 and tc.warmup == 3 and logged == pytest.approx(expected)
     # under a wall-clock budget the decay follows the clock: the last steps run at almost no learning rate
-    timed = load_config({**TINY, "train": {**TINY["train"], "steps": 10_000, "max_minutes": 0.02, "lr_decay": "linear",
+    timed = load_config({**TINY, "train": {**TINY["train"], "steps": 10_000, "max_minutes": 0.05, "lr_decay": "linear",
                                            "log_every": 1}})
     dl.training.train(timed, tmp_path / "timed", progress=False)
     logged = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "timed" / "log.csv"))]
