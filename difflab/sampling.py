@@ -54,8 +54,9 @@ def sample(denoiser, path, shape=None, *, sampler: str = "ddim", steps: int | No
            device=None, dtype=None, cond: dict | None = None, callback=None, return_info: bool = False, **options):
     """Draw samples: start from the prior (or from `x`) at the grid's first time and run `sampler` over it.
 
-    The first time is t = 1, except on the karras and log_snr grids of a cosine schedule, which
-    start where the prior already holds (log-SNR -2 ln 80, `samplers.grids.noise_end`).
+    The first time is t = 1, except on the karras and log_snr grids of a VP-type schedule that goes
+    below log-SNR -2 ln 80 (cosine; linear betas by a little), which start where the prior already
+    holds (`samplers.grids.noise_end`).
 
     Give either `steps` (a grid named `grid`: see `samplers.grids.GRIDS`) or `timesteps` (an
     explicit decreasing grid of times in [0, 1]). `ode_rk45` is adaptive and needs neither.

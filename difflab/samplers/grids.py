@@ -16,7 +16,8 @@ For `karras` and `log_snr` the noise end is `t_max` exactly and the data end is 
 `t_min` before the final 0. By default (`t_max=None`, `noise_end`) the noise end is t = 1, except
 where the path's log-SNR at t = 1 is below START_LOG_SNR = -2 ln 80 (Karras et al.'s sigma_max = 80
 for data in [-1, 1]) and its sigma there is already sigma(1): cosine schedules, whose log-SNR falls
-to -19.8 (diffusers' squaredcos_cap_v2 betas, T = 1000) or to -inf (the continuous cosine path).
+to -19.8 (diffusers' squaredcos_cap_v2 betas, T = 1000) or to -inf (the continuous cosine path),
+and by a little the linear-beta VP and DDPM schedules (-10.05 and -10.1 at t = 1).
 There the grid starts at log-SNR -2 ln 80, where the marginal alpha x0 + sigma z is the prior
 N(0, I) up to a signal of alpha = 1/80 of the data; steps spent above it change nothing, and both
 grids, equal in log-SNR or rho-spaced in sigma/alpha, would otherwise put a third to half of their
