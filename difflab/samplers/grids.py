@@ -114,13 +114,15 @@ def noise_end(path) -> float:
     return float(t) if float(path.sigma(t) / path.sigma(one)) > 1 - 1e-3 else 1.0
 
 
-def _log_snr_range(path, t_max: float, t_min: float | None) -> tuple[float, float, float]:
+def _log_snr_range(path, t_max: float | None, t_min: float | None) -> tuple[float, float, float]:
+    """(log-SNR at the noise end, at the data end, the noise end's time), with the defaults resolved."""
+    t_max = noise_end(path) if t_max is None else float(t_max)
     t_min = path.t_min if t_min is None else float(t_min)
     if not 0 < t_min < t_max <= 1:
         raise ValueError(f"need 0 < t_min < t_max <= 1; got t_min={t_min}, t_max={t_max}")
     lam_lo = max(float(path.log_snr(torch.tensor(t_max, dtype=torch.float64))), _MIN_LOG_SNR)
     lam_hi = float(path.log_snr(torch.tensor(t_min, dtype=torch.float64)))
-    return lam_lo, lam_hi, t_min
+    return lam_lo, lam_hi, t_max
 
 
 def _times_from_log_snr(path, lam: Tensor, t_max: float) -> Tensor:
@@ -132,8 +134,7 @@ def _times_from_log_snr(path, lam: Tensor, t_max: float) -> Tensor:
 def karras(path, steps: int, *, rho: float = 7.0, t_max: float | None = None, t_min: float | None = None) -> Tensor:
     """Karras et al.'s rho-spaced noise levels (in sigma/alpha), mapped back to times, then 0."""
     steps = _check_steps(steps)
-    t_max = noise_end(path) if t_max is None else float(t_max)
-    lam_lo, lam_hi, _ = _log_snr_range(path, t_max, t_min)
+    lam_lo, lam_hi, t_max = _log_snr_range(path, t_max, t_min)
     s_max, s_min = torch.exp(torch.tensor(-lam_lo / 2, dtype=torch.float64)), torch.exp(torch.tensor(-lam_hi / 2, dtype=torch.float64))
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
     sig = (s_max ** (1 / rho) + ramp * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
@@ -143,8 +144,7 @@ def karras(path, steps: int, *, rho: float = 7.0, t_max: float | None = None, t_
 def log_snr(path, steps: int, *, t_max: float | None = None, t_min: float | None = None) -> Tensor:
     """Equal steps in log-SNR from t_max to t_min, then 0."""
     steps = _check_steps(steps)
-    t_max = noise_end(path) if t_max is None else float(t_max)
-    lam_lo, lam_hi, _ = _log_snr_range(path, t_max, t_min)
+    lam_lo, lam_hi, t_max = _log_snr_range(path, t_max, t_min)
     return _times_from_log_snr(path, torch.linspace(lam_lo, lam_hi, steps, dtype=torch.float64), t_max)
 
 
