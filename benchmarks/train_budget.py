@@ -45,12 +45,16 @@ from difflab.features import image_metrics, load_feature_net
 DIFFLAB_BUDGET_RECIPE = ("train.lr=2e-3", "train.lr_decay=cosine")  # the preset's fixed-time recipe
 # label -> dl.sample options (the sampler is the label's first word); the default grid is trailing
 DIFFLAB_SAMPLERS = {"dpmpp_2m": {}, "unipc (bh1)": {"variant": "bh1"},
-                    "dpmpp_2m karras": {"grid": "karras"}, "unipc karras": {"grid": "karras"}}
+                    "dpmpp_2m karras": {"grid": "karras"}, "unipc karras": {"grid": "karras"},
+                    "dpmpp_2m_sde": {}, "dpmpp_2m_sde karras": {"grid": "karras"}}
 # label -> (scheduler class, options): each with its default spacing and with Karras sigmas
 DIFFUSERS_SCHEDULERS = {"DPMSolverMultistepScheduler": ("DPMSolverMultistepScheduler", {}),
                         "UniPCMultistepScheduler": ("UniPCMultistepScheduler", {}),
                         "DPMSolverMultistepScheduler karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-                        "UniPCMultistepScheduler karras": ("UniPCMultistepScheduler", {"use_karras_sigmas": True})}
+                        "UniPCMultistepScheduler karras": ("UniPCMultistepScheduler", {"use_karras_sigmas": True}),
+                        "DPMSolverMultistepScheduler sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+                        "DPMSolverMultistepScheduler sde karras": ("DPMSolverMultistepScheduler",
+                                                                   {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True})}
 
 
 def train_difflab(out: Path, minutes: float, bf16: bool = True, overrides: tuple[str, ...] = ()) -> dict:
@@ -128,24 +132,28 @@ def sample_diffusers(unet, name: str, x_T: torch.Tensor, nfe: int, batch: int = 
                      prediction: str = "epsilon") -> torch.Tensor:
     import diffusers
 
-    outs = []
+    outs, g = [], torch.Generator().manual_seed(1)  # the SDE scheduler's noise
     for xb in x_T.split(batch):
         cls, options = DIFFUSERS_SCHEDULERS[name]
         sched = getattr(diffusers, cls)(num_train_timesteps=1000, beta_schedule=schedule, prediction_type=prediction, **options)
         sched.set_timesteps(nfe)
+        extra = {"generator": g} if "sde" in options.get("algorithm_type", "") else {}
         x = xb * sched.init_noise_sigma
         for t in sched.timesteps:
-            x = sched.step(unet(sched.scale_model_input(x, t), t).sample, t, x).prev_sample
+            x = sched.step(unet(sched.scale_model_input(x, t), t).sample, t, x, **extra).prev_sample
         outs.append(x.clamp(-1, 1))
     return torch.cat(outs)
 
 
 def sample_difflab(run: Path, opts: dict, sampler: str, x_T: torch.Tensor, nfe: int, batch: int = 500) -> torch.Tensor:
     den, path, _ = dl.load(run)
-    return torch.cat([dl.sample(den, path, x=xb, sampler=sampler, steps=nfe, **opts).clamp(-1, 1) for xb in x_T.split(batch)])
+    g = torch.Generator().manual_seed(1)  # the stochastic samplers' noise
+    return torch.cat([dl.sample(den, path, x=xb, sampler=sampler, steps=nfe, generator=g, **opts).clamp(-1, 1)
+                      for xb in x_T.split(batch)])
 
 
-def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0, diffusers_train: dict | None = None) -> dict:
+def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0, diffusers_train: dict | None = None,
+          labels=None) -> dict:
     from diffusers import UNet2DModel
 
     net, _ = load_feature_net("fashion_mnist")
@@ -160,9 +168,9 @@ def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0
     rows = []
     for nfe in nfes:
         jobs = [("difflab", label, lambda nfe=nfe, label=label: sample_difflab(out / "difflab", DIFFLAB_SAMPLERS[label], label.split()[0], x_T, nfe))
-                for label in DIFFLAB_SAMPLERS if "difflab" in sides]
+                for label in DIFFLAB_SAMPLERS if "difflab" in sides and (labels is None or label in labels)]
         jobs += [("diffusers", name, lambda nfe=nfe, name=name: sample_diffusers(unet, name, x_T, nfe, **param))
-                 for name in DIFFUSERS_SCHEDULERS if "diffusers" in sides]
+                 for name in DIFFUSERS_SCHEDULERS if "diffusers" in sides and (labels is None or name in labels)]
         for side, label, draw in jobs:
             t0 = time.time()
             try:
@@ -226,6 +234,9 @@ def main():
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                     help="bf16 autocast in training on both sides (--no-bf16: float32)")
     ap.add_argument("--skip-train", action="store_true", help="score the models already in --out")
+    ap.add_argument("--samplers", default=None, metavar="LABELS",
+                    help="score only these comma-separated sampler labels, keeping --out's earlier rows for the others "
+                         "(same --n and --nfe)")
     a = ap.parse_args()
     a.set = DIFFLAB_BUDGET_RECIPE if a.set is None else tuple(a.set)
     sides = tuple(a.sides.split(","))
@@ -247,7 +258,17 @@ def main():
         results_file.write_text(json.dumps({"minutes": a.minutes, "train": train}, indent=1))
     for side, t in train.items():
         print(f"{side}: {t['steps']} steps of batch {t['batch_size']} in {t['seconds'] / 60:.1f} min ({t['parameters'] / 1e6:.2f}M parameters)")
-    scores = score(a.out, [int(v) for v in a.nfe.split(",")], a.n, sides, diffusers_train=train.get("diffusers"))
+    labels = None if a.samplers is None else a.samplers.split(",")
+    if labels is not None and (unknown := set(labels) - set(DIFFLAB_SAMPLERS) - set(DIFFUSERS_SCHEDULERS)):
+        ap.error(f"--samplers: unknown labels {sorted(unknown)}; known: {list(DIFFLAB_SAMPLERS) + list(DIFFUSERS_SCHEDULERS)}")
+    kept = []
+    if labels is not None:  # keep the earlier rows of the samplers not rerun (the same n: the same noise and real set)
+        earlier = json.loads(results_file.read_text()).get("scores", {}) if results_file.exists() else {}
+        if earlier.get("n") != a.n:
+            ap.error(f"--samplers: {results_file} holds no scores with n={a.n} to add to (it has n={earlier.get('n')})")
+        kept = [r for r in earlier["rows"] if r["sampler"] not in labels]
+    scores = score(a.out, [int(v) for v in a.nfe.split(",")], a.n, sides, diffusers_train=train.get("diffusers"), labels=labels)
+    scores["rows"] = sorted(kept + scores["rows"], key=lambda r: r["nfe"])
     result = {"minutes": a.minutes, "train": train, "scores": scores}
     results_file.write_text(json.dumps(result, indent=1))
     (a.out / "train_budget.md").write_text(report(result))

@@ -7,8 +7,8 @@ colons (`unipc:variant=bh1:order=3`; `parse_sampler_spec`). Quality is the
 Frechet distance in the shipped feature network's space for image sets (`difflab.features`) and
 the exact W2 for toy sets, each beside its floor (real data in place of samples). Time is split
 into the network's own time and the sampler's overhead (everything outside the network), per step.
-With `diffusers=True` (discrete-time paths), diffusers' DDPM, DDIM, DPM-Solver++ and UniPC
-schedulers drive the same network in the same run, with the network's epsilon prediction
+With `diffusers=True` (discrete-time paths), diffusers' DDPM, DDIM, DPM-Solver++ (ODE and SDE) and
+UniPC schedulers drive the same network in the same run, with the network's epsilon prediction
 (`interop.diffusers_sample`). Writes bench_samplers.json / .md / .png into the run folder; with
 `append=True` the new rows join those already there (same n and seed, so the same starting noise),
 so a long curve can be measured in pieces: cheap samplers up to 1000 NFE, costly ones only up to 50.
@@ -27,9 +27,10 @@ from .sampling import sample, steps_for_nfe
 
 __all__ = ["bench_samplers", "parse_sampler_spec", "DEFAULT_SAMPLERS", "DIFFUSERS_SCHEDULERS"]
 
-DEFAULT_SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "unipc", "ode_euler", "ode_heun", "ode_rk4", "euler_maruyama")
+DEFAULT_SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "unipc", "ode_euler", "ode_heun", "ode_rk4", "euler_maruyama")
 DIFFUSERS_SCHEDULERS = {"diffusers DDPM": "DDPMScheduler", "diffusers DDIM": "DDIMScheduler",
-                        "diffusers DPM-Solver++": "DPMSolverMultistepScheduler", "diffusers UniPC": "UniPCMultistepScheduler"}
+                        "diffusers DPM-Solver++": "DPMSolverMultistepScheduler", "diffusers UniPC": "UniPCMultistepScheduler",
+                        "diffusers SDE-DPM-Solver++": "DPMSolverMultistepScheduler"}
 
 
 def parse_sampler_spec(spec: str) -> tuple[str, str | None, dict]:
@@ -71,9 +72,9 @@ def _scheduler(name: str, path):
     kwargs = {"num_train_timesteps": path.T, "trained_betas": path.betas.float().numpy().tolist()}
     if name in ("diffusers DDPM", "diffusers DDIM"):
         kwargs["clip_sample"] = False  # difflab's image denoiser clips x0_hat itself
-    if name == "diffusers DPM-Solver++":
-        kwargs.update(algorithm_type="dpmsolver++", solver_order=2)
-    if name in ("diffusers DDIM", "diffusers DPM-Solver++", "diffusers UniPC"):
+    if name in ("diffusers DPM-Solver++", "diffusers SDE-DPM-Solver++"):
+        kwargs.update(algorithm_type="sde-dpmsolver++" if "SDE" in name else "dpmsolver++", solver_order=2)
+    if name in ("diffusers DDIM", "diffusers DPM-Solver++", "diffusers UniPC", "diffusers SDE-DPM-Solver++"):
         kwargs["timestep_spacing"] = "trailing"  # starts at t = 1 like difflab's default grid
     return cls(**kwargs)
 

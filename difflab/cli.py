@@ -224,7 +224,7 @@ def bench_samplers(
     samplers: str = typer.Option(",".join(DEFAULT_SAMPLERS),
                                  help="Comma-separated difflab samplers; sampler@grid picks a grid (dpmpp_2m@karras), "
                                  "colons add options (unipc:variant=bh1:order=3)."),
-    diffusers: bool = typer.Option(False, "--diffusers", help="Also diffusers' DDPM, DDIM, DPM-Solver++ and UniPC schedulers."),
+    diffusers: bool = typer.Option(False, "--diffusers", help="Also diffusers' DDPM, DDIM, DPM-Solver++ (ODE and SDE) and UniPC schedulers."),
     n: int = typer.Option(500, min=10, help="Samples per sampler and budget."),
     batch: int = typer.Option(500, min=1, help="Samples per batch."),
     seed: int = typer.Option(0),

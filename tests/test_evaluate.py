@@ -127,7 +127,7 @@ def test_sampler_specs():
 def test_bench_samplers_table_and_the_same_answers_as_diffusers(tmp_path):
     run = _train(tmp_path, "toy2d", "diffusion.T=100", steps=100)
     r = runner.invoke(app, ["bench", "samplers", str(run), "--nfe", "4,10,150", "--n", "200", "--samplers",
-                            "ddim,dpmpp_2m,unipc,ode_heun,ddim@trailing,ddim@leading,unipc:variant=bh1,unipc@leading:order=3",
+                            "ddim,dpmpp_2m,dpmpp_2m_sde,unipc,ode_heun,ddim@trailing,ddim@leading,unipc:variant=bh1,unipc@leading:order=3",
                             "--diffusers"])
     assert r.exit_code == 0, r.output
     res = json.loads((run / "bench_samplers.json").read_text())
@@ -141,6 +141,7 @@ def test_bench_samplers_table_and_the_same_answers_as_diffusers(tmp_path):
         assert abs(rows[("ddim", nfe)]["W2"] - rows[("diffusers DDIM", nfe)]["W2"]) < 1e-4
         assert abs(rows[("dpmpp_2m", nfe)]["W2"] - rows[("diffusers DPM-Solver++", nfe)]["W2"]) < 1e-4
         assert abs(rows[("unipc", nfe)]["W2"] - rows[("diffusers UniPC", nfe)]["W2"]) < 1e-4
+        assert abs(rows[("dpmpp_2m_sde", nfe)]["W2"] - rows[("diffusers SDE-DPM-Solver++", nfe)]["W2"]) < 1e-4  # same noise
         assert len({rows[(s, nfe)]["W2"] for s in ("unipc", "unipc:variant=bh1", "unipc@leading:order=3")}) == 3
         assert rows[("ddim@trailing", nfe)]["W2"] == rows[("ddim", nfe)]["W2"]  # trailing is the default grid here
         assert rows[("ddim@leading", nfe)]["W2"] != rows[("ddim", nfe)]["W2"]

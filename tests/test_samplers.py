@@ -51,6 +51,9 @@ CASES = [
     ("dpmpp_2m", {}, "VP", "log_snr", 25, 20000),
     ("dpmpp_2m", {}, "VE", "karras", 25, 20000),
     ("dpmpp_2m", {}, "Linear", "uniform", 25, 20000),
+    ("dpmpp_2m_sde", {}, "VP", "log_snr", 50, 20000),
+    ("dpmpp_2m_sde", {"eta": 0.5}, "VE", "karras", 50, 20000),
+    ("dpmpp_2m_sde", {}, "Linear", "uniform", 50, 20000),
     ("unipc", {}, "VP", "log_snr", 25, 20000),
     ("unipc", {"order": 3}, "VE", "karras", 25, 20000),
     ("unipc", {"variant": "bh1"}, "Linear", "uniform", 25, 20000),
@@ -167,10 +170,35 @@ def test_dpmpp_2m_lands_on_the_denoised_estimate_at_t0():
     assert torch.isfinite(x).all()
 
 
+@pytest.mark.parametrize("path", [dl.paths.DiscreteVP.cosine(100), dl.paths.VP(), dl.paths.VE(), dl.paths.Linear()],
+                         ids=["DiscreteVP", "VP", "VE", "Linear"])
+def test_sde_dpm_solver_first_order_is_the_ddpm_step(path):
+    """With d = x0_hat and eta = 1 the step is the DDPM step with beta-tilde, noise for noise; at eta = 0 it
+    is the ODE step; and a step to t = 0 lands on x0_hat."""
+    x, x0, z = (torch.randn(8, 3, dtype=torch.float64, generator=gen(i)) for i in range(3))
+    for t, s in [(1.0, 0.8), (0.5, 0.2), (0.11, 0.01), (0.3, 0.0)]:
+        st = dl.samplers.step_of(path, t, s)
+        torch.testing.assert_close(dl.samplers.dpmpp_2m_step(x, x0, st, eta=1.0, noise=z),
+                                   dl.samplers.ddpm_step(x, x0, st, "beta_tilde", noise=z))
+        if math.isfinite(st.lambda_s - st.lambda_t):  # from alpha_t = 0 any eta > 0 forgets x_t entirely
+            torch.testing.assert_close(dl.samplers.dpmpp_2m_step(x, x0, st, eta=1e-12, noise=torch.zeros_like(z)),
+                                       dl.samplers.dpmpp_2m_step(x, x0, st))
+    torch.testing.assert_close(dl.samplers.dpmpp_2m_step(x, x0, dl.samplers.step_of(path, 0.3, 0.0), eta=0.7, noise=z), x0)
+
+
+def test_sde_dpm_solver_at_eta_zero_is_dpmpp_2m():
+    mix, path = test_mixture(), dl.paths.DiscreteVP.cosine(1000)
+    ts = G.make_grid("karras", path, 12)
+    x = torch.randn(32, 2, dtype=torch.float64, generator=gen(3))
+    ode = dl.samplers.dpmpp_2m(mix.denoiser(path), path, x, ts)
+    sde = dl.samplers.dpmpp_2m_sde(mix.denoiser(path), path, x, ts, eta=0.0, generator=gen(4))
+    torch.testing.assert_close(sde, ode, rtol=0, atol=0)
+
+
 def test_every_sampler_counts_its_network_evaluations():
     mix, path = test_mixture(), dl.paths.VP()
     expected = {"ddpm": 10, "ddim": 10, "euler_maruyama": 10, "pc": 20, "ode_euler": 10, "ode_heun": 19, "ode_rk4": 39,
-                "dpmpp_2m": 10, "unipc": 10, "annealed_langevin": 10 * 3 + 1}
+                "dpmpp_2m": 10, "dpmpp_2m_sde": 10, "unipc": 10, "annealed_langevin": 10 * 3 + 1}
     for name, nfe in expected.items():
         opts = {"steps_per_level": 3} if name == "annealed_langevin" else {}
         calls = []
@@ -191,7 +219,7 @@ def test_same_seed_same_samples(sampler):
 
 def test_no_sampler_returns_nan_at_1000_steps():
     mix, path = test_mixture(), dl.paths.DiscreteVP.linear(1000)
-    for sampler in ["ddpm", "ddim", "dpmpp_2m", "unipc", "ode_heun", "ode_rk4", "ode_euler", "euler_maruyama"]:
+    for sampler in ["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "unipc", "ode_heun", "ode_rk4", "ode_euler", "euler_maruyama"]:
         for grid in ["trailing", "log_snr", "karras"]:
             x = dl.sample(mix.denoiser(path), path, (64, 2), sampler=sampler, steps=1000, grid=grid, generator=gen(7))
             assert torch.isfinite(x).all(), (sampler, grid)
@@ -243,6 +271,25 @@ def test_dpmpp_2m_follows_diffusers_dpm_solver(steps):
     x = torch.randn(64, 2, dtype=torch.float64, generator=gen(11))
     mine, theirs = _trajectories(dl.samplers.dpmpp_2m, sched, path, mix.denoiser(path), ts, steps, x)
     assert float((mine - theirs).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("steps", [10, 25])
+def test_sde_dpm_solver_follows_diffusers_sde_dpm_solver(steps):
+    """Same generator, same noise draws: the stochastic trajectories agree step by step."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    path = dl.paths.DiscreteVP.linear(1000)
+    mix = dl.oracles.GaussianMixture([[-0.5, 0.2], [0.6, -0.4]], [0.2, 0.3])
+    sched = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear", algorithm_type="sde-dpmsolver++",
+                                        solver_order=2)
+    sched.set_timesteps(steps)
+    ts = torch.cat([(sched.timesteps.double() + 1) / 1000, torch.zeros(1, dtype=torch.float64)])
+    x = torch.randn(64, 2, generator=gen(12))  # float32: diffusers draws its noise in float32
+    mine, theirs = [], []
+    dl.samplers.dpmpp_2m_sde(mix.denoiser(path), path, x, ts, generator=gen(13), callback=lambda d: mine.append(d["x"]))
+    dl.interop.diffusers_sample(sched, mix.denoiser(path), path, x, steps, generator=gen(13),
+                                callback=lambda d: theirs.append(d["x"]))
+    assert float((torch.stack(mine) - torch.stack(theirs)).abs().max()) < 1e-4
 
 
 @pytest.mark.parametrize("steps, order, variant, corrector", [

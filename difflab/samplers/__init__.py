@@ -8,7 +8,7 @@ step (`*_step`, testable alone) and counts network evaluations; `return_info=Tru
 from . import grids
 from ._common import SampleInfo, Step, check_grid, step_of, steps_of
 from .ancestral import ddim, ddim_step, ddpm, ddpm_step
-from .dpm_solver import dpmpp_2m, dpmpp_2m_step
+from .dpm_solver import dpmpp_2m, dpmpp_2m_sde, dpmpp_2m_step
 from .langevin import annealed_langevin, langevin
 from .ode import ode_euler, ode_heun, ode_rk4, ode_rk45, velocity
 from .sde import euler_maruyama, euler_maruyama_step, langevin_corrector_step, pc
@@ -16,7 +16,7 @@ from .unipc import unipc, unipc_correct, unipc_predict
 
 __all__ = [
     "SampleInfo", "Step", "step_of", "steps_of", "check_grid", "grids", "ddpm", "ddim", "euler_maruyama", "pc", "ode_euler", "ode_heun", "ode_rk4",
-    "ode_rk45", "langevin", "annealed_langevin", "dpmpp_2m", "unipc", "unipc_predict", "unipc_correct", "ddim_step", "ddpm_step", "euler_maruyama_step",
+    "ode_rk45", "langevin", "annealed_langevin", "dpmpp_2m", "dpmpp_2m_sde", "unipc", "unipc_predict", "unipc_correct", "ddim_step", "ddpm_step", "euler_maruyama_step",
     "langevin_corrector_step", "dpmpp_2m_step", "velocity", "SAMPLERS",
 ]
 
@@ -32,5 +32,6 @@ SAMPLERS = {
     "ode_rk45": ode_rk45,
     "annealed_langevin": annealed_langevin,
     "dpmpp_2m": dpmpp_2m,
+    "dpmpp_2m_sde": dpmpp_2m_sde,
     "unipc": unipc,
 }
