@@ -198,16 +198,18 @@ def _plot(result: dict, out: Path) -> None:
 
     plt = _plt()
     q = result["quality"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    names = dict.fromkeys((r["sampler"], r["library"]) for r in result["rows"] if "error" not in r)
-    for name, lib in names:
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.5))
+    names = list(dict.fromkeys((r["sampler"], r["library"]) for r in result["rows"] if "error" not in r))
+    colors = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")  # one colour per curve, up to 20
+    for k, (name, lib) in enumerate(names):
         rs = sorted((r for r in result["rows"] if (r["sampler"], r["library"]) == (name, lib) and "error" not in r),
                     key=lambda r: r["nfe"])
-        style = "--" if lib == "diffusers" else "-"
-        a.plot([r["nfe"] for r in rs], [r[q] for r in rs], style, marker="o", label=name)
-        b.plot([r["nfe"] for r in rs], [1e3 * r["seconds_per_sample"] for r in rs], style, marker="o", label=name)
+        style = dict(ls="--" if lib == "diffusers" else "-", marker="s" if lib == "diffusers" else "o", ms=4,
+                     color=colors(k % colors.N))
+        a.plot([r["nfe"] for r in rs], [r[q] for r in rs], label=name, **style)
+        b.plot([r["nfe"] for r in rs], [1e3 * r["seconds_per_sample"] for r in rs], **style)
     a.axhline(result["floor"], color="k", lw=0.8, ls=":", label="floor (real data)")
     for ax, ylabel in ((a, f"{q} (lower is better)"), (b, "ms per sample")):
         ax.set_xscale("log"), ax.set_yscale("log"), ax.set_xlabel("network evaluations (NFE)"), ax.set_ylabel(ylabel)
-    a.legend(fontsize=7)
+    b.legend(*a.get_legend_handles_labels(), fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     _save(fig, out, title=f"samplers on {result['run']}")

@@ -14,7 +14,7 @@ from .runs import data_info, load
 from .sampling import sample, steps_for_nfe
 from .training import train
 
-DEMO_SAMPLERS = ["ddpm", "ddim", "euler_maruyama", "pc", "ode_euler", "ode_heun", "dpmpp_2m", "annealed_langevin"]
+DEMO_SAMPLERS = ["ddpm", "ddim", "euler_maruyama", "pc", "ode_euler", "ode_heun", "dpmpp_2m", "dpmpp_2m_sde", "annealed_langevin"]
 
 
 def digits_demo(out: str | Path = "runs/demo", *, overrides: list[str] | None = None, n: int = 1000, seed: int = 0,
