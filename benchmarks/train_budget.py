@@ -25,7 +25,9 @@ trained for the same wall-clock minutes on this machine, then sampled at 10 and 
 - Each side is scored by its best sampler at each NFE: Frechet distance, precision and recall in the
   shipped Fashion-MNIST feature network's space (`difflab.features`), `--n` samples against `--n`
   test images, beside the floor (`--n` training images in place of samples). Both sides start from
-  the same noise. Writes `train_budget.json` and `train_budget.md` into `--out`.
+  the same noise. A stochastic sampler (SDE-DPM-Solver++) also draws noise as it goes; its FD moves
+  with that noise's seed (by +-0.05 at n = 1,000), so `--noise-seeds K` averages it over K seeds.
+  Writes `train_budget.json` and `train_budget.md` into `--out`.
 
 Run it alone: a second job on 2 cores slows both sides and the wall-clock budget means fewer steps.
 """
@@ -129,10 +131,10 @@ def train_diffusers(out: Path, minutes: float, *, lr: float = 1e-3, batch_size: 
 
 @torch.no_grad()
 def sample_diffusers(unet, name: str, x_T: torch.Tensor, nfe: int, batch: int = 500, schedule: str = "linear",
-                     prediction: str = "epsilon") -> torch.Tensor:
+                     prediction: str = "epsilon", noise_seed: int = 1) -> torch.Tensor:
     import diffusers
 
-    outs, g = [], torch.Generator().manual_seed(1)  # the SDE scheduler's noise
+    outs, g = [], torch.Generator().manual_seed(noise_seed)  # the SDE scheduler's noise
     for xb in x_T.split(batch):
         cls, options = DIFFUSERS_SCHEDULERS[name]
         sched = getattr(diffusers, cls)(num_train_timesteps=1000, beta_schedule=schedule, prediction_type=prediction, **options)
@@ -145,15 +147,27 @@ def sample_diffusers(unet, name: str, x_T: torch.Tensor, nfe: int, batch: int = 
     return torch.cat(outs)
 
 
-def sample_difflab(run: Path, opts: dict, sampler: str, x_T: torch.Tensor, nfe: int, batch: int = 500) -> torch.Tensor:
+def sample_difflab(run: Path, opts: dict, sampler: str, x_T: torch.Tensor, nfe: int, batch: int = 500,
+                   noise_seed: int = 1) -> torch.Tensor:
     den, path, _ = dl.load(run)
-    g = torch.Generator().manual_seed(1)  # the stochastic samplers' noise
+    g = torch.Generator().manual_seed(noise_seed)  # the stochastic samplers' noise
     return torch.cat([dl.sample(den, path, x=xb, sampler=sampler, steps=nfe, generator=g, **opts).clamp(-1, 1)
                       for xb in x_T.split(batch)])
 
 
+def stochastic(label: str) -> bool:
+    """Whether a sampler label draws noise as it goes (its FD then depends on that noise's seed)."""
+    return "sde" in label.split()
+
+
+def fmt_fd(row: dict) -> str:
+    """FD, with its spread over the sampler's noise seeds when there were several."""
+    k = row.get("noise_seeds", 1)
+    return f"{row['fd']:.3f}" if k == 1 else f"{row['fd']:.3f} ± {row['fd_std']:.3f} ({k} noise seeds)"
+
+
 def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0, diffusers_train: dict | None = None,
-          labels=None) -> dict:
+          labels=None, noise_seeds: int = 1) -> dict:
     from diffusers import UNet2DModel
 
     net, _ = load_feature_net("fashion_mnist")
@@ -167,22 +181,30 @@ def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0
     param = {"schedule": dt.get("schedule", "linear"), "prediction": dt.get("prediction", "epsilon")}
     rows = []
     for nfe in nfes:
-        jobs = [("difflab", label, lambda nfe=nfe, label=label: sample_difflab(out / "difflab", DIFFLAB_SAMPLERS[label], label.split()[0], x_T, nfe))
+        jobs = [("difflab", label, lambda k, nfe=nfe, label=label: sample_difflab(out / "difflab", DIFFLAB_SAMPLERS[label],
+                                                                                  label.split()[0], x_T, nfe, noise_seed=k))
                 for label in DIFFLAB_SAMPLERS if "difflab" in sides and (labels is None or label in labels)]
-        jobs += [("diffusers", name, lambda nfe=nfe, name=name: sample_diffusers(unet, name, x_T, nfe, **param))
+        jobs += [("diffusers", name, lambda k, nfe=nfe, name=name: sample_diffusers(unet, name, x_T, nfe, noise_seed=k, **param))
                  for name in DIFFUSERS_SCHEDULERS if "diffusers" in sides and (labels is None or name in labels)]
         for side, label, draw in jobs:
             t0 = time.time()
-            try:
-                x = draw()
-            except (IndexError, AssertionError) as e:  # diffusers: Karras sigmas on cosine betas repeat timesteps
-                print(f"{side:9s} {label:30s} NFE {nfe:3d}  failed: {type(e).__name__}: {e}", flush=True)
+            per_seed = []  # a stochastic sampler's FD moves with its own noise: average it over noise_seeds draws
+            for k in range(1, (noise_seeds if stochastic(label) else 1) + 1):
+                try:
+                    x = draw(k)
+                except (IndexError, AssertionError) as e:  # diffusers: Karras sigmas on cosine betas repeat timesteps
+                    print(f"{side:9s} {label:30s} NFE {nfe:3d}  failed: {type(e).__name__}: {e}", flush=True)
+                    break
+                per_seed.append(image_metrics(net, real, x))
+            if not per_seed:
                 continue
-            m = image_metrics(net, real, x)
-            rows.append({"side": side, "sampler": label, "nfe": nfe, "fd": m["fd"], "precision": m["precision"],
-                         "recall": m["recall"], "seconds": time.time() - t0})
-            print(f"{side:9s} {label:30s} NFE {nfe:3d}  FD {m['fd']:.4f}  precision {m['precision']:.3f}  "
-                  f"recall {m['recall']:.3f}  ({rows[-1]['seconds']:.0f} s)", flush=True)
+            mean = {key: sum(m[key] for m in per_seed) / len(per_seed) for key in ("fd", "precision", "recall")}
+            fds = torch.tensor([m["fd"] for m in per_seed], dtype=torch.float64)
+            rows.append({"side": side, "sampler": label, "nfe": nfe, **mean, "noise_seeds": len(per_seed),
+                         "fd_std": float(fds.std()) if len(fds) > 1 else 0.0, "fd_per_noise_seed": fds.tolist(),
+                         "seconds": (time.time() - t0) / len(per_seed)})
+            print(f"{side:9s} {label:30s} NFE {nfe:3d}  FD {fmt_fd(rows[-1])}  precision {mean['precision']:.3f}  "
+                  f"recall {mean['recall']:.3f}  ({rows[-1]['seconds']:.0f} s per draw)", flush=True)
     return {"n": n, "floor": {k: floor[k] for k in ("fd", "precision", "recall")}, "rows": rows}
 
 
@@ -205,11 +227,11 @@ def report(result: dict) -> str:
         for nfe in sorted({r["nfe"] for r in rows}):
             best = {side: min((r for r in rows if r["side"] == side and r["nfe"] == nfe), key=lambda r: r["fd"]) for side in tr}
             a, b = best["difflab"], best["diffusers"]
-            lines.append(f"| {nfe} | {a['sampler']} | {a['fd']:.3f} | {a['precision']:.3f} | {a['recall']:.3f} | {b['sampler']} | "
-                         f"{b['fd']:.3f} | {b['precision']:.3f} | {b['recall']:.3f} | {a['fd'] / b['fd']:.2f} |")
+            lines.append(f"| {nfe} | {a['sampler']} | {fmt_fd(a)} | {a['precision']:.3f} | {a['recall']:.3f} | {b['sampler']} | "
+                         f"{fmt_fd(b)} | {b['precision']:.3f} | {b['recall']:.3f} | {a['fd'] / b['fd']:.2f} |")
         lines += ["", "Every sampler:", ""]
     lines += ["| side | sampler | NFE | FD | precision | recall |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['side']} | {r['sampler']} | {r['nfe']} | {r['fd']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} |" for r in rows]
+    lines += [f"| {r['side']} | {r['sampler']} | {r['nfe']} | {fmt_fd(r)} | {r['precision']:.3f} | {r['recall']:.3f} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -234,11 +256,15 @@ def main():
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                     help="bf16 autocast in training on both sides (--no-bf16: float32)")
     ap.add_argument("--skip-train", action="store_true", help="score the models already in --out")
+    ap.add_argument("--noise-seeds", type=int, default=1, metavar="K",
+                    help="draw each stochastic sampler's noise from K seeds and report the mean FD (and its spread)")
     ap.add_argument("--samplers", default=None, metavar="LABELS",
                     help="score only these comma-separated sampler labels, keeping --out's earlier rows for the others "
                          "(same --n and --nfe)")
     a = ap.parse_args()
     a.set = DIFFLAB_BUDGET_RECIPE if a.set is None else tuple(a.set)
+    if a.noise_seeds < 1:
+        ap.error(f"--noise-seeds must be at least 1, got {a.noise_seeds}")
     sides = tuple(a.sides.split(","))
     if not set(sides) <= {"difflab", "diffusers"} or not sides:
         ap.error(f"--sides takes difflab and/or diffusers, got {a.sides!r}")
@@ -267,7 +293,8 @@ def main():
         if earlier.get("n") != a.n:
             ap.error(f"--samplers: {results_file} holds no scores with n={a.n} to add to (it has n={earlier.get('n')})")
         kept = [r for r in earlier["rows"] if r["sampler"] not in labels]
-    scores = score(a.out, [int(v) for v in a.nfe.split(",")], a.n, sides, diffusers_train=train.get("diffusers"), labels=labels)
+    scores = score(a.out, [int(v) for v in a.nfe.split(",")], a.n, sides, diffusers_train=train.get("diffusers"), labels=labels,
+                   noise_seeds=a.noise_seeds)
     scores["rows"] = sorted(kept + scores["rows"], key=lambda r: r["nfe"])
     result = {"minutes": a.minutes, "train": train, "scores": scores}
     results_file.write_text(json.dumps(result, indent=1))
