@@ -157,7 +157,7 @@ def sample_difflab(run: Path, opts: dict, sampler: str, x_T: torch.Tensor, nfe: 
 
 def stochastic(label: str) -> bool:
     """Whether a sampler label draws noise as it goes (its FD then depends on that noise's seed)."""
-    return "sde" in label.split()
+    return "sde" in label.replace("_", " ").split()  # dpmpp_2m_sde, DPMSolverMultistepScheduler sde
 
 
 def fmt_fd(row: dict) -> str:

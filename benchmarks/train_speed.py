@@ -7,6 +7,10 @@ them) is its own.
 
     ./dev bench train_speed                    # Fashion-MNIST sized: 1x28x28, batch 64
     ./dev bench train_speed --size 8 --batch 64 --channels 32 --mult 1,2 --blocks 2
+    ./dev bench train_speed --patch 2 --channels 64 --mult 1,1   # difflab's fashion_mnist preset network
+
+With `--patch` only difflab's network changes (a U-Net on patch x patch pixel patches, as
+`model.patch_size`); diffusers' UNet2DModel has no such stem and stays at full resolution.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ def make(kind: str, a):
     if kind == "difflab":
         import difflab as dl
 
-        net = dl.nets.UNet(1, a.channels, tuple(mult), a.blocks, attention_levels=(-1,))
+        net = dl.nets.UNet(1, a.channels, tuple(mult), a.blocks, attention_levels=(-1,), patch_size=a.patch)
         return lambda x, t: net(x, t), net
     from diffusers import UNet2DModel
 
@@ -76,6 +80,7 @@ def main():
     ap.add_argument("--channels", type=int, default=32)
     ap.add_argument("--mult", default="1,2,2")
     ap.add_argument("--blocks", type=int, default=1)
+    ap.add_argument("--patch", type=int, default=1, help="difflab's U-Net on patch x patch pixel patches (diffusers' has no such stem)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -88,7 +93,8 @@ def main():
     for kind in ("difflab", "diffusers"):
         r = subprocess.run([sys.executable, __file__, "--child", kind] + sys.argv[1:], capture_output=True, text=True, check=True)
         rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
-    print(f"# training step, 1x{a.size}x{a.size}, batch {a.batch}, {a.threads} threads, torch {torch.__version__}\n")
+    print(f"# training step, 1x{a.size}x{a.size}, batch {a.batch}, {a.threads} threads, torch {torch.__version__}"
+          f"{f', difflab on {a.patch}x{a.patch} patches' if a.patch > 1 else ''}\n")
     print("| network | parameters | images/s | ms/step | peak RSS (MB) | RSS growth in the timed steps (MB) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
