@@ -258,35 +258,23 @@ def test_ddim_follows_diffusers_ddim_scheduler(steps):
     assert float((mine - theirs).abs().max()) < 1e-5
 
 
-@pytest.mark.parametrize("steps", [10, 20, 50])
-def test_dpmpp_2m_follows_diffusers_dpm_solver(steps):
+@pytest.mark.parametrize("steps, algorithm", [(10, "dpmsolver++"), (20, "dpmsolver++"), (50, "dpmsolver++"),
+                                             (10, "sde-dpmsolver++"), (25, "sde-dpmsolver++")])
+def test_dpmpp_2m_follows_diffusers_dpm_solver(steps, algorithm):
+    """The ODE solver step by step; the SDE one too, with the same generator (the same noise draws)."""
     from diffusers import DPMSolverMultistepScheduler
 
     path = dl.paths.DiscreteVP.linear(1000)
     mix = dl.oracles.GaussianMixture([[-0.5, 0.2], [0.6, -0.4]], [0.2, 0.3])
-    sched = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear", algorithm_type="dpmsolver++",
+    sched = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear", algorithm_type=algorithm,
                                         solver_order=2)
     sched.set_timesteps(steps)
     ts = torch.cat([(sched.timesteps.double() + 1) / 1000, torch.zeros(1, dtype=torch.float64)])
-    x = torch.randn(64, 2, dtype=torch.float64, generator=gen(11))
-    mine, theirs = _trajectories(dl.samplers.dpmpp_2m, sched, path, mix.denoiser(path), ts, steps, x)
-    assert float((mine - theirs).abs().max()) < 1e-4
-
-
-@pytest.mark.parametrize("steps", [10, 25])
-def test_sde_dpm_solver_follows_diffusers_sde_dpm_solver(steps):
-    """Same generator, same noise draws: the stochastic trajectories agree step by step."""
-    from diffusers import DPMSolverMultistepScheduler
-
-    path = dl.paths.DiscreteVP.linear(1000)
-    mix = dl.oracles.GaussianMixture([[-0.5, 0.2], [0.6, -0.4]], [0.2, 0.3])
-    sched = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear", algorithm_type="sde-dpmsolver++",
-                                        solver_order=2)
-    sched.set_timesteps(steps)
-    ts = torch.cat([(sched.timesteps.double() + 1) / 1000, torch.zeros(1, dtype=torch.float64)])
-    x = torch.randn(64, 2, generator=gen(12))  # float32: diffusers draws its noise in float32
+    sde = algorithm.startswith("sde")
+    x = torch.randn(64, 2, dtype=torch.float32 if sde else torch.float64, generator=gen(11))  # diffusers' noise is float32
+    ours = dl.samplers.dpmpp_2m_sde if sde else dl.samplers.dpmpp_2m
     mine, theirs = [], []
-    dl.samplers.dpmpp_2m_sde(mix.denoiser(path), path, x, ts, generator=gen(13), callback=lambda d: mine.append(d["x"]))
+    ours(mix.denoiser(path), path, x, ts, generator=gen(13), callback=lambda d: mine.append(d["x"]))
     dl.interop.diffusers_sample(sched, mix.denoiser(path), path, x, steps, generator=gen(13),
                                 callback=lambda d: theirs.append(d["x"]))
     assert float((torch.stack(mine) - torch.stack(theirs)).abs().max()) < 1e-4
