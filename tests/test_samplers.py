@@ -183,7 +183,9 @@ def test_sde_dpm_solver_first_order_is_the_ddpm_step(path):
         if math.isfinite(st.lambda_s - st.lambda_t):  # from alpha_t = 0 any eta > 0 forgets x_t entirely
             torch.testing.assert_close(dl.samplers.dpmpp_2m_step(x, x0, st, eta=1e-12, noise=torch.zeros_like(z)),
                                        dl.samplers.dpmpp_2m_step(x, x0, st))
-    torch.testing.assert_close(dl.samplers.dpmpp_2m_step(x, x0, dl.samplers.step_of(path, 0.3, 0.0), eta=0.7, noise=z), x0)
+    torch.testing.assert_close(dl.samplers.dpmpp_2m_step(x, x0, dl.samplers.step_of(path, 0.3, 0.0), eta=0.7), x0)
+    with pytest.raises(ValueError, match="pass noise="):
+        dl.samplers.dpmpp_2m_step(x, x0, dl.samplers.step_of(path, 0.5, 0.2), eta=1.0)
 
 
 def test_sde_dpm_solver_at_eta_zero_is_dpmpp_2m():

@@ -40,6 +40,8 @@ def dpmpp_2m_step(x: Tensor, d: Tensor, st: Step, eta: float = 0.0, noise: Tenso
     h = st.lambda_s - st.lambda_t  # +inf on a step to t = 0 or from alpha = 0: exp and expm1 take the limits
     x_s = (st.sigma_s / st.sigma_t * math.exp(-eta * h)) * x - st.alpha_s * math.expm1(-(1 + eta) * h) * d
     std = st.sigma_s * math.sqrt(-math.expm1(-2 * eta * h))
+    if std > 0 and noise is None:
+        raise ValueError(f"a step with eta={eta} to s={st.s:.6g} > 0 adds noise: pass noise= (standard normal, x's shape)")
     return x_s + std * noise if std > 0 else x_s
 
 
