@@ -290,9 +290,9 @@ def main():
     kept = []
     if labels is not None:  # keep the earlier rows of the samplers not rerun (the same n: the same noise and real set)
         earlier = json.loads(results_file.read_text()).get("scores", {}) if results_file.exists() else {}
-        if earlier.get("n") != a.n:
-            ap.error(f"--samplers: {results_file} holds no scores with n={a.n} to add to (it has n={earlier.get('n')})")
-        kept = [r for r in earlier["rows"] if r["sampler"] not in labels]
+        if earlier and earlier.get("n") != a.n:
+            ap.error(f"--samplers: {results_file} holds scores with n={earlier.get('n')}, not {a.n}: use its n or another --out")
+        kept = [r for r in earlier.get("rows", []) if r["sampler"] not in labels]
     scores = score(a.out, [int(v) for v in a.nfe.split(",")], a.n, sides, diffusers_train=train.get("diffusers"), labels=labels,
                    noise_seeds=a.noise_seeds)
     scores["rows"] = sorted(kept + scores["rows"], key=lambda r: r["nfe"])
