@@ -8,7 +8,7 @@ sampler starts from the same prior noise (per seed), and the sliced 2-Wasserstei
 samples to a fresh data sample is reported as the mean over seeds (and the spread). The noise floor
 is the same distance between two independent data samples.
 
-diffusers' schedulers (DDPM, DDIM, DPM-Solver++ 2M, UniPC, Euler, Heun) run with their defaults
+diffusers' schedulers (DDPM, DDIM, DPM-Solver++ 2M and its SDE variant, UniPC, Euler, Heun) run with their defaults
 (clipping and thresholding off, since the data are not images in [-1, 1]) and are driven by the same
 exact oracle through `difflab.interop.diffusers_sample` (epsilon prediction).
 
@@ -51,6 +51,10 @@ DIFFLAB = {
     "dpmpp_2m (uniform)": ("dpmpp_2m", "uniform"),
     "dpmpp_2m (log_snr)": ("dpmpp_2m", "log_snr"),
     "dpmpp_2m (karras)": ("dpmpp_2m", "karras"),
+    "dpmpp_2m_sde (trailing)": ("dpmpp_2m_sde", "trailing"),
+    "dpmpp_2m_sde (karras)": ("dpmpp_2m_sde", "karras"),
+    "unipc (trailing)": ("unipc", "trailing"),
+    "unipc (karras)": ("unipc", "karras"),
 }
 
 
@@ -63,6 +67,8 @@ def diffusers_schedulers():
         "diffusers DDPM": (lambda: DDPMScheduler(**common, clip_sample=False), lambda n: n),
         "diffusers DDIM": (lambda: DDIMScheduler(**common, clip_sample=False), lambda n: n),
         "diffusers DPM-Solver++ 2M": (lambda: DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2), lambda n: n),
+        "diffusers SDE-DPM-Solver++ 2M": (lambda: DPMSolverMultistepScheduler(**common, algorithm_type="sde-dpmsolver++", solver_order=2),
+                                          lambda n: n),
         "diffusers UniPC": (lambda: UniPCMultistepScheduler(**common), lambda n: n),
         "diffusers Euler": (lambda: EulerDiscreteScheduler(**common), lambda n: n),
         "diffusers Heun": (lambda: HeunDiscreteScheduler(**common), lambda n: max(1, (n + 1) // 2)),  # 2N - 1 NFE
