@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 import difflab as dl
+from difflab.bench import parse_sampler_spec
 from difflab.features import image_metrics, load_feature_net
 
 DIFFLAB_BUDGET_RECIPE = ("train.lr=2e-3", "train.lr_decay=cosine")  # the preset's fixed-time recipe
@@ -49,6 +50,8 @@ DIFFLAB_BUDGET_RECIPE = ("train.lr=2e-3", "train.lr_decay=cosine")  # the preset
 DIFFLAB_SAMPLERS = {"dpmpp_2m": {}, "unipc (bh1)": {"variant": "bh1"},
                     "dpmpp_2m karras": {"grid": "karras"}, "unipc karras": {"grid": "karras"},
                     "dpmpp_2m_sde": {}, "dpmpp_2m_sde karras": {"grid": "karras"}}
+# difflab's samplers that draw noise as they go (ddim only with eta > 0)
+DIFFLAB_STOCHASTIC = {"ddpm", "euler_maruyama", "pc", "annealed_langevin", "dpmpp_2m_sde"}
 # label -> (scheduler class, options): each with its default spacing and with Karras sigmas
 DIFFUSERS_SCHEDULERS = {"DPMSolverMultistepScheduler": ("DPMSolverMultistepScheduler", {}),
                         "UniPCMultistepScheduler": ("UniPCMultistepScheduler", {}),
@@ -147,17 +150,44 @@ def sample_diffusers(unet, name: str, x_T: torch.Tensor, nfe: int, batch: int = 
     return torch.cat(outs)
 
 
+def difflab_sampler(label: str) -> tuple[str, dict]:
+    """(sampler, dl.sample options) of a label: one of DIFFLAB_SAMPLERS, or a spec 'name[@grid][:key=value...]'
+    as `difflab bench samplers` takes them (e.g. 'ddpm', 'dpmpp_2m_sde@karras:rho=4:eta=0.5'; `rho` is the
+    Karras grid's, the rest go to the sampler), with steps = NFE."""
+    if label in DIFFLAB_SAMPLERS:
+        return label.split()[0], dict(DIFFLAB_SAMPLERS[label])
+    sampler, grid, options = parse_sampler_spec(label)
+    accepted = dl.sampling.sampler_options(sampler)  # an unknown sampler: ValueError naming the known ones
+    if unknown := [key for key in options if key not in accepted and key != "rho"]:
+        raise ValueError(f"{label!r}: {sampler} takes no option {', '.join(unknown)} (it takes: {', '.join(accepted) or 'none'})")
+    if grid and grid not in dl.samplers.grids.GRIDS:
+        raise ValueError(f"{label!r}: unknown grid {grid!r}; known: {', '.join(dl.samplers.grids.GRIDS)}")
+    if "rho" in options and grid != "karras":
+        raise ValueError(f"{label!r}: rho is an option of the karras grid (write {sampler}@karras:rho=...)")
+    return sampler, {**options, **({"grid": grid} if grid else {})}
+
+
 def sample_difflab(run: Path, opts: dict, sampler: str, x_T: torch.Tensor, nfe: int, batch: int = 500,
                    noise_seed: int = 1) -> torch.Tensor:
     den, path, _ = dl.load(run)
+    opts = dict(opts)
+    if "rho" in opts:  # a Karras grid with another rho: built here, since dl.sample takes a grid by name only
+        grid = dl.samplers.grids.karras(path, nfe, rho=opts.pop("rho"))
+        opts.pop("grid")
+        steps = {"timesteps": grid}
+    else:
+        steps = {"steps": nfe}
     g = torch.Generator().manual_seed(noise_seed)  # the stochastic samplers' noise
-    return torch.cat([dl.sample(den, path, x=xb, sampler=sampler, steps=nfe, generator=g, **opts).clamp(-1, 1)
+    return torch.cat([dl.sample(den, path, x=xb, sampler=sampler, generator=g, **steps, **opts).clamp(-1, 1)
                       for xb in x_T.split(batch)])
 
 
 def stochastic(label: str) -> bool:
     """Whether a sampler label draws noise as it goes (its FD then depends on that noise's seed)."""
-    return "sde" in label.replace("_", " ").split()  # dpmpp_2m_sde, DPMSolverMultistepScheduler sde
+    if label in DIFFUSERS_SCHEDULERS:
+        return "sde" in label.split()  # DPMSolverMultistepScheduler sde
+    sampler, opts = difflab_sampler(label)
+    return sampler in DIFFLAB_STOCHASTIC or (sampler == "ddim" and opts.get("eta", 0) != 0)
 
 
 def fmt_fd(row: dict) -> str:
@@ -181,9 +211,10 @@ def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0
     param = {"schedule": dt.get("schedule", "linear"), "prediction": dt.get("prediction", "epsilon")}
     rows = []
     for nfe in nfes:
-        jobs = [("difflab", label, lambda k, nfe=nfe, label=label: sample_difflab(out / "difflab", DIFFLAB_SAMPLERS[label],
-                                                                                  label.split()[0], x_T, nfe, noise_seed=k))
-                for label in DIFFLAB_SAMPLERS if "difflab" in sides and (labels is None or label in labels)]
+        difflab_labels = list(DIFFLAB_SAMPLERS) if labels is None else [x for x in labels if x not in DIFFUSERS_SCHEDULERS]
+        jobs = [("difflab", label, lambda k, nfe=nfe, label=label: sample_difflab(out / "difflab", difflab_sampler(label)[1],
+                                                                                  difflab_sampler(label)[0], x_T, nfe, noise_seed=k))
+                for label in difflab_labels if "difflab" in sides]
         jobs += [("diffusers", name, lambda k, nfe=nfe, name=name: sample_diffusers(unet, name, x_T, nfe, noise_seed=k, **param))
                  for name in DIFFUSERS_SCHEDULERS if "diffusers" in sides and (labels is None or name in labels)]
         for side, label, draw in jobs:
@@ -259,8 +290,9 @@ def main():
     ap.add_argument("--noise-seeds", type=int, default=1, metavar="K",
                     help="draw each stochastic sampler's noise from K seeds and report the mean FD (and its spread)")
     ap.add_argument("--samplers", default=None, metavar="LABELS",
-                    help="score only these comma-separated sampler labels, keeping --out's earlier rows for the others "
-                         "(same --n and --nfe)")
+                    help="score only these comma-separated sampler labels at --nfe, keeping --out's earlier rows for "
+                         "the others (same --n); a difflab label may also be a spec name[@grid][:key=value...] "
+                         "(e.g. ddpm, dpmpp_2m_sde@karras:rho=4:eta=0.5)")
     a = ap.parse_args()
     a.set = DIFFLAB_BUDGET_RECIPE if a.set is None else tuple(a.set)
     if a.noise_seeds < 1:
@@ -285,15 +317,21 @@ def main():
     for side, t in train.items():
         print(f"{side}: {t['steps']} steps of batch {t['batch_size']} in {t['seconds'] / 60:.1f} min ({t['parameters'] / 1e6:.2f}M parameters)")
     labels = None if a.samplers is None else a.samplers.split(",")
-    if labels is not None and (unknown := set(labels) - set(DIFFLAB_SAMPLERS) - set(DIFFUSERS_SCHEDULERS)):
-        ap.error(f"--samplers: unknown labels {sorted(unknown)}; known: {list(DIFFLAB_SAMPLERS) + list(DIFFUSERS_SCHEDULERS)}")
+    for label in labels or []:
+        if label not in DIFFUSERS_SCHEDULERS:
+            try:
+                difflab_sampler(label)
+            except ValueError as e:
+                ap.error(f"--samplers: {label!r} is neither a known label ({list(DIFFLAB_SAMPLERS) + list(DIFFUSERS_SCHEDULERS)}) "
+                         f"nor a difflab sampler spec: {e}")
+    nfes = [int(v) for v in a.nfe.split(",")]
     kept = []
     if labels is not None:  # keep the earlier rows of the samplers not rerun (the same n: the same noise and real set)
         earlier = json.loads(results_file.read_text()).get("scores", {}) if results_file.exists() else {}
         if earlier and earlier.get("n") != a.n:
             ap.error(f"--samplers: {results_file} holds scores with n={earlier.get('n')}, not {a.n}: use its n or another --out")
-        kept = [r for r in earlier.get("rows", []) if r["sampler"] not in labels]
-    scores = score(a.out, [int(v) for v in a.nfe.split(",")], a.n, sides, diffusers_train=train.get("diffusers"), labels=labels,
+        kept = [r for r in earlier.get("rows", []) if not (r["sampler"] in labels and r["nfe"] in nfes)]
+    scores = score(a.out, nfes, a.n, sides, diffusers_train=train.get("diffusers"), labels=labels,
                    noise_seeds=a.noise_seeds)
     scores["rows"] = sorted(kept + scores["rows"], key=lambda r: r["nfe"])
     result = {"minutes": a.minutes, "train": train, "scores": scores}
