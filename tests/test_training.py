@@ -100,7 +100,19 @@ def test_lr_decay_closed_form(decay):
         load_config({**TINY, "train": {**TINY["train"], "decay_from": 1.0}})
 
 
-def test_a_decaying_run_logs_its_schedule_and_resumes_exactly(tmp_path):
+class _TickingClock:
+    """A stand-in for the training loop's `time` module: every reading is 0.05 s after the last, so a
+    wall-clock budget runs the same steps on an idle machine and on a loaded one."""
+
+    def __init__(self):
+        self.now = 1e9
+
+    def time(self):
+        self.now += 0.05
+        return self.now
+
+
+def test_a_decaying_run_logs_its_schedule_and_resumes_exactly(tmp_path, monkeypatch):
     cfg = load_config({**TINY, "train": {**TINY["train"], "lr_decay": "cosine", "decay_from": 0.5, "log_every": 1}})
     dl.training.train(cfg, tmp_path / "straight", progress=False)
     dl.training.train(cfg, tmp_path / "stopped", progress=False, stop_after=9)
@@ -111,6 +123,7 @@ def test_a_decaying_run_logs_its_schedule_and_resumes_exactly(tmp_path):
     expected = [tc.lr * min(1, (k + 1) / 3) * (1 if k <= 7 else 0.5 * (1 + math.cos(math.pi * (k - 7) / 7))) for k in range(14)]
     assert tc.steps == 14 and tc.warmup == 3 and logged == pytest.approx(expected)
     # under a wall-clock budget the decay follows the clock: the last steps run at almost no learning rate
+    monkeypatch.setattr(dl.training.loop, "time", _TickingClock())
     timed = load_config({**TINY, "train": {**TINY["train"], "steps": 10_000, "max_minutes": 0.05, "lr_decay": "linear",
                                            "log_every": 1}})
     dl.training.train(timed, tmp_path / "timed", progress=False)
