@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 import difflab as dl
+from difflab._checks import choose
 from difflab.bench import parse_sampler_spec
 from difflab.features import image_metrics, load_feature_net
 
@@ -160,14 +161,14 @@ def difflab_sampler(label: str) -> tuple[str, dict]:
     accepted = dl.sampling.sampler_options(sampler)  # an unknown sampler: ValueError naming the known ones
     if unknown := [key for key in options if key not in accepted and key != "rho"]:
         raise ValueError(f"{label!r}: {sampler} takes no option {', '.join(unknown)} (it takes: {', '.join(accepted) or 'none'})")
-    if grid and grid not in dl.samplers.grids.GRIDS:
-        raise ValueError(f"{label!r}: unknown grid {grid!r}; known: {', '.join(dl.samplers.grids.GRIDS)}")
+    if grid:
+        choose(grid, dl.samplers.grids.GRIDS, "grid")  # an unknown grid: ValueError naming the known ones
     if "rho" in options and grid != "karras":
         raise ValueError(f"{label!r}: rho is an option of the karras grid (write {sampler}@karras:rho=...)")
     return sampler, {**options, **({"grid": grid} if grid else {})}
 
 
-def sample_difflab(run: Path, opts: dict, sampler: str, x_T: torch.Tensor, nfe: int, batch: int = 500,
+def sample_difflab(run: Path, sampler: str, opts: dict, x_T: torch.Tensor, nfe: int, batch: int = 500,
                    noise_seed: int = 1) -> torch.Tensor:
     den, path, _ = dl.load(run)
     opts = dict(opts)
@@ -212,8 +213,8 @@ def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0
     rows = []
     for nfe in nfes:
         difflab_labels = list(DIFFLAB_SAMPLERS) if labels is None else [x for x in labels if x not in DIFFUSERS_SCHEDULERS]
-        jobs = [("difflab", label, lambda k, nfe=nfe, label=label: sample_difflab(out / "difflab", difflab_sampler(label)[1],
-                                                                                  difflab_sampler(label)[0], x_T, nfe, noise_seed=k))
+        jobs = [("difflab", label, lambda k, nfe=nfe, spec=difflab_sampler(label): sample_difflab(out / "difflab", *spec, x_T, nfe,
+                                                                                                     noise_seed=k))
                 for label in difflab_labels if "difflab" in sides]
         jobs += [("diffusers", name, lambda k, nfe=nfe, name=name: sample_diffusers(unet, name, x_T, nfe, noise_seed=k, **param))
                  for name in DIFFUSERS_SCHEDULERS if "diffusers" in sides and (labels is None or name in labels)]
