@@ -1,31 +1,42 @@
-"""`difflab bench samplers RUN`: is a sampler worth its steps? Quality against NFE for one trained model.
+"""Is a sampler worth its steps? One harness turns (sampler, grid, NFE) into a table of quality and time.
 
-Every sampler runs from the same starting noise with the same number of network evaluations (NFE;
-`sampling.steps_for_nfe` turns a budget into steps), on the path's default grid or, written
-`sampler@grid` (e.g. `dpmpp_2m@karras`), on a named grid of `samplers.grids`, and with options after
-colons (`unipc:variant=bh1:order=3`; `parse_sampler_spec`). Quality is the
-Frechet distance in the shipped feature network's space for image sets (`difflab.features`) and
-the exact W2 for toy sets, each beside its floor (real data in place of samples). Time is split
-into the network's own time and the sampler's overhead (everything outside the network), per step.
-With `diffusers=True` (discrete-time paths), diffusers' DDPM, DDIM, DPM-Solver++ (ODE and SDE) and
-UniPC schedulers drive the same network in the same run, with the network's epsilon prediction
-(`interop.diffusers_sample`). Writes bench_samplers.json / .md / .png into the run folder; with
-`append=True` the new rows join those already there (same n and seed, so the same starting noise),
-so a long curve can be measured in pieces: cheap samplers up to 1000 NFE, costly ones only up to 50.
+The harness (`sweep`) runs each `Job` at each NFE budget from the same starting noise `x_T`, in
+batches, with example i's noise along the way from its own generator (`_random.example_generators`),
+so a table does not depend on the batch size. A job is one way to draw samples at a budget:
+`difflab_job` (a difflab sampler spec `name[@grid][:key=value...]`, steps from the sampler's own
+`about` facts by `SamplerSpec.steps_for_nfe`), `diffusers_job` (a diffusers scheduler driving the
+same denoiser through `interop.diffusers_sample`, with the network's epsilon prediction), or any
+callable. Quality is whatever `score(samples) -> {figure: value}` measures. Time is split into the
+network's own time and the sampler's overhead (everything outside the network), per step. A
+stochastic job can be repeated over `noise_seeds` draws of its noise (figures averaged, spread
+reported). `difflab bench samplers`, `difflab oracle-demo`, `benchmarks/samplers.py` and
+`benchmarks/train_budget.py` all measure through it.
+
+`bench_samplers(run)` is `difflab bench samplers RUN`: the Frechet distance in the shipped feature
+network's space for image sets (`difflab.features`) and the exact W2 for toy sets, each beside its
+floor (real data in place of samples); with `diffusers=True` (discrete-time paths), diffusers' DDPM,
+DDIM, DPM-Solver++ (ODE and SDE) and UniPC schedulers in the same run. Writes bench_samplers.json /
+.md / .png into the run folder; with `append=True` the new rows join those already there (same n
+and seed, so the same starting noise), so a long curve can be measured in pieces.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
+from ._random import derive_seed, example_generators, randn, split_generators
 from .runs import data_info, load, run_config, source_sample
-from .sampling import sample, steps_for_nfe
+from .sampling import SamplerSpec, parse_sampler_spec, sample
 
-__all__ = ["bench_samplers", "parse_sampler_spec", "DEFAULT_SAMPLERS", "DIFFUSERS_SCHEDULERS"]
+__all__ = ["Job", "difflab_job", "diffusers_job", "sweep", "prior_noise", "bench_samplers", "parse_sampler_spec",
+           "DEFAULT_SAMPLERS", "DIFFUSERS_SCHEDULERS"]
 
 DEFAULT_SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "unipc", "ode_euler", "ode_heun", "ode_rk4", "euler_maruyama")
 DIFFUSERS_SCHEDULERS = {"diffusers DDPM": "DDPMScheduler", "diffusers DDIM": "DDIMScheduler",
@@ -33,26 +44,9 @@ DIFFUSERS_SCHEDULERS = {"diffusers DDPM": "DDPMScheduler", "diffusers DDIM": "DD
                         "diffusers SDE-DPM-Solver++": "DPMSolverMultistepScheduler"}
 
 
-def parse_sampler_spec(spec: str) -> tuple[str, str | None, dict]:
-    """'name[@grid][:key=value...]' -> (sampler, grid or None, options); numbers become int or float."""
-    head, *pairs = spec.strip().split(":")
-    sampler, _, grid = head.partition("@")
-    options = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise ValueError(f"sampler option {pair!r} in {spec!r} is not key=value (e.g. unipc:variant=bh1:order=3)")
-        for kind in (int, float):
-            try:
-                value = kind(value)
-                break
-            except ValueError:
-                pass
-        options[key] = value
-    return sampler, grid or None, options
+# -- the harness ---------------------------------------------------------------------------------
 
-
-class _Timed:
+class Timed:
     """A denoiser that adds up the wall-clock time spent inside it."""
 
     def __init__(self, den):
@@ -63,6 +57,31 @@ class _Timed:
         out = self.den(x, t, **cond)
         self.seconds += time.perf_counter() - t0
         return out
+
+
+@dataclass
+class Job:
+    """One way to draw samples at a budget: `draw(x_T, nfe, generators, cond) -> (samples, NFE spent per
+    sample)` for a batch (`generators`: one per example, for the noise drawn along the way). `timer`,
+    when given, is the `Timed` denoiser the job calls (for the network / overhead split)."""
+
+    label: str
+    library: str
+    draw: Callable
+    stochastic: bool = False
+    timer: Timed | None = None
+
+
+def difflab_job(denoiser, path, spec: str | SamplerSpec) -> Job:
+    """A difflab sampler spec (`sampling.parse_sampler_spec`) as a harness job on `denoiser` and `path`."""
+    spec = parse_sampler_spec(spec) if isinstance(spec, str) else spec
+    timer = Timed(denoiser)
+
+    def draw(x_T, nfe, generators, cond):
+        x, info = sample(timer, path, x=x_T, generator=generators, cond=cond, return_info=True, **spec.kwargs(nfe))
+        return x, info.nfe
+
+    return Job(spec.label, "difflab", draw, spec.stochastic, timer)
 
 
 def _scheduler(name: str, path):
@@ -79,23 +98,113 @@ def _scheduler(name: str, path):
     return cls(**kwargs)
 
 
+def diffusers_job(name: str, denoiser, path, make_scheduler: Callable | None = None, steps_of=lambda nfe: nfe) -> Job:
+    """A diffusers scheduler (one of DIFFUSERS_SCHEDULERS, or any `make_scheduler()`) driving `denoiser`
+    on the discrete path `path` (`interop.diffusers_sample`); `steps_of(nfe)` its steps for a budget."""
+    from .interop import diffusers_sample
+
+    if not path.discrete:
+        raise ValueError("diffusers' schedulers need a discrete-time (DDPM) path")
+    make = make_scheduler or (lambda: _scheduler(name, path))
+    timer = Timed(denoiser)
+
+    def draw(x_T, nfe, generators, cond):
+        if cond:
+            raise ValueError("the diffusers comparison runs unconditional models")
+        steps = steps_of(nfe)
+        if steps > path.T:
+            raise ValueError(f"more steps than the path's T = {path.T}")
+        return diffusers_sample(make(), timer, path, x_T, steps, generator=list(generators), return_nfe=True)
+
+    return Job(name, "diffusers", draw, "SDE" in name or name.endswith("DDPM"), timer)
+
+
+def prior_noise(path, n: int, shape, seed: int = 0, dtype=None) -> Tensor:
+    """n draws of the prior N(0, sigma(1)^2 I), example i from its own generator (as `sample_batched`)."""
+    sigma1 = float(path.sigma(torch.tensor(1.0, dtype=torch.float64)))
+    return sigma1 * randn((n, *shape), generator=example_generators(seed, n), dtype=dtype)
+
+
+def sweep(jobs: list[Job], x_T: Tensor, nfes, score: Callable[[Tensor], dict], *, seed: int = 0, batch_size: int = 500,
+          cond: dict | None = None, noise_seeds: int = 1, on_samples: Callable | None = None, log=None,
+          errors: tuple = (ValueError,)) -> list[dict]:
+    """Every job at every NFE budget from the starting noise `x_T` (module doc); one row per (job, budget).
+
+    A row holds sampler, library, nfe_budget, nfe (spent per sample), the figures of `score` (their mean
+    over `noise_seeds` draws for a stochastic job, with `<figure>_std` and `noise_seeds`),
+    seconds_per_sample, and, for jobs with a timer, network_ms_per_step and overhead_ms_per_step. A job
+    that fails with one of `errors` at a budget gives a row with "error". `on_samples(job, nfe, x)`
+    sees every batch of samples drawn (e.g. for pictures).
+    """
+    if isinstance(noise_seeds, bool) or int(noise_seeds) != noise_seeds or noise_seeds < 1:
+        raise ValueError(f"noise_seeds must be an integer >= 1, got {noise_seeds!r}")
+    n = x_T.shape[0]
+    rows = []
+    for nfe in nfes:
+        for job in jobs:
+            per_seed, seconds, network, batches, used = [], 0.0, 0.0, 0, 0
+            try:
+                for k in range(int(noise_seeds) if job.stochastic else 1):
+                    gens = example_generators(derive_seed(seed, "noise", k), n)
+                    if job.timer is not None:
+                        job.timer.seconds = 0.0
+                    t0 = time.perf_counter()
+                    outs = []
+                    for i in range(0, n, batch_size):
+                        j = min(i + batch_size, n)
+                        cb = {key: v[i:j] for key, v in cond.items()} if cond else None
+                        x, used = job.draw(x_T[i:j], nfe, split_generators(gens, i, j), cb)
+                        outs.append(x.cpu())
+                        batches += 1
+                    seconds += time.perf_counter() - t0
+                    network += job.timer.seconds if job.timer is not None else 0.0
+                    x = torch.cat(outs)
+                    if on_samples is not None:
+                        on_samples(job, nfe, x)
+                    per_seed.append(score(x))
+            except errors as e:  # a failure is a result too (e.g. more steps than the path has)
+                rows.append({"sampler": job.label, "library": job.library, "nfe_budget": nfe, "error": str(e)})
+                if log:
+                    log(f"{job.library:9s} {job.label:24s} NFE {nfe:4d}  failed: {e}")
+                continue
+            figures = {key: sum(s[key] for s in per_seed) / len(per_seed) for key in per_seed[0]}
+            row = {"sampler": job.label, "library": job.library, "nfe_budget": nfe, "nfe": used, **figures,
+                   "seconds_per_sample": seconds / (n * len(per_seed))}
+            if len(per_seed) > 1:
+                row["noise_seeds"] = len(per_seed)
+                for key in per_seed[0]:
+                    vals = torch.tensor([s[key] for s in per_seed], dtype=torch.float64)
+                    row[f"{key}_std"], row[f"{key}_per_noise_seed"] = float(vals.std()), vals.tolist()
+            if job.timer is not None:  # per step of one batch: the network's time and everything else
+                row["network_ms_per_step"] = 1e3 * network / max(used * batches, 1)
+                row["overhead_ms_per_step"] = 1e3 * (seconds - network) / max(used * batches, 1)
+            rows.append(row)
+            if log:
+                shown = "  ".join(f"{key} {value:.4f}" for key, value in figures.items())
+                log(f"{job.library:9s} {job.label:24s} NFE {used:4d}  {shown}  {row['seconds_per_sample'] * 1e3:7.2f} ms/sample")
+    return rows
+
+
+# -- difflab bench samplers RUN ------------------------------------------------------------------
+
 def bench_samplers(run_dir, *, samplers=DEFAULT_SAMPLERS, nfes=(5, 10, 20, 50), n: int = 500, seed: int = 0,
                    device: str = "cpu", batch_size: int = 500, diffusers: bool = False, append: bool = False,
                    progress: bool = True, log=print) -> dict:
     """Quality and time of each sampler at each NFE budget (module doc); returns and writes the results."""
     from . import metrics as M
-    from .interop import diffusers_sample
 
     run_dir = Path(run_dir)
+    specs = [parse_sampler_spec(s) for s in samplers]  # every name checked before anything runs
     earlier = _earlier_rows(run_dir / "bench_samplers.json", n, seed) if append else []
     cfg = run_config(run_dir)
     den, path, _ = load(run_dir, device=device)
-    shape = tuple(data_info(run_dir)["shape"])
-    g = torch.Generator().manual_seed(seed)
-    x_T = source_sample(cfg, n, g, device)
-    if x_T is None:
-        x_T = path.prior_sample((n, *shape), g, device=device)
-    labels = torch.arange(n, device=device) % data_info(run_dir)["num_classes"] if cfg.model.class_conditional else None
+    info = data_info(run_dir)
+    shape = tuple(info["shape"])
+    if diffusers and not path.discrete:
+        raise ValueError("diffusers' schedulers need a discrete-time (DDPM) path; this run's path is continuous")
+    x_T = source_sample(cfg, n, torch.Generator().manual_seed(seed))
+    x_T = (x_T if x_T is not None else prior_noise(path, n, shape, seed)).to(device)
+    cond = {"label": torch.arange(n, device=device) % info["num_classes"]} if cfg.model.class_conditional else None
 
     if cfg.data.name == "toy":
         from .data import toy_density
@@ -116,48 +225,11 @@ def bench_samplers(run_dir, *, samplers=DEFAULT_SAMPLERS, nfes=(5, 10, 20, 50), 
         quality = lambda x: M.frechet_distance(stats, features(net, x)[0])  # noqa: E731
         floor = quality(train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]])
 
-    jobs = [(s, "difflab") for s in samplers]
+    jobs = [difflab_job(den, path, spec) for spec in specs]
     if diffusers:
-        if getattr(path, "T", None) is None:
-            raise ValueError("diffusers' schedulers need a discrete-time (DDPM) path")
-        jobs += [(name, "diffusers") for name in DIFFUSERS_SCHEDULERS]
-    rows = []
-    for nfe in nfes:
-        for name, lib in jobs:
-            timed = _Timed(den)
-            t0 = time.perf_counter()
-            try:
-                outs, used = [], 0
-                for i in range(0, n, batch_size):
-                    xb = x_T[i:i + batch_size]
-                    cond = {"cond": labels[i:i + batch_size]} if labels is not None else None
-                    if lib == "difflab":
-                        sampler, grid, options = parse_sampler_spec(name)
-                        x, info = sample(timed, path, x=xb, sampler=sampler, grid=grid, cond=cond, return_info=True,
-                                         generator=torch.Generator().manual_seed(seed + i), **steps_for_nfe(sampler, nfe),
-                                         **options)
-                        used = info.nfe
-                    else:
-                        if cond is not None:
-                            raise ValueError("the diffusers comparison runs unconditional models")
-                        if nfe > path.T:
-                            raise ValueError(f"more steps than the path's T = {path.T}")
-                        x, used = diffusers_sample(_scheduler(name, path), timed, path, xb, nfe,
-                                                   generator=torch.Generator().manual_seed(seed + i), return_nfe=True)
-                    outs.append(x.cpu())
-            except ValueError as e:  # e.g. more steps than the discrete path has
-                rows.append({"sampler": name, "library": lib, "nfe_budget": nfe, "error": str(e)})
-                continue
-            total = time.perf_counter() - t0
-            x = torch.cat(outs)
-            calls = used * len(outs)
-            q = quality(x.clamp(-1, 1) if x.ndim == 4 else x)
-            rows.append({"sampler": name, "library": lib, "nfe_budget": nfe, "nfe": used, quality_name: q,
-                         "seconds_per_sample": total / n, "overhead_ms_per_step": 1e3 * (total - timed.seconds) / max(calls, 1),
-                         "network_ms_per_step": 1e3 * timed.seconds / max(calls, 1)})
-            if progress:
-                log(f"{lib:9s} {name:24s} NFE {used:4d}  {quality_name} {q:8.4f}  {total / n * 1e3:7.2f} ms/sample  "
-                    f"overhead {rows[-1]['overhead_ms_per_step']:.3f} ms/step")
+        jobs += [diffusers_job(name, den, path) for name in DIFFUSERS_SCHEDULERS]
+    score = lambda x: {quality_name: quality(x.clamp(-1, 1) if x.ndim == 4 else x)}  # noqa: E731
+    rows = sweep(jobs, x_T, nfes, score, seed=seed, batch_size=batch_size, cond=cond, log=log if progress else None)
     new = {(r["sampler"], r["library"], r["nfe_budget"]) for r in rows}
     rows = [r for r in earlier if (r["sampler"], r["library"], r["nfe_budget"]) not in new] + rows
     rows.sort(key=lambda r: r["nfe_budget"])  # stable: within a budget, the order the samplers ran in
@@ -173,11 +245,15 @@ def _earlier_rows(file: Path, n: int, seed: int) -> list[dict]:
     would not be comparable: another starting noise, another floor)."""
     if not file.is_file():
         return []
-    old = json.loads(file.read_text())
-    if old["n"] != n or old.get("seed", 0) != seed:  # benches before the seed was recorded used the default 0
-        raise ValueError(f"--append: {file} was measured with n={old['n']}, seed={old.get('seed', 0)}; "
-                         f"rerun with --n {old['n']} --seed {old.get('seed', 0)}, or without --append to start afresh")
-    return old["rows"]
+    try:
+        old = json.loads(file.read_text())
+        old_n, old_seed, rows = old["n"], old.get("seed", 0), list(old["rows"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise ValueError(f"--append: {file} is damaged (not the JSON a bench writes); rerun without --append to start afresh") from None
+    if old_n != n or old_seed != seed:  # benches before the seed was recorded used the default 0
+        raise ValueError(f"--append: {file} was measured with n={old_n}, seed={old_seed}; "
+                         f"rerun with --n {old_n} --seed {old_seed}, or without --append to start afresh")
+    return rows
 
 
 def _write_md(result: dict, out: Path) -> None:
@@ -189,7 +265,7 @@ def _write_md(result: dict, out: Path) -> None:
             lines.append(f"| {r['sampler']} | {r['library']} | {r['nfe_budget']} | n/a: {r['error']} | | | |")
         else:
             lines.append(f"| {r['sampler']} | {r['library']} | {r['nfe']} | {r[q]:.4f} | {1e3 * r['seconds_per_sample']:.2f} | "
-                         f"{r['overhead_ms_per_step']:.3f} | {r['network_ms_per_step']:.3f} |")
+                         f"{r.get('overhead_ms_per_step', float('nan')):.3f} | {r.get('network_ms_per_step', float('nan')):.3f} |")
     out.write_text("\n".join(lines) + "\n")
 
 

@@ -2,29 +2,92 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
 from pathlib import Path
 
+import click
 import typer
 
+from ._checks import choose
 from .bench import DEFAULT_SAMPLERS
 
 app = typer.Typer(help="difflab: diffusion generative models, small, correct and fast.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 
+# What a user's input can get wrong ends here: a one-line message and exit code 2, never a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, OSError, ImportError)
+
 
 def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    lines = str(message).strip().splitlines() or ["(no message)"]
+    typer.secho(f"error: {lines[0]}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
 
-@app.command()
+def _clean_errors(command):
+    """Every command: a user error (USER_ERRORS) is one line and exit 2; Ctrl-C says what was kept (130);
+    anything else is named as a difflab bug in one line (exit 1; DIFFLAB_DEBUG=1 shows the traceback)."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            typer.secho("interrupted: nothing after the last checkpoint or output file was kept; run the same command "
+                        "to continue (training resumes from its last checkpoint)", fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(130) from None
+        except MemoryError:
+            _fail("out of memory: use a smaller batch (--batch, train.batch_size) or a smaller model")
+        except USER_ERRORS as e:
+            _fail(str(e) or type(e).__name__)
+        except Exception as e:
+            if os.environ.get("DIFFLAB_DEBUG"):
+                raise
+            first = (str(e).strip().splitlines() or [""])[0]
+            typer.secho(f"error: unexpected {type(e).__name__}: {first} (a difflab bug: please report it with the command; "
+                        "DIFFLAB_DEBUG=1 shows where)", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+
+    return run
+
+
+def _command(*args, **kwargs):
+    """`app.command`, with every command's errors made clean (`_clean_errors`)."""
+    def wrap(fn):
+        return app.command(*args, **kwargs)(_clean_errors(fn))
+    return wrap
+
+
+def _budgets(text: str) -> list[int]:
+    """--nfe: comma-separated integers >= 1."""
+    try:
+        budgets = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        budgets = []
+    if not budgets or min(budgets) < 1:
+        _fail(f"--nfe takes comma-separated integers >= 1 (e.g. 5,10,20), got {text!r}")
+    return budgets
+
+
+def _check_device(name: str) -> str:
+    from .training.distributed import resolve_device
+
+    resolve_device(name)
+    return name
+
+
+@_command()
 def train(
-    config: str = typer.Argument(..., help="A TOML file, or a preset: toy2d, digits, fashion_mnist."),
+    config: str = typer.Argument(..., help="A TOML file, or a preset: toy2d, ncsn2d, flow2d, digits, fashion_mnist."),
     set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set train.steps=500 (repeatable)."),
     out: Path = typer.Option(None, help="Run folder (default: runs/<name>)."),
-    fresh: bool = typer.Option(False, help="Start over instead of resuming the run folder's latest checkpoint."),
+    fresh: bool = typer.Option(False, help="Start over instead of resuming the run folder's latest checkpoint "
+                                "(its checkpoints are deleted once everything else has checked out)."),
     device: str = typer.Option(None, help="cpu, cuda, cuda:N or auto (default: the config's train.device)."),
 ):
     """Train a model; resumes from the run folder's latest checkpoint. Works under torchrun."""
@@ -32,78 +95,118 @@ def train(
     from .training import TrainingDiverged
     from .training import train as run_training
 
-    try:
-        cfg = load_config(config, [*set_, *([f'train.device="{device}"'] if device else [])])
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+    cfg = load_config(config, [*set_, *([f"train.device={json.dumps(device)}"] if device else [])])
     run_dir = out or Path("runs") / cfg.name
-    if fresh and run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        _fail(f"--out {run_dir} is a file; a run folder is a directory")
     try:
-        result = run_training(cfg, run_dir)
-    except (TrainingDiverged, ValueError, FileNotFoundError) as e:
+        result = run_training(cfg, run_dir, resume=not fresh)
+    except TrainingDiverged as e:
         _fail(str(e))
     typer.echo(f"{run_dir}: {result.step} steps, last loss {result.last_loss:.4f}, {result.seconds:.0f} s")
 
 
-@app.command()
+def _labels_for(run: Path, cfg, label: int | None, n: int):
+    """The label of each sample: --label for all, or every class in turn for a class-conditional run."""
+    import torch
+
+    import difflab as dl
+
+    info = dl.runs.data_info(run)
+    if not cfg.model.class_conditional:
+        if label is not None:
+            _fail(f"{run} is an unconditional model (model.class_conditional = false): --label does not apply")
+        return None
+    classes = info.get("num_classes") or 0
+    if label is None:
+        return torch.arange(n) % classes
+    if not 0 <= label < classes:
+        names = info.get("class_names") or []
+        shown = ", ".join(f"{i} ({c})" for i, c in enumerate(names)) if names else f"0 .. {classes - 1}"
+        _fail(f"--label {label} is not a class of this run; its classes: {shown}")
+    return torch.full((n,), label, dtype=torch.long)
+
+
+def _write_atomically(out: Path, write) -> None:
+    """Write a file through a temporary neighbour, so a failure leaves what was there before."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}{out.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@_command()
 def sample(
     run: Path = typer.Argument(..., help="A run folder written by `difflab train`."),
-    sampler: str = typer.Option(None, help="Sampler name (default: the run's [sample] sampler)."),
+    sampler: str = typer.Option(None, help="Sampler (default: the run's [sample] sampler), or a spec name[@grid][:key=value], "
+                                "e.g. dpmpp_2m@karras:rho=5 or ddim:eta=0.5."),
     steps: int = typer.Option(None, min=1, help="Number of steps (default: the run's)."),
     grid: str = typer.Option(None, help="Step grid: uniform, leading, trailing, linspace, karras, log_snr."),
     n: int = typer.Option(64, min=1, help="Number of samples."),
     seed: int = typer.Option(0),
-    label: int = typer.Option(None, help="Class label for a class-conditional model."),
+    label: int = typer.Option(None, help="Class label for a class-conditional model (default: every class in turn)."),
+    batch: int = typer.Option(500, min=1, help="Samples per batch (the samples do not depend on it)."),
     out: Path = typer.Option(Path("samples.png"), help="Output: FILE.png (a grid of images, or a 2-D scatter), FILE.npz (arrays) "
                                     "or a folder DIR/ (one PNG per image, for external FID tools)."),
     device: str = typer.Option("cpu"),
 ):
     """Sample a trained run with any sampler."""
     import numpy as np
-    import torch
 
     import difflab as dl
 
-    try:
-        den, path, cfg = dl.load(run, device=device)
-        shape = tuple(dl.runs.data_info(run)["shape"])
-        cond = {"cond": torch.full((n,), label, dtype=torch.long, device=device)} if label is not None else None
-        options = cfg.sample.options if sampler in (None, cfg.sample.sampler) else {}
-        g = torch.Generator().manual_seed(seed)
-        x1 = dl.runs.source_sample(cfg, n, g, device)  # a flow from a data set starts there
-        x, info = dl.sample(den, path, (n, *shape), x=x1, sampler=sampler or cfg.sample.sampler, steps=steps or cfg.sample.steps,
-                            grid=grid or cfg.sample.grid or None, generator=g, device=device, cond=cond, return_info=True, **options)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
-    if out.suffix == "" or out.is_dir():
-        if x.ndim != 4:
-            _fail(f"a folder of PNGs holds images; these samples have shape {tuple(x.shape[1:])}: use --out FILE.npz")
+    folder = out.suffix == "" or out.is_dir()
+    if not folder and out.suffix not in (".png", ".npz"):
+        _fail(f"--out must end in .png or .npz, or name a folder; got {out}")
+    _check_device(device)
+    cfg = dl.runs.run_config(run)
+    shape = tuple(dl.runs.data_info(run)["shape"])
+    if folder and len(shape) != 3:
+        _fail(f"a folder of PNGs holds images; these samples have shape {shape}: use --out FILE.npz")
+    if out.suffix == ".png" and len(shape) != 3 and shape != (2,):
+        _fail(f"cannot draw samples of shape {shape} as a PNG; use --out FILE.npz")
+    labels = _labels_for(run, cfg, label, n)
+    spec = dl.sampling.parse_sampler_spec(sampler or cfg.sample.sampler)
+    if grid is not None:
+        choose(grid, dl.samplers.grids.GRIDS, "grid")
+    own = spec.sampler == cfg.sample.sampler and not spec.options
+    options = {**(cfg.sample.options if own else {}), **spec.options}
+    grid_name = grid or spec.grid or cfg.sample.grid or None
+    grid_options = spec.grid_options or (cfg.sample.grid_options if own and grid_name == (cfg.sample.grid or None) else {})
+    steps = steps or (None if spec.sampler == "ode_rk45" else cfg.sample.steps)
+    den, path, cfg = dl.load(run, device=device)
+    import torch
+
+    x, info = dl.sampling.sample_batched(den, path, n, shape, seed=seed, batch_size=batch, device=device,
+                                         x=dl.runs.source_sample(cfg, n, torch.Generator().manual_seed(seed)),
+                                         cond={"label": labels} if labels is not None else None, sampler=spec.sampler,
+                                         steps=steps, grid=grid_name, grid_options=grid_options, return_info=True, **options)
+    if folder:
         dl.viz.save_images(x, out)
     elif out.suffix == ".npz":
-        np.savez(out, samples=x.cpu().numpy(), nfe=info.nfe, timesteps=info.timesteps.numpy())
-    elif out.suffix == ".png":
-        if x.ndim == 4:
-            dl.viz.save_image_grid(x, out, scale=max(1, 128 // shape[-1]))
-        elif x.shape[1] == 2:
-            dl.viz.scatter_grid({"": {f"{n} samples": x}}, out)
-        else:
-            _fail(f"cannot draw samples of shape {tuple(x.shape[1:])} as a PNG; use --out FILE.npz")
+        extra = {"labels": labels.numpy()} if labels is not None else {}
+        _write_atomically(out, lambda tmp: np.savez(tmp, samples=x.numpy(), nfe=info.nfe, timesteps=info.timesteps.numpy(),
+                                                    **extra))
+    elif x.ndim == 4:
+        nrow = dl.runs.data_info(run).get("num_classes") if labels is not None and label is None else None
+        _write_atomically(out, lambda tmp: dl.viz.save_image_grid(x, tmp, nrow=nrow, scale=max(1, 128 // shape[-1])))
     else:
-        _fail(f"--out must end in .png or .npz, or name a folder; got {out}")
-    typer.echo(f"wrote {out} ({n} samples, {info.nfe} network evaluations)")
+        _write_atomically(out, lambda tmp: dl.viz.scatter_grid({"": {f"{n} samples": x}}, tmp))
+    typer.echo(f"wrote {out} ({n} samples, {info.nfe} network evaluations per sample)")
 
 
-@app.command("eval")
+@_command("eval")
 def eval_(
     run: Path = typer.Argument(..., help="A run folder written by `difflab train`."),
     nll: bool = typer.Option(False, "--nll", help="Negative log-likelihood by the probability-flow ODE (bits/dim for images)."),
     elbo: bool = typer.Option(False, "--elbo", help="The DDPM ELBO (on the path's own steps; bits/dim for images)."),
     metrics: str = typer.Option("", help="Comma-separated: fid, prdc (images); w2, sw, mmd, energy, nll_samples (toy "
                                 "sets); nll, elbo (as --nll, --elbo)."),
-    sampler: str = typer.Option(None, help="Sampler for the sample metrics (default: the run's)."),
+    sampler: str = typer.Option(None, help="Sampler for the sample metrics (default: the run's), or a spec "
+                                "name[@grid][:key=value] as for `difflab sample`."),
     steps: int = typer.Option(None, min=1, help="Sampler steps (default: the run's)."),
     grid: str = typer.Option(None, help="Step grid for the sampler (default: the run's): uniform, leading, trailing, "
                              "linspace, karras, log_snr."),
@@ -129,44 +232,49 @@ def eval_(
     on_samples = [m for m in wanted if m in SAMPLE_METRICS]
     if not (nll or elbo or on_samples):
         _fail("say what to measure: --metrics fid,prdc (or w2,mmd,... on toy sets), --nll, --elbo")
+    if method is not None:
+        choose(method, ("exact", "hutchinson"), "--method")
+    if not (rtol > 0 and atol > 0):
+        _fail(f"--rtol and --atol must be > 0, got {rtol}, {atol}")
+    _check_device(device)
     command = "difflab eval " + " ".join(sys.argv[2:])
-    try:
-        if nll or elbo:
-            res = run_nll(run, split=split, n=n, method=method, probes=probes, rtol=rtol, atol=atol, flow=nll, with_elbo=elbo,
-                          elbo_terms=elbo_terms, batch_size=batch, seed=seed, device=device)
-            write_report(run, "likelihood", res, command)
-        if on_samples:
-            res = run_sample_metrics(run, on_samples, sampler=sampler, steps=steps, grid=grid, n=n or 1000, seed=seed,
-                                     device=device, batch_size=batch)
-            write_report(run, f"samples: {res['sampler']}, {res['steps']} steps, {res['grid']} grid", res, command)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+    if nll or elbo:
+        res = run_nll(run, split=split, n=n, method=method, probes=probes, rtol=rtol, atol=atol, flow=nll, with_elbo=elbo,
+                      elbo_terms=elbo_terms, batch_size=batch, seed=seed, device=device)
+        write_report(run, "likelihood", res, command)
+    if on_samples:
+        res = run_sample_metrics(run, on_samples, sampler=sampler, steps=steps, grid=grid, n=n or 1000, seed=seed,
+                                 device=device, batch_size=batch)
+        write_report(run, f"samples: {res['sampler']}, {res['steps']} steps, {res['grid']} grid", res, command)
     typer.echo((Path(run) / "eval.md").read_text())
 
 
-@app.command()
+@_command()
 def info(run: Path = typer.Argument(..., help="A run folder.")):
     """What a run is: configuration, data, progress, and any reports it holds."""
     import difflab as dl
 
-    try:
-        cfg = dl.runs.run_config(run)
-        data = dl.runs.data_info(run)
-    except FileNotFoundError as e:
-        _fail(str(e))
-    ckpt = dl.training.latest_checkpoint(run)
+    cfg = dl.runs.run_config(run)
+    data = dl.runs.data_info(run)
+    ckpt, damaged = dl.training.latest_valid_checkpoint(run)
     state = dl.training.checkpoint.read_state(ckpt) if ckpt else {}
     typer.echo(f"run       {run}")
+    typer.echo(f"kind      {cfg.kind}" + "".join(f", requires {role} = {where}" for role, where in cfg.requires.items()))
     typer.echo(f"data      {data['name']}: {data['size']} examples of shape {tuple(data['shape'])}"
                + (f", {data['num_classes']} classes" if data.get("num_classes") else ""))
     typer.echo(f"model     {cfg.model.kind} ({'class-conditional' if cfg.model.class_conditional else 'unconditional'})")
     typer.echo(f"diffusion {cfg.diffusion.path}, predicts {cfg.diffusion.prediction}, weighting {cfg.diffusion.weighting}")
     typer.echo(f"progress  {state.get('step', 0)} / {cfg.train.steps} steps" + (f", last loss {state['last_loss']:.4f}" if state else ""))
+    for bad, why in damaged:
+        typer.echo(f"damaged   {bad.name}: {why}")
     for report in sorted(Path(run).glob("report*.json")):
-        typer.echo(f"{report.name}: {json.dumps(json.loads(report.read_text()))}")
+        try:
+            typer.echo(f"{report.name}: {json.dumps(json.loads(report.read_text()))}")
+        except ValueError:
+            typer.echo(f"{report.name}: (damaged, not JSON)")
 
 
-@app.command()
+@_command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run folder for the model, pictures and report."),
     set_: list[str] = typer.Option([], "--set", help="Override a key of the digits preset, e.g. --set train.steps=500."),
@@ -177,17 +285,15 @@ def demo(
     """The main job: train a pixel DDPM on the built-in 8x8 digits, sample it, judge and draw the samples."""
     from .demo import digits_demo
 
-    try:
-        report = digits_demo(out, overrides=set_, n=n, seed=seed, device=device, log=typer.echo)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+    _check_device(device)
+    report = digits_demo(out, overrides=set_, n=n, seed=seed, device=device, log=typer.echo)
     typer.echo((out / "report.md").read_text())
     typer.echo(f"pictures: {out / 'samples.png'}, {out / 'reverse.gif'}, {out / 'loss.png'}")
     if not report["goal_met"]:
         typer.secho("the quality goal was not met (see the report)", fg=typer.colors.YELLOW, err=True)
 
 
-@app.command("oracle-demo")
+@_command("oracle-demo")
 def oracle_demo(
     out: Path = typer.Option(Path("runs/oracle-demo"), help="Folder for the picture and the report."),
     n: int = typer.Option(4000, min=100, help="Samples per sampler."),
@@ -198,14 +304,11 @@ def oracle_demo(
     """Every sampler on an exact 8-mode ring (no training): a picture and a table against NFE."""
     from .demo import oracle_demo as run
 
-    try:
-        budgets = [int(b) for b in nfe.split(",")]
-        run(out, n=n, budgets=budgets, seed=seed, device=device, log=typer.echo)
-    except ValueError as e:
-        _fail(str(e))
+    _check_device(device)
+    run(out, n=n, budgets=_budgets(nfe), seed=seed, device=device, log=typer.echo)
 
 
-@app.command()
+@_command()
 def version():
     """Print difflab's version."""
     import difflab
@@ -218,6 +321,7 @@ app.add_typer(bench_app, name="bench")
 
 
 @bench_app.command("samplers")
+@_clean_errors
 def bench_samplers(
     run: Path = typer.Argument(..., help="A run folder written by `difflab train`."),
     nfe: str = typer.Option("5,10,20,50", help="Comma-separated network-evaluation budgets."),
@@ -235,15 +339,12 @@ def bench_samplers(
     """Quality (FD for images, W2 for toy sets) and time of every sampler against NFE; a table and a plot."""
     from .bench import bench_samplers as run_bench
 
-    try:
-        budgets = [int(v) for v in nfe.split(",") if v.strip()]
-    except ValueError:
-        _fail(f"--nfe takes comma-separated integers, got {nfe!r}")
-    try:
-        run_bench(run, samplers=[s.strip() for s in samplers.split(",") if s.strip()], nfes=budgets, n=n, seed=seed,
-                  device=device, batch_size=batch, diffusers=diffusers, append=append, log=typer.echo)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        _fail(str(e))
+    specs = [s.strip() for s in samplers.split(",") if s.strip()]
+    if not specs:
+        _fail("--samplers names no sampler")
+    _check_device(device)
+    run_bench(run, samplers=specs, nfes=_budgets(nfe), n=n, seed=seed, device=device, batch_size=batch,
+              diffusers=diffusers, append=append, log=typer.echo)
     typer.echo((Path(run) / "bench_samplers.md").read_text())
     typer.echo(f"plot: {Path(run) / 'bench_samplers.png'}")
 

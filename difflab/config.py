@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -126,6 +127,8 @@ class TrainConfig:
 
     def __post_init__(self):
         _positive(self, "steps", "batch_size", "checkpoint_every", "keep_last", "log_every")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            raise ValueError(f"train.device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}")
         choose(self.lr_decay, LR_DECAYS, "train.lr_decay")
         if not 0 <= self.decay_from < 1:
             raise ValueError(f"train.decay_from must be in [0, 1), got {self.decay_from}")
@@ -142,24 +145,39 @@ class SampleConfig:
     grid: str = ""  # empty: the path's default grid
     n: int = 64
     options: dict = field(default_factory=dict)  # the sampler's own keywords, e.g. {steps_per_level = 100}
+    grid_options: dict = field(default_factory=dict)  # the grid's own keywords, e.g. {rho = 5} for karras
 
     def __post_init__(self):
         from .samplers import SAMPLERS
-        from .samplers.grids import GRIDS
-        from .sampling import sampler_options
+        from .samplers.grids import GRIDS, grid_options
+        from .sampling import about
 
         choose(self.sampler, SAMPLERS, "sample.sampler")
-        own = sampler_options(self.sampler)
-        for key in self.options:
-            choose(key, own, f"sample.options key for sampler {self.sampler!r}")
+        try:
+            about(self.sampler).check(self.sampler, self.options)
+        except ValueError as e:
+            raise ValueError(f"sample.options: {e}") from None
         if self.grid:
             choose(self.grid, GRIDS, "sample.grid")
+        own = grid_options(self.grid) if self.grid else {}
+        for key, value in self.grid_options.items():
+            if key not in own:
+                raise ValueError(f"sample.grid_options key {key!r} is not an option of the "
+                                 + (f"{self.grid!r} grid (its options: {', '.join(own) or 'none'})" if self.grid else
+                                    "default grid: name a grid (sample.grid = \"karras\") to give its options"))
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"sample.grid_options.{key} must be a number, got {value!r}")
         _positive(self, "steps", "n")
+
+
+RUN_KINDS = ("diffusion",)  # what a run can hold (`difflab.runs` builds and loads each)
 
 
 @dataclass
 class Config:
     name: str = "run"
+    kind: str = "diffusion"  # what the run holds: diffusion (a denoiser on a path; flows too)
+    requires: dict = field(default_factory=dict)  # other runs this one is built on: role -> run folder
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -167,6 +185,19 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def __post_init__(self):
+        choose(self.kind, RUN_KINDS, "kind")
+        for role, where in self.requires.items():
+            if not isinstance(where, str) or not where:
+                raise ValueError(f"requires.{role} must name a run folder (a string), got {where!r}")
+        if self.kind == "diffusion":
+            from .losses import check_weighting
+
+            path = build_path(self.diffusion)
+            try:
+                check_weighting(self.diffusion.weighting, path, build_time_sampler(self.diffusion, path))
+            except ValueError as e:
+                raise ValueError(f"diffusion.weighting = {self.diffusion.weighting!r} with diffusion.path = "
+                                 f"{self.diffusion.path!r}: {e}") from None
         if self.data.source:
             path = build_path(self.diffusion)
             a1, s1 = float(path.alpha(1.0)), float(path.sigma(1.0))
@@ -310,7 +341,7 @@ def build_time_sampler(cfg: DiffusionConfig, path):
 
     if cfg.time_sampler == "log_normal":
         return losses.LogNormal(path)
-    if path.T is not None:
+    if path.discrete:
         return losses.UniformDiscrete(path.T)
     return losses.Uniform(cfg.t_min)
 

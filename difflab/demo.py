@@ -11,7 +11,7 @@ import torch
 from . import metrics, oracles, paths, viz
 from .config import load_config
 from .runs import data_info, load
-from .sampling import sample, steps_for_nfe
+from .sampling import sample, sample_batched
 from .training import train
 
 DEMO_SAMPLERS = ["ddpm", "ddim", "euler_maruyama", "pc", "ode_euler", "ode_heun", "dpmpp_2m", "dpmpp_2m_sde", "annealed_langevin"]
@@ -34,14 +34,13 @@ def digits_demo(out: str | Path = "runs/demo", *, overrides: list[str] | None = 
     den, path, cfg = load(out, device=device)
     shape = tuple(data_info(out)["shape"])
     s = cfg.sample
-    g = torch.Generator().manual_seed(seed)
+    how = {"sampler": s.sampler, "steps": s.steps, "grid": s.grid or None, "grid_options": s.grid_options, **s.options}
     t1 = time.time()
-    x, info = sample(den, path, (n, *shape), sampler=s.sampler, steps=s.steps, grid=s.grid or None, generator=g,
-                     device=device, return_info=True, **s.options)
+    x, info = sample_batched(den, path, n, shape, seed=seed, device=device, return_info=True, **how)
     sample_s = time.time() - t1
     frames = []
-    sample(den, path, (64, *shape), sampler=s.sampler, steps=s.steps, grid=s.grid or None, **s.options,
-           generator=torch.Generator().manual_seed(seed + 1), device=device, callback=lambda d: frames.append(d["x"].clamp(-1, 1)))
+    sample(den, path, (64, *shape), generator=torch.Generator().manual_seed(seed + 1), device=device,
+           callback=lambda d: frames.append(d["x"].clamp(-1, 1)), **how)
 
     predict, clf_acc = metrics.digits_classifier()
     rep = metrics.class_report(predict(x))
@@ -79,7 +78,7 @@ Pictures: `samples.png` (100 samples), `reverse.gif` (noise to digits), `loss.pn
 def oracle_demo(out: str | Path = "runs/oracle-demo", *, n: int = 4000, budgets=(10, 50), seed: int = 0,
                 device: str = "cpu", log=print) -> list[tuple]:
     """Every sampler on the exact 8-mode ring (DDPM linear schedule), at each NFE budget: a picture and a table."""
-    from tqdm import tqdm
+    from .bench import difflab_job, sweep
 
     out = Path(out)
     dev = torch.device(device)
@@ -89,16 +88,20 @@ def oracle_demo(out: str | Path = "runs/oracle-demo", *, n: int = 4000, budgets=
     g = torch.Generator().manual_seed(seed)
     data = mix.sample(n, g, device=dev)
     floor = metrics.sliced_wasserstein(mix.sample(n, g, device=dev), data, generator=torch.Generator().manual_seed(1))
-    panels, subs, rows = {}, {}, []
-    for b, s in tqdm([(b, s) for b in budgets for s in DEMO_SAMPLERS], desc="sampling", unit="run"):
-        t0 = time.perf_counter()
-        x, info = sample(den, path, (n, 2), sampler=s, generator=torch.Generator().manual_seed(seed), device=dev,
-                         return_info=True, **steps_for_nfe(s, b))
-        secs = time.perf_counter() - t0
-        sw = metrics.sliced_wasserstein(x, data, generator=torch.Generator().manual_seed(1))
-        panels.setdefault(f"~{b} NFE", {})[s] = x
-        subs.setdefault(f"~{b} NFE", {})[s] = f"NFE {info.nfe}, SW2 {sw:.3f}"
-        rows.append((b, s, info.nfe, sw, secs))
+    panels, subs = {}, {}
+
+    def keep(job, nfe, x):
+        panels.setdefault(f"~{nfe} NFE", {})[job.label] = x
+
+    def score(x):
+        return {"SW2": metrics.sliced_wasserstein(x, data, generator=torch.Generator().manual_seed(1))}
+
+    x_T = path.prior_sample((n, 2), torch.Generator().manual_seed(seed), device=dev)
+    found = sweep([difflab_job(den, path, s) for s in DEMO_SAMPLERS], x_T, budgets, score, seed=seed, batch_size=n,
+                  on_samples=keep, log=None, errors=())
+    rows = [(r["nfe_budget"], r["sampler"], r["nfe"], r["SW2"], r["seconds_per_sample"] * n) for r in found]
+    for b, s, k, sw, _ in rows:
+        subs.setdefault(f"~{b} NFE", {})[s] = f"NFE {k}, SW2 {sw:.3f}"
     out.mkdir(parents=True, exist_ok=True)
     png = viz.scatter_grid(panels, out / "samplers.png", reference=data.cpu(), subtitles=subs, lim=1.4 * float(data.abs().max()),
                            title=f"8-mode ring, DDPM linear schedule, exact denoiser; data in grey; noise floor SW2 {floor:.3f}")

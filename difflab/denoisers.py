@@ -6,10 +6,19 @@ into this form, so every sampler works with every parameterisation. By Tweedie's
 denoiser and the score carry the same information:
 
     score(x_t, t) = (alpha(t) D(x_t, t) - x_t) / sigma(t)^2,     eps_hat = (x_t - alpha D) / sigma.
+
+Network evaluations (NFE) are counted where the network is called: a sampler (or a likelihood)
+counts the examples that pass through the network during its run, divided by its batch size, so
+a denoiser that evaluates the network twice per call (guidance: a conditional and an unconditional
+pass, even as one doubled batch) reports twice the NFE. A `NetworkDenoiser` reports its own
+evaluations (`record_evaluation`); any other callable (an oracle, a lambda) counts as one
+evaluation of its batch per call, unless something inside it reports. `counted(den)` gives a plain
+callable that rule when a transform calls it more than once.
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 
 from torch import Tensor
@@ -17,7 +26,8 @@ from torch import Tensor
 from . import targets
 from ._checks import choose
 
-__all__ = ["as_denoiser", "NetworkDenoiser", "CountingDenoiser", "count_calls", "score_from_denoiser", "clipped"]
+__all__ = ["as_denoiser", "NetworkDenoiser", "CountingDenoiser", "count_calls", "counted", "record_evaluation",
+           "score_from_denoiser", "clipped"]
 
 Denoiser = Callable[..., Tensor]
 
@@ -31,6 +41,7 @@ class NetworkDenoiser:
         self.prediction = choose(prediction, targets.KINDS, "prediction kind")
 
     def __call__(self, x_t: Tensor, t: Tensor, **cond) -> Tensor:
+        record_evaluation(x_t.shape[0])
         pred = self.net(x_t, t, **cond)
         if pred.shape != x_t.shape:
             raise ValueError(
@@ -51,16 +62,72 @@ def as_denoiser(net: Callable[..., Tensor], path, prediction: str = "eps") -> Ne
     return NetworkDenoiser(net, path, prediction)
 
 
-class CountingDenoiser:
-    """Counts the network evaluations (NFE) made through it; one call on a batch is one NFE."""
+class _Tally:
+    """Examples evaluated by the network during one counted run (`marks` tells whether any were reported)."""
+
+    def __init__(self):
+        self.examples = 0.0
+        self.marks = 0
+
+    def add(self, n: int) -> None:
+        self.examples += n
+        self.marks += 1
+
+
+_TALLY: contextvars.ContextVar[_Tally | None] = contextvars.ContextVar("difflab_nfe_tally", default=None)
+
+
+def record_evaluation(batch: int) -> None:
+    """Report that the network evaluated `batch` examples (a no-op outside a counted run)."""
+    tally = _TALLY.get()
+    if tally is not None:
+        tally.add(int(batch))
+
+
+class _Counted:
+    """A denoiser that reports one evaluation of its batch per call, unless its inner denoiser reported."""
 
     def __init__(self, denoiser: Denoiser):
         self.denoiser = denoiser
-        self.nfe = 0
 
     def __call__(self, x_t: Tensor, t: Tensor, **cond) -> Tensor:
-        self.nfe += 1
-        return self.denoiser(x_t, t, **cond)
+        tally = _TALLY.get()
+        if tally is None:
+            return self.denoiser(x_t, t, **cond)
+        marks = tally.marks
+        out = self.denoiser(x_t, t, **cond)
+        if tally.marks == marks:  # a plain callable: the call is the evaluation
+            tally.add(x_t.shape[0])
+        return out
+
+
+def counted(denoiser: Denoiser) -> Denoiser:
+    """`denoiser`, counted as one network evaluation of its batch per call unless it reports its own
+    (see the module doc); for transforms that call a denoiser several times."""
+    return denoiser if isinstance(denoiser, (_Counted, NetworkDenoiser)) else _Counted(denoiser)
+
+
+class CountingDenoiser:
+    """Counts the network evaluations (NFE) made through it: the examples the network evaluated during
+    its calls divided by the batch of each call (one call of a plain network on a batch is one NFE)."""
+
+    def __init__(self, denoiser: Denoiser):
+        self.denoiser = _Counted(denoiser)
+        self._nfe = 0.0
+
+    @property
+    def nfe(self) -> int | float:
+        return int(self._nfe) if float(self._nfe).is_integer() else self._nfe
+
+    def __call__(self, x_t: Tensor, t: Tensor, **cond) -> Tensor:
+        tally = _Tally()
+        token = _TALLY.set(tally)
+        try:
+            out = self.denoiser(x_t, t, **cond)
+        finally:
+            _TALLY.reset(token)
+        self._nfe += tally.examples / max(x_t.shape[0], 1)
+        return out
 
 
 def count_calls(denoiser: Denoiser) -> CountingDenoiser:
@@ -71,7 +138,7 @@ def score_from_denoiser(denoiser: Denoiser, path, x_t: Tensor, t: Tensor, **cond
     """Tweedie: grad log p_t(x_t) = (alpha D(x_t, t) - x_t) / sigma^2."""
     x0 = denoiser(x_t, t, **cond)
     _, eps = targets.to_x0_eps("x0", x0, x_t, path, t)
-    return targets.from_x0_eps("score", x0, eps, path, t)
+    return targets.from_x0_eps("score", x0, eps, path, t)  # = targets.score_of with the path's alpha, sigma
 
 
 class ClippedDenoiser:

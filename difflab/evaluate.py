@@ -116,28 +116,30 @@ SAMPLE_METRICS = ("fid", "prdc", "w2", "sw", "mmd", "energy", "nll_samples")
 
 
 def _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels=None, grid=None):
-    """n samples of a run (by batches), with the run's own sampler settings unless overridden."""
+    """n samples of a run (by batches, the same for any batch size), with the run's own sampler settings
+    unless overridden."""
+    from ._checks import choose
     from .runs import source_sample
-    from .sampling import default_grid, sample
+    from .samplers.grids import GRIDS
+    from .sampling import default_grid, parse_sampler_spec, sample_batched
 
+    spec = parse_sampler_spec(sampler or cfg.sample.sampler)  # a name, or name[@grid][:key=value...]
+    if grid is not None:
+        choose(grid, GRIDS, "grid")
+    own = spec.sampler == cfg.sample.sampler and not spec.options
+    options = {**(cfg.sample.options if own else {}), **spec.options}
+    steps = None if spec.sampler == "ode_rk45" and steps is None else (steps or cfg.sample.steps)
+    grid = grid or spec.grid or cfg.sample.grid or None
+    grid_opts = spec.grid_options or (cfg.sample.grid_options if own and grid == (cfg.sample.grid or None) and steps else {})
     den, path, _ = load(run_dir, device=device)
     shape = tuple(data_info(run_dir)["shape"])
-    sampler = sampler or cfg.sample.sampler
-    options = cfg.sample.options if sampler == cfg.sample.sampler else {}
-    steps = None if sampler == "ode_rk45" and steps is None else (steps or cfg.sample.steps)
-    grid = grid or cfg.sample.grid or None
-    g = torch.Generator().manual_seed(seed)
-    out, nfe = [], 0
     t0 = time.time()
-    for i in range(0, n, batch_size):
-        b = min(batch_size, n - i)
-        cond = {"cond": labels[i:i + b].to(device)} if labels is not None else None
-        x, info = sample(den, path, (b, *shape), x=source_sample(cfg, b, g, device), sampler=sampler, steps=steps,
-                         grid=grid, generator=g, device=device, cond=cond, return_info=True, **options)
-        out.append(x.cpu())
-        nfe = info.nfe
-    return torch.cat(out), {"sampler": sampler, "grid": grid or default_grid(path), "steps": steps, "nfe": nfe,
-                            "sample_seconds": round(time.time() - t0, 1)}
+    x, info = sample_batched(den, path, n, shape, seed=seed, batch_size=batch_size, device=device,
+                             x=source_sample(cfg, n, torch.Generator().manual_seed(seed)),
+                             cond={"label": labels} if labels is not None else None, sampler=spec.sampler, steps=steps,
+                             grid=grid, grid_options=grid_opts, return_info=True, **options)
+    return x, {"sampler": spec.label, "grid": grid or default_grid(path), "steps": steps, "nfe": info.nfe,
+               "sample_seconds": round(time.time() - t0, 1)}
 
 
 def run_sample_metrics(run_dir, metrics=("fid", "prdc"), *, sampler: str | None = None, steps: int | None = None,
@@ -216,9 +218,17 @@ def write_report(run_dir, key: str, result: dict, command: str) -> Path:
     """Merge `result` under `key` into run_dir/eval.json and rewrite run_dir/eval.md from it."""
     run_dir = Path(run_dir)
     path = run_dir / "eval.json"
-    allres = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        allres = json.loads(path.read_text()) if path.exists() else {}
+        if not isinstance(allres, dict):
+            raise ValueError
+    except (ValueError, UnicodeDecodeError):  # a damaged report is kept aside, not silently dropped
+        path.replace(path.with_suffix(".json.damaged"))
+        allres = {}
     allres[key] = {**result, "command": command}
-    path.write_text(json.dumps(allres, indent=2))
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(allres, indent=2))
+    tmp.replace(path)
     lines = [f"# Evaluation of `{run_dir}`", ""]
     for k, r in allres.items():
         if k.startswith("samples"):

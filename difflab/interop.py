@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .denoisers import CountingDenoiser
+from .targets import eps_of
 
 __all__ = ["diffusers_sample", "time_of_timestep", "diffusers_denoiser", "path_of_scheduler"]
 
@@ -40,18 +41,18 @@ def path_of_scheduler(scheduler):
 
 
 def diffusers_denoiser(model, path, prediction_type: str = "epsilon"):
-    """A difflab denoiser D(x_t, t, cond=None) from a diffusers model trained on `path` (module doc)."""
+    """A difflab denoiser D(x_t, t, label=None) from a diffusers model trained on `path` (module doc)."""
     from ._checks import choose
     from .denoisers import as_denoiser
 
     kind = _KINDS[choose(prediction_type, _KINDS, "diffusers prediction_type")]
-    if getattr(path, "T", None) is None:
+    if not path.discrete:
         raise ValueError("a diffusers model belongs to a discrete-time path: use path_of_scheduler(scheduler)")
     T = path.T
 
-    def net(x, t, cond=None):
+    def net(x, t, label=None):
         k = t.to(torch.float32) * T - 1  # difflab time t_k = (k + 1) / T
-        extra = {"class_labels": cond} if cond is not None else {}
+        extra = {"class_labels": label} if label is not None else {}
         return model(x, k, **extra).sample.to(x.dtype)
 
     return as_denoiser(net, path, kind)
@@ -59,11 +60,10 @@ def diffusers_denoiser(model, path, prediction_type: str = "epsilon"):
 
 def time_of_timestep(path, k) -> Tensor:
     """The difflab times of (possibly fractional) diffusers timesteps k on a DiscreteVP path."""
-    T = getattr(path, "T", None)
-    if T is None:
+    if not path.discrete:
         raise ValueError("diffusers timesteps belong to a discrete-time path (DiscreteVP)")
     abar = path.alphas_cumprod.numpy()
-    sig = np.interp(np.asarray(k, dtype=np.float64), np.arange(T), np.sqrt((1 - abar) / abar))
+    sig = np.interp(np.asarray(k, dtype=np.float64), np.arange(path.T), np.sqrt((1 - abar) / abar))
     return path.t_from_log_snr(torch.as_tensor(-2 * np.log(sig), dtype=torch.float64))
 
 
@@ -82,7 +82,7 @@ def diffusers_sample(scheduler, denoiser, path, x: Tensor, steps: int, *, genera
         model_in = scheduler.scale_model_input(sample, k)
         a, s = coefs[i]
         x0 = den(model_in, torch.full((x.shape[0],), float(times[i]), dtype=x.dtype, device=x.device))
-        eps = (model_in - a * x0) / s
+        eps = eps_of(model_in, x0, a, s)
         sample = scheduler.step(eps, k, sample, **extra).prev_sample
         if callback is not None:
             callback({"t": float(times[i]), "x": sample})

@@ -67,7 +67,7 @@ class LikelihoodInfo:
 
 def _t_start(path, t_start) -> float:
     if t_start is None:
-        t_start = path.t_min if path.T is not None else 1e-5
+        t_start = path.t_min if path.discrete else 1e-5
     t_start = float(t_start)
     if not 0 < t_start < 1:
         raise ValueError(f"t_start must lie in (0, 1) (where the flow starts from the data); got {t_start}")
@@ -210,7 +210,7 @@ def _elbo_grid(path, steps, timesteps) -> Tensor:
         ts = check_grid(timesteps)
     elif steps is not None:
         ts = torch.linspace(1, 0, int(steps) + 1, dtype=torch.float64)
-    elif path.T is not None:
+    elif path.discrete:
         ts = torch.arange(path.T, -1, -1, dtype=torch.float64) / path.T
     else:
         raise ValueError("a continuous path needs `steps=` or `timesteps=` to define the ELBO's chain")

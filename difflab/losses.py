@@ -45,7 +45,7 @@ from ._checks import batch_times, check_finite, check_same_shape, check_times, c
 from ._random import rand, randn
 from .divergence import exact_divergence, hutchinson_divergence, probes as draw_probes
 
-__all__ = ["WEIGHTINGS", "eps_weight", "loss_weight", "diffusion_loss", "UniformDiscrete", "Uniform", "LogNormal",
+__all__ = ["WEIGHTINGS", "check_weighting", "eps_weight", "loss_weight", "diffusion_loss", "UniformDiscrete", "Uniform", "LogNormal",
            "default_time_sampler", "explicit_score_matching", "ESM_METHODS", "flow_matching_loss"]
 
 WEIGHTINGS = ("simple", "elbo", "sigma2", "likelihood", "min_snr")
@@ -59,15 +59,32 @@ def _discrete_index(path, t: Tensor) -> Tensor:
     return i - 1
 
 
+def check_weighting(weighting: str, path, time_sampler=None) -> str:
+    """Refuse a weighting that `path` (with times from `time_sampler`) cannot honour, saying what would.
+
+    `elbo` on a discrete-time path is the bound of the DDPM chain: it needs the chain's betas (a
+    `DiscreteVP`; NCSN's noise ladder has none) and times on the path's grid i / T (uniform steps,
+    not a log-normal time sampler)."""
+    choose(weighting, WEIGHTINGS, "loss weighting")
+    if weighting == "elbo" and path.discrete:
+        if not hasattr(path, "betas"):
+            raise ValueError(f"the elbo weighting is the DDPM chain's bound and needs its betas; {path!r} has none "
+                             "(NCSN's noise ladder): use sigma2 (Song & Ermon's weighting), or a ddpm path")
+        if time_sampler is not None and not isinstance(time_sampler, UniformDiscrete):
+            raise ValueError(f"the elbo weighting on a discrete path needs times on its grid i/T; the "
+                             f"{type(time_sampler).__name__} time sampler draws others: use the default time sampler")
+    return weighting
+
+
 def eps_weight(weighting: str, path, t: Tensor, *, gamma: float = 5.0, variance: str = "beta") -> Tensor:
     """w(t) such that the weighted loss is w(t) ||eps - eps_hat||^2 (see the module docstring)."""
-    choose(weighting, WEIGHTINGS, "loss weighting")
+    check_weighting(weighting, path)
     t = torch.as_tensor(t)
     if weighting in ("simple", "sigma2"):
         return torch.ones_like(t, dtype=torch.float64)
     t64 = t.to(torch.float64)
     if weighting == "elbo":
-        if getattr(path, "T", None) is None:
+        if not path.discrete:
             return -0.5 * path.d_log_snr(t64)
         choose(variance, ("beta", "beta_tilde"), "ELBO variance")
         i = _discrete_index(path, t64)
@@ -134,8 +151,7 @@ class LogNormal:
 
 def default_time_sampler(path):
     """UniformDiscrete(T) on a discrete path, Uniform(t_min) otherwise."""
-    T = getattr(path, "T", None)
-    return UniformDiscrete(T) if T is not None else Uniform(path.t_min)
+    return UniformDiscrete(path.T) if path.discrete else Uniform(path.t_min)
 
 
 def diffusion_loss(net, path, x0: Tensor, *, prediction: str = "eps", weighting: str | Callable = "simple",

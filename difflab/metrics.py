@@ -72,7 +72,10 @@ def _quantiles(v: Tensor, m: int) -> Tensor:
 
 
 def sliced_wasserstein(x: Tensor, y: Tensor, *, projections: int = 256, generator: torch.Generator | None = None) -> float:
-    """Sliced 2-Wasserstein distance between the samples x (n, ...) and y (m, ...)."""
+    """Sliced 2-Wasserstein distance between the samples x (n, ...) and y (m, ...); the random directions
+    come from `generator` (by default a fixed seed, so the figure is a function of x and y alone)."""
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)  # never the global random state
     x, y = x.flatten(1), y.flatten(1)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"samples have different dimensions: {x.shape[1]} and {y.shape[1]}")
@@ -271,8 +274,9 @@ def fit_cnn_classifier(train, test=None, *, epochs: int = 2, batch_size: int = 1
     from .nets import SmallCNN
 
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    net = SmallCNN(train.shape[0], train.num_classes)
+    with torch.random.fork_rng(devices=[]):  # the initialisation draws from a seeded global RNG, then it is restored
+        torch.manual_seed(seed)
+        net = SmallCNN(train.shape[0], train.num_classes)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     n = len(train)
     steps = epochs * (n // batch_size)

@@ -58,6 +58,12 @@ class AffinePath:
     T: int | None = None
     t_min: float = 1e-3
 
+    @property
+    def discrete(self) -> bool:
+        """Whether this is a discrete-time path: T steps on the grid t_i = i / T (a model of it is trained
+        and evaluated on those times only)."""
+        return self.T is not None
+
     # -- the four primitives ------------------------------------------------------------------
     def alpha(self, t) -> Tensor:
         raise NotImplementedError

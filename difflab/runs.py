@@ -1,53 +1,269 @@
-"""Loading a trained run: `dl.load(run_dir)` gives back (denoiser, path, config), sampling with EMA weights."""
+"""Run folders: creating one (`train`) and loading one (`load`, `dl.load`). The application's edge.
+
+A run folder holds config.json (the whole configuration, with the run's `kind` and the runs it
+`requires`), data.json (what it was trained on), log.csv and checkpoints/ (`training.checkpoint`).
+The configuration is turned into objects here and only here: each kind of run says how to build its
+model and objective for the training loop (`training.fit`, which knows nothing of either) and what
+`load` gives back for it:
+
+| kind        | trains                                 | `load(run)` gives                 |
+|-------------|----------------------------------------|-----------------------------------|
+| `diffusion` | a network against `objectives.DiffusionObjective` (every path, prediction, weighting; flows with couplings) | (denoiser, path, config) |
+
+A run that depends on other runs names them in `requires` (role -> run folder); they must be there,
+complete, before it trains or loads (`required_runs`). Anything wrong in a run folder is a
+ValueError or FileNotFoundError with one line that says what and how to fix it.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config, build_model, build_path, build_source, load_config
+import torch
+
+from ._random import derive_seed
+from .config import Config, build_data, build_model, build_path, build_source, build_time_sampler, load_config
 from .denoisers import as_denoiser, clipped
-from .training.checkpoint import latest_checkpoint, load_tensors, read_state
+from .training.checkpoint import CheckpointDamaged, latest_valid_checkpoint, load_tensors, load_weights, read_state
+
+__all__ = ["train", "load", "load_network", "run_config", "data_info", "run_kind", "required_runs", "source_sample",
+           "data_record", "RUN_FILES"]
+
+RUN_FILES = ("config.json", "data.json")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _read_json(path: Path, what: str, fix: str) -> dict:
+    try:
+        value = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path.parent} is not a difflab run (no {path.name}); {fix}") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({what} is not valid JSON: {str(e).splitlines()[0][:120]}); {fix}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} is damaged ({what} must be a JSON object); {fix}")
+    return value
 
 
 def run_config(run_dir: str | Path) -> Config:
-    cfg_file = Path(run_dir) / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a difflab run (no config.json); train one with `difflab train CONFIG`")
-    return load_config(json.loads(cfg_file.read_text()))
+    """The run's configuration (config.json), checked as any configuration is."""
+    path = Path(run_dir) / "config.json"
+    values = _read_json(path, "the configuration", "train one with `difflab train CONFIG`, or restore config.json "
+                        "(every checkpoint's state.json holds a copy under \"config\")")
+    try:
+        return load_config(values)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path} does not hold a valid configuration: {e}") from None
 
 
 def data_info(run_dir: str | Path) -> dict:
-    """What the run was trained on: {'name', 'shape', 'num_classes', 'class_names', 'size'}."""
-    return json.loads((Path(run_dir) / "data.json").read_text())
+    """What the run was trained on: {'name', 'shape', 'num_classes', 'class_names', 'size', 'range'}."""
+    path = Path(run_dir) / "data.json"
+    info = _read_json(path, "the data record", "it is written when training starts: train the run again with --fresh")
+    shape = info.get("shape")
+    if not (isinstance(shape, list) and shape and all(isinstance(d, int) and d > 0 for d in shape)):
+        raise ValueError(f"{path} is damaged (no valid 'shape'); train the run again with --fresh")
+    return info
 
 
-def load_network(run_dir: str | Path, *, ema: bool = True, device="cpu"):
-    """The run's network with its EMA (or raw) weights from the latest checkpoint, in eval mode."""
+def data_record(data) -> dict:
+    """data.json: what a data set is, for loading a model without the data."""
+    from .data import ImageData
+
+    return {"name": data.name, "shape": list(data.shape), "size": len(data), "num_classes": data.num_classes,
+            "class_names": list(data.class_names), "range": [-1.0, 1.0] if isinstance(data, ImageData) else None}
+
+
+def run_kind(run_dir: str | Path) -> str:
+    return run_config(run_dir).kind
+
+
+# -- runs that need other runs -------------------------------------------------------------------
+
+def _find_run(where: str, dependent: Path) -> Path | None:
+    p = Path(where)
+    candidates = [p] if p.is_absolute() else [Path.cwd() / p, dependent.parent / p, dependent / p]
+    return next((c for c in candidates if (c / "config.json").is_file()), None)
+
+
+def required_runs(cfg: Config, run_dir: str | Path) -> dict[str, Path]:
+    """role -> folder of each run `cfg.requires`, each checked to be a run of the kind the role needs
+    with a checkpoint that loads. A relative folder is looked up from the current directory, then
+    beside `run_dir`."""
     run_dir = Path(run_dir)
-    cfg = run_config(run_dir)
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None:
-        raise FileNotFoundError(f"{run_dir} has no complete checkpoint yet")
-    info = data_info(run_dir)
-    net = build_model(cfg.model, tuple(info["shape"]), info["num_classes"]).to(device)
-    net.load_state_dict(load_tensors(ckpt / ("ema.safetensors" if ema else "model.safetensors"), device))
-    return net.eval().requires_grad_(False), cfg, read_state(ckpt)
+    need = KINDS[cfg.kind].requires
+    if need and set(cfg.requires) != set(need):
+        raise ValueError(f"a {cfg.kind} run requires {', '.join(f'requires.{r}' for r in need)} (the run folders of its "
+                         f"{', '.join(need.values())}); it names {', '.join(cfg.requires) or 'none'}")
+    found = {}
+    for role, where in cfg.requires.items():
+        path = _find_run(where, run_dir)
+        if path is None:
+            raise FileNotFoundError(f"{run_dir} requires the run {where!r} as its {role}, and it is not there (looked in "
+                                    f"{Path.cwd()} and {run_dir.parent}); train it first or fix requires.{role}")
+        kind = run_kind(path)
+        if role in need and kind != need[role]:
+            raise ValueError(f"requires.{role} = {where!r} is a {kind} run; a {need[role]} run is needed")
+        if latest_valid_checkpoint(path)[0] is None:
+            raise FileNotFoundError(f"the run {where!r} (requires.{role}) has no checkpoint that loads yet; train it first")
+        found[role] = path
+    return found
 
 
-def load(run_dir: str | Path, *, ema: bool = True, device="cpu", clip: bool = True):
-    """(denoiser, path, config) of a trained run; the denoiser takes `cond=labels` when class-conditional
-    and, for image data, is clipped to the data's range [-1, 1] (`denoisers.clipped`) unless `clip=False`
-    (likelihoods need the smooth, unclipped denoiser: clipping zeroes its Jacobian)."""
-    net, cfg, _ = load_network(run_dir, ema=ema, device=device)
+# -- kinds of run --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Kind:
+    """How one kind of run is built for training and given back by `load`; `requires`: role -> kind."""
+
+    build: object  # (cfg, data) -> (model, objective)
+    load: object  # (run_dir, net, cfg, data_info, clip) -> what `load` returns
+    requires: dict
+
+
+def _build_diffusion(cfg: Config, data):
+    from .objectives import DiffusionObjective
+
+    path = build_path(cfg.diffusion)
+    source = build_source(cfg.data)
+    if source is not None and tuple(source.sample(1).shape[1:]) != tuple(data.shape):
+        raise ValueError(f"data.source {cfg.data.source!r} has shape {tuple(source.sample(1).shape[1:])} per example; "
+                         f"the data have {tuple(data.shape)}")
+    model = build_model(cfg.model, data.shape, data.num_classes)
+    d = cfg.diffusion
+    objective = DiffusionObjective(path, prediction=d.prediction, weighting=d.weighting, time_sampler=build_time_sampler(d, path),
+                                   source=source, coupling=d.coupling, coupling_reg=d.coupling_reg,
+                                   conditions=("label",) if cfg.model.class_conditional else ())
+    return model, objective
+
+
+def _load_diffusion(run_dir, net, cfg: Config, info: dict, clip: bool):
     path = build_path(cfg.diffusion)
     den = as_denoiser(net, path, cfg.diffusion.prediction)
-    value_range = data_info(run_dir).get("range")
+    value_range = info.get("range")
     if value_range and clip:  # images live in [-1, 1], and so does E[x0 | x_t]
         den = clipped(den, *value_range)
     return den, path, cfg
 
 
+KINDS = {"diffusion": Kind(_build_diffusion, _load_diffusion, {})}
+
+
+# -- training ------------------------------------------------------------------------------------
+
+# Keys that may change when a run is resumed: they do not change what is computed.
+_OPERATIONAL = ("steps", "device", "checkpoint_every", "keep_last", "log_every", "max_minutes")
+
+
+def _identity(cfg: dict) -> dict:
+    """What must match to resume a run: everything but the operational train keys, the name and [sample]."""
+    kept = {k: v for k, v in cfg.items() if k not in ("sample", "name")}
+    return {**kept, "train": {k: v for k, v in cfg.get("train", {}).items() if k not in _OPERATIONAL}}
+
+
+def _filled(saved: dict) -> dict:
+    """A saved configuration read back through load_config, so keys added to difflab since (with their
+    defaults) do not make an old run look different."""
+    try:
+        return json.loads(json.dumps(load_config(saved).to_dict()))
+    except (ValueError, TypeError):  # a config this version cannot read: compare it as it is
+        return saved
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _resume_point(run_dir: Path, cfg: Config) -> Path | None:
+    """The newest checkpoint of `run_dir` that loads (saying which damaged ones it passed over), checked
+    to belong to the same configuration; None for a run that has not checkpointed yet."""
+    ckpt, damaged = latest_valid_checkpoint(run_dir)
+    for bad, why in damaged:
+        if _is_main_process():
+            _say(f"note: skipping the damaged checkpoint {bad.name} ({why})")
+    if ckpt is None and damaged:
+        raise ValueError(f"no checkpoint of {run_dir} loads (the newest: {damaged[0][1]}); start over with --fresh "
+                         "(resume=False), which deletes them")
+    if ckpt is None:
+        return None
+    if damaged and _is_main_process():
+        _say(f"note: resuming {run_dir} from {ckpt.name}, the newest checkpoint that loads")
+    saved = read_state(ckpt).get("config", {})
+    if _identity(_filled(saved)) != _identity(json.loads(json.dumps(cfg.to_dict()))):
+        raise ValueError(f"{run_dir} holds a run with a different configuration; use a new run folder or --fresh "
+                         "(only name, [sample] and train.steps, device, checkpoint_every, keep_last, log_every, "
+                         "max_minutes may change)")
+    return ckpt
+
+
+def train(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bool = True, stop_after: int | None = None,
+          data=None):
+    """Train the run `cfg` describes into `run_dir`, continuing from its newest checkpoint that loads
+    when `resume` (else starting over: its checkpoints are deleted, once everything else checked out).
+
+    Everything is built and checked before anything in `run_dir` changes: the required runs, the data
+    (`data` replaces the configured set, for tests), the model and its objective, the checkpoint to
+    resume. Then `training.fit` runs. `stop_after` ends the run after that many total steps, as a
+    crash would but cleanly.
+    """
+    from .training import fit
+
+    run_dir = Path(run_dir)
+    required_runs(cfg, run_dir)
+    data = data if data is not None else build_data(cfg.data)
+    with torch.random.fork_rng(devices=[]):  # the initial weights depend on the run's seed alone
+        torch.manual_seed(derive_seed(cfg.train.seed, "init"))
+        model, objective = KINDS[cfg.kind].build(cfg, data)
+    ckpt = _resume_point(run_dir, cfg) if resume else None
+    if not resume and _is_main_process():
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return fit(model, objective, data, run_dir, cfg.train, resume_from=ckpt, state={"config": cfg.to_dict()},
+               files={"config.json": cfg.to_dict(), "data.json": data_record(data)}, name=cfg.name, progress=progress,
+               stop_after=stop_after)
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+def load_network(run_dir: str | Path, *, ema: bool = True, device="cpu"):
+    """The run's network with its EMA (or raw) weights from the newest checkpoint that loads (saying so
+    when it passes over damaged ones), in eval mode: (net, config, checkpoint state)."""
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    info = data_info(run_dir)
+    required_runs(cfg, run_dir)
+    ckpt, damaged = latest_valid_checkpoint(run_dir)
+    if ckpt is None:
+        if damaged:
+            raise ValueError(f"no checkpoint of {run_dir} loads (the newest: {damaged[0][1]}); train it again with --fresh")
+        raise FileNotFoundError(f"{run_dir} has no complete checkpoint yet; train it (difflab train) until it writes one")
+    if damaged:
+        _say(f"note: the newest checkpoint of {run_dir} is damaged ({damaged[0][1]}); using {ckpt.name}")
+    try:
+        net = build_model(cfg.model, tuple(info["shape"]), info.get("num_classes"))
+    except ValueError as e:
+        raise ValueError(f"{run_dir}: its config.json and data.json do not make a model ({e})") from None
+    file = ckpt / ("ema.safetensors" if ema else "model.safetensors")
+    load_weights(net, load_tensors(file), str(file))
+    return net.to(device).eval().requires_grad_(False), cfg, read_state(ckpt)
+
+
+def load(run_dir: str | Path, *, ema: bool = True, device="cpu", clip: bool = True):
+    """What a trained run holds, by its kind. A diffusion run gives (denoiser, path, config): the
+    denoiser takes `label=` when class-conditional and, for image data, is clipped to the data's range
+    [-1, 1] (`denoisers.clipped`) unless `clip=False` (likelihoods need the smooth, unclipped
+    denoiser: clipping zeroes its Jacobian)."""
+    net, cfg, _ = load_network(run_dir, ema=ema, device=device)
+    return KINDS[cfg.kind].load(Path(run_dir), net, cfg, data_info(run_dir), clip)
 
 
 def source_sample(cfg: Config, n: int, generator=None, device="cpu"):
@@ -55,3 +271,6 @@ def source_sample(cfg: Config, n: int, generator=None, device="cpu"):
     starts from its path's Gaussian prior (`dl.sample` draws that itself)."""
     source = build_source(cfg.data)
     return None if source is None else source.sample(n, generator).float().to(device)
+
+
+__all__ += ["CheckpointDamaged", "KINDS"]

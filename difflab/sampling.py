@@ -1,86 +1,98 @@
-"""`difflab.sample`: one call from a denoiser and a path to samples, with any sampler and grid."""
+"""`difflab.sample`: one call from a denoiser and a path to samples, with any sampler and grid.
+
+Also: what a named sampler costs and takes (`steps_for_nfe`, `sampler_options`, read from each
+sampler's `about`), sampler specs as the command line and the benchmarks write them
+(`name[@grid][:key=value...]`, `SamplerSpec`), and `sample_batched`, the one way to draw many
+reproducible samples in batches: example i's starting noise and its noise along the way come from
+its own generator, so the same seed gives the same samples whatever the batch size.
+"""
 
 from __future__ import annotations
 
-import inspect
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from ._checks import check_finite, choose
+from ._random import example_generators, randn, split_generators
 from .samplers import SAMPLERS, check_grid
-from .samplers.grids import make_grid
+from .samplers.grids import GRIDS, grid_options, make_grid
 
-__all__ = ["sample", "default_grid", "steps_for_nfe", "sampler_options"]
+__all__ = ["sample", "sample_batched", "default_grid", "steps_for_nfe", "sampler_options", "about", "SamplerSpec",
+           "parse_sampler_spec"]
 
-_RESERVED = {"denoiser", "path", "x", "ts", "generator", "callback", "return_info"}
+
+def about(sampler: str):
+    """What the named sampler is (`samplers._common.About`): its NFE per grid, noise, options."""
+    return SAMPLERS[choose(sampler, SAMPLERS, "sampler")].about
 
 
 def sampler_options(sampler: str) -> list[str]:
     """The keywords a sampler takes beyond the common ones (`eta`, `variance`, `steps_per_level`, ...)."""
-    fn = SAMPLERS[choose(sampler, SAMPLERS, "sampler")]
-    return [p.name for p in inspect.signature(fn).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _RESERVED]
+    return list(about(sampler).options)
 
 
 def default_grid(path) -> str:
     """'trailing' on a discrete-time path (its own timesteps, starting at the last), 'uniform' otherwise."""
-    return "trailing" if getattr(path, "T", None) is not None else "uniform"
+    return "trailing" if path.discrete else "uniform"
 
 
-def steps_for_nfe(sampler: str, nfe: int) -> dict:
-    """Grid steps (and options) with which `sampler` spends about `nfe` network evaluations (at most nfe)."""
-    choose(sampler, SAMPLERS, "sampler")
-    if isinstance(nfe, bool) or int(nfe) != nfe or nfe < 1:
+def steps_for_nfe(sampler: str, nfe: int, **options) -> dict:
+    """Grid steps (and options) with which `sampler`, run with `options`, spends at most `nfe` network
+    evaluations (the most steps that fit; at least one step)."""
+    info = about(sampler)
+    if isinstance(nfe, bool) or not isinstance(nfe, (int, float)) or int(nfe) != nfe or nfe < 1:
         raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
-    if sampler == "pc":  # one predictor and one corrector evaluation per step
-        return {"steps": max(1, nfe // 2)}
-    if sampler == "ode_heun":  # N steps cost 2N - 1 (Euler on the final step to 0)
-        return {"steps": max(1, (nfe + 1) // 2)}
-    if sampler == "ode_rk4":  # N steps cost 4N - 1 (three stages on the final step to 0)
-        return {"steps": max(1, (nfe + 1) // 4)}
-    if sampler == "annealed_langevin":
-        # ~30 Langevin steps relax one level at the default step 0.1 sigma^2 ((1 - 0.1)^30 = 4%),
-        # so a budget buys (nfe - 1) / 30 levels, plus the final denoising evaluation.
-        per = max(1, min(30, nfe - 1))
-        return {"steps": max(1, (nfe - 1) // per), "steps_per_level": per}
-    if sampler == "ode_rk45":
-        raise ValueError("ode_rk45 is adaptive: set its tolerances (rtol, atol) instead of an NFE budget")
-    return {"steps": int(nfe)}
+    nfe = int(nfe)
+    if info.adaptive:
+        raise ValueError(f"{sampler} is adaptive: set its tolerances (rtol, atol) instead of an NFE budget")
+    if info.budget is not None:
+        return info.budget(nfe, options)
+    steps = 1
+    while info.nfe(steps + 1, options) <= nfe:
+        steps += 1
+    return {"steps": steps}
+
+
+def _check_options(sampler: str, options: dict) -> None:
+    about(sampler).check(sampler, options)
 
 
 def sample(denoiser, path, shape=None, *, sampler: str = "ddim", steps: int | None = None, timesteps=None,
-           grid: str | None = None, x: Tensor | None = None, generator: torch.Generator | None = None,
-           device=None, dtype=None, cond: dict | None = None, callback=None, return_info: bool = False, **options):
+           grid: str | None = None, grid_options: dict | None = None, x: Tensor | None = None,
+           generator: torch.Generator | list | None = None, device=None, dtype=None, cond: dict | None = None, callback=None,
+           return_info: bool = False, **options):
     """Draw samples: start from the prior (or from `x`) at the grid's first time and run `sampler` over it.
 
     The first time is t = 1, except on the karras and log_snr grids of a VP-type schedule that goes
     below log-SNR -2 ln 80 (cosine; linear betas by a little), which start where the prior already
     holds (`samplers.grids.noise_end`).
 
-    Give either `steps` (a grid named `grid`: see `samplers.grids.GRIDS`) or `timesteps` (an
-    explicit decreasing grid of times in [0, 1]). `ode_rk45` is adaptive and needs neither.
-    `options` are the sampler's own keywords (`eta`, `variance`, `snr`, `rtol`, ...), checked by name;
-    `cond` holds conditioning passed on to the denoiser. Returns the samples, and a `SampleInfo`
-    (NFE, grid) with `return_info=True`.
+    Give either `steps` (a grid named `grid` with its `grid_options`, e.g. {"rho": 5} for karras:
+    see `samplers.grids.GRIDS`) or `timesteps` (an explicit decreasing grid of times in [0, 1]).
+    `ode_rk45` is adaptive and needs neither. `options` are the sampler's own keywords (`eta`,
+    `variance`, `snr`, `rtol`, ...), checked by name; `cond` holds conditioning passed on to the
+    denoiser. `generator` is one torch.Generator or a list of them, one per example. Returns the
+    samples, and a `SampleInfo` (NFE, grid) with `return_info=True`.
     """
     fn = SAMPLERS[choose(sampler, SAMPLERS, "sampler")]
-    accepted = sampler_options(sampler)
-    for key in options:
-        choose(key, accepted, f"option for sampler {sampler!r}")
+    _check_options(sampler, options)
 
     if timesteps is not None and steps is not None:
         raise ValueError("give either steps= or timesteps=, not both")
     if timesteps is not None:
-        if grid is not None:
-            raise ValueError("grid= names a grid built from steps=; it cannot be combined with explicit timesteps=")
+        if grid is not None or grid_options:
+            raise ValueError("grid= and grid_options= build a grid from steps=; they cannot be combined with explicit timesteps=")
         ts = check_grid(timesteps)
     elif steps is None and sampler == "ode_rk45":
+        if grid_options:
+            raise ValueError("ode_rk45 without steps= runs on no grid: grid_options= do not apply")
         ts = torch.tensor([1.0, path.t_min, 0.0], dtype=torch.float64)  # adaptive: start, stop, denoise
     elif steps is None:
         raise ValueError(f"sampler {sampler!r} needs steps= (number of steps) or timesteps= (an explicit grid)")
     else:
-        ts = make_grid(grid or default_grid(path), path, steps)
+        ts = make_grid(grid or default_grid(path), path, steps, **(grid_options or {}))
 
     if x is None:
         if shape is None:
@@ -93,3 +105,105 @@ def sample(denoiser, path, shape=None, *, sampler: str = "ddim", steps: int | No
         x = x.to(device=device or x.device, dtype=dtype or x.dtype)
     return fn(denoiser, path, x, ts, generator=generator, callback=callback, return_info=return_info,
               **options, **(cond or {}))
+
+
+def sample_batched(denoiser, path, n: int, shape, *, seed: int = 0, batch_size: int = 500, x: Tensor | None = None,
+                   cond: dict | None = None, device=None, dtype=None, progress: bool = False, return_info: bool = False,
+                   **kwargs):
+    """n samples of per-example `shape`, drawn in batches of `batch_size`, the same for any batch size.
+
+    Example i draws its starting noise (unless `x` gives all n starting points) and every later noise
+    from its own generator (`_random.example_generators(seed, n)`), and `cond` holds one row per
+    example; `kwargs` go to `sample` (sampler, steps, grid, options...). Returns the samples on the
+    CPU (and the `SampleInfo` of the last batch: the NFE per sample).
+    """
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    gens = example_generators(seed, int(n))
+    if x is None:
+        sigma1 = float(path.sigma(torch.tensor(1.0, dtype=torch.float64)))
+        x = sigma1 * randn((int(n), *shape), generator=gens, dtype=dtype)  # the prior draw, example by example
+    elif x.shape[0] != n:
+        raise ValueError(f"x holds {x.shape[0]} starting points for n={n} samples")
+    for key, value in (cond or {}).items():
+        if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] != n:
+            raise ValueError(f"cond[{key!r}] has {value.shape[0]} rows for n={n} samples (one per example)")
+    starts = range(0, int(n), int(batch_size))
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=f"sampling {n}", unit="batch")
+    outs, info = [], None
+    for i in starts:
+        j = min(i + int(batch_size), int(n))
+        cb = {k: (v[i:j].to(device) if torch.is_tensor(v) and v.ndim > 0 else v) for k, v in (cond or {}).items()}
+        xb, info = sample(denoiser, path, x=x[i:j], generator=split_generators(gens, i, j), device=device, dtype=dtype,
+                          cond=cb or None, return_info=True, **kwargs)
+        outs.append(xb.cpu())
+    out = torch.cat(outs)
+    return (out, info) if return_info else out
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler with its grid and options, as written `name[@grid][:key=value...]` (`parse_sampler_spec`):
+    `dpmpp_2m@karras:rho=4`, `unipc:variant=bh1:order=3`. A key the grid takes (rho, t_max, ...) is a grid
+    option, any other must be one of the sampler's."""
+
+    sampler: str
+    grid: str | None = None
+    options: dict = field(default_factory=dict)
+    grid_options: dict = field(default_factory=dict)
+    text: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.text or self.sampler
+
+    @property
+    def stochastic(self) -> bool:
+        return about(self.sampler).draws_noise(self.options)
+
+    def steps_for_nfe(self, nfe: int) -> dict:
+        return steps_for_nfe(self.sampler, nfe, **self.options)
+
+    def kwargs(self, nfe: int | None = None) -> dict:
+        """Keywords for `sample` (and `sample_batched`): sampler, grid, options and, for a budget, steps."""
+        kw = {"sampler": self.sampler, "grid": self.grid, "grid_options": dict(self.grid_options), **self.options}
+        return {**kw, **self.steps_for_nfe(nfe)} if nfe is not None else kw
+
+
+def _number(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_sampler_spec(spec: str) -> SamplerSpec:
+    """'name[@grid][:key=value...]' -> SamplerSpec, every name checked (numbers become int or float)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"a sampler spec is name[@grid][:key=value...], e.g. dpmpp_2m@karras:rho=4; got {spec!r}")
+    head, *pairs = spec.strip().split(":")
+    sampler, at, grid = head.partition("@")
+    choose(sampler, SAMPLERS, "sampler")
+    if at:
+        choose(grid, GRIDS, "grid")
+    own, grid_own = sampler_options(sampler), grid_options(grid) if grid else {}
+    options, gopts = {}, {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise ValueError(f"sampler option {pair!r} in {spec!r} is not key=value (e.g. unipc:variant=bh1:order=3)")
+        if key in grid_own:
+            gopts[key] = _number(value)
+        elif key in own:
+            options[key] = _number(value)
+        else:
+            raise ValueError(f"{spec!r}: {key!r} is neither an option of {sampler} ({', '.join(own) or 'none'}) nor of "
+                             + (f"the {grid} grid ({', '.join(grid_own) or 'none'})" if grid else "a grid (name one: @karras)"))
+    return SamplerSpec(sampler, grid or None, options, gopts, spec.strip())

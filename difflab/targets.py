@@ -26,9 +26,20 @@ from torch import Tensor
 
 from ._checks import append_dims, batch_times, choose
 
-__all__ = ["KINDS", "to_x0_eps", "from_x0_eps", "convert", "error_scale"]
+__all__ = ["KINDS", "to_x0_eps", "from_x0_eps", "convert", "error_scale", "eps_of", "score_of"]
 
 KINDS = ("eps", "x0", "v", "score", "velocity")
+
+
+def eps_of(x_t: Tensor, x0: Tensor, alpha, sigma) -> Tensor:
+    """The noise that x_t = alpha x0 + sigma eps implies: eps = (x_t - alpha x0) / sigma (alpha, sigma
+    numbers or tensors that broadcast). With x0 = D(x_t) it is the posterior mean eps_hat."""
+    return (x_t - alpha * x0) / sigma
+
+
+def score_of(x_t: Tensor, x0: Tensor, alpha, sigma) -> Tensor:
+    """Tweedie's formula: grad log p_t(x_t) = (alpha E[x0 | x_t] - x_t) / sigma^2 = -eps_hat / sigma."""
+    return (alpha * x0 - x_t) / sigma**2
 
 
 def _coefs(path, t, x: Tensor, derivatives: bool):
@@ -46,7 +57,7 @@ def to_x0_eps(kind: str, pred: Tensor, x_t: Tensor, path, t) -> tuple[Tensor, Te
     if kind == "eps":
         return (x_t - s * pred) / a, pred
     if kind == "x0":
-        return pred, (x_t - a * pred) / s
+        return pred, eps_of(x_t, pred, a, s)
     if kind == "v":
         n = a**2 + s**2
         return (a * x_t - s * pred) / n, (s * x_t + a * pred) / n

@@ -19,8 +19,13 @@ def one_step(rank: int, world: int) -> dict:
     part = slice(rank * b, (rank + 1) * b)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
-    train_step(model, dl.paths.DiscreteVP.linear(100), x0[part], None, t=t[part], noise=noise[part], optimizer=opt,
-               prediction="eps", weighting="simple", lr=1e-2, grad_clip=1.0)
+    path = dl.paths.DiscreteVP.linear(100)
+
+    def objective(m, batch, generator):  # the time and noise pinned in the batch
+        return dl.losses.diffusion_loss(m, path, batch["x"], t=batch["t"], noise=batch["noise"])
+
+    train_step(model, objective, {"x": x0[part], "t": t[part], "noise": noise[part]}, None, optimizer=opt, lr=1e-2,
+               grad_clip=1.0)
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 

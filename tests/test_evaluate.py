@@ -115,13 +115,21 @@ def test_eval_image_metrics_of_a_class_conditional_digits_run(tmp_path):
 
 
 def test_sampler_specs():
-    from difflab.bench import parse_sampler_spec
+    from difflab.sampling import SamplerSpec, parse_sampler_spec
 
-    assert parse_sampler_spec("ddim") == ("ddim", None, {})
-    assert parse_sampler_spec("unipc@karras:variant=bh1:order=3") == ("unipc", "karras", {"variant": "bh1", "order": 3})
-    assert parse_sampler_spec("ddim:eta=0.5") == ("ddim", None, {"eta": 0.5})
-    with pytest.raises(ValueError, match="key=value"):
-        parse_sampler_spec("unipc:bh1")
+    assert parse_sampler_spec("ddim") == SamplerSpec("ddim", None, {}, {}, "ddim")
+    spec = parse_sampler_spec("unipc@karras:variant=bh1:order=3:rho=5")
+    assert (spec.sampler, spec.grid, spec.options, spec.grid_options) == ("unipc", "karras", {"variant": "bh1", "order": 3},
+                                                                         {"rho": 5})
+    assert parse_sampler_spec("ddim:eta=0.5").options == {"eta": 0.5} and parse_sampler_spec("ddim:eta=0.5").stochastic
+    assert not parse_sampler_spec("ddim").stochastic and parse_sampler_spec("pc").stochastic
+    assert parse_sampler_spec("pc:corrector_steps=2").steps_for_nfe(12) == {"steps": 4}  # 3 evaluations per step
+    for bad, message in [("unipc:bh1", "key=value"), ("dpm", "unknown sampler 'dpm'"), ("ddim@karas", "unknown grid 'karas'"),
+                         ("ddim:rho=3", "neither an option of ddim"), ("ddim@uniform:rho=3", "nor of the uniform grid"),
+                         ("ddim:eta=fast", "must be a number"), ("", "name")]:
+        with pytest.raises(ValueError, match=message):
+            spec = parse_sampler_spec(bad)
+            dl.sampling.sample(lambda x, t: x, dl.paths.VP(), (2, 2), steps=2, **spec.kwargs())
 
 
 def test_bench_samplers_table_and_the_same_answers_as_diffusers(tmp_path):

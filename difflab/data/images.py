@@ -44,6 +44,13 @@ class TensorData(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return (self.images[i], self.labels[i]) if self.labels is not None else (self.images[i], torch.tensor(-1))
 
+    def batch(self, index: Tensor) -> dict[str, Tensor]:
+        """The examples at `index` as a training batch: {"x": examples, "label": labels (if any)}."""
+        out = {"x": self.images[index]}
+        if self.labels is not None:
+            out["label"] = self.labels[index]
+        return out
+
     @property
     def shape(self) -> tuple:
         return tuple(self.images.shape[1:])

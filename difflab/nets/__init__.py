@@ -1,4 +1,5 @@
-"""Networks: every net is `net(x_t, t, cond=None) -> tensor of x_t's shape`; no diffusion math inside."""
+"""Networks: every denoising net is `net(x_t, t, label=None) -> tensor of x_t's shape` (conditioning as keywords
+named like the batch fields: `label`, ...); no diffusion math inside."""
 
 from .embeddings import ClassEmbedding, FourierEmbedding, SinusoidalEmbedding, time_embedding
 from .classifier import SmallCNN

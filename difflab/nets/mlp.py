@@ -18,7 +18,7 @@ class _Block(nn.Module):
 
 
 class MLP(nn.Module):
-    """net(x_t, t, cond=None) -> prediction of x's shape, for x of shape (B, dim)."""
+    """net(x_t, t, label=None) -> prediction of x's shape, for x of shape (B, dim)."""
 
     def __init__(self, dim: int, width: int = 256, depth: int = 3, time_embedding_kind: str = "sinusoidal",
                  num_classes: int | None = None):
@@ -31,12 +31,12 @@ class MLP(nn.Module):
         self.blocks = nn.ModuleList(_Block(width) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, dim))
 
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"MLP expects inputs of shape (batch, {self.dim}); got {tuple(x.shape)}")
         emb = self.time(t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t)
         if self.classes is not None:
-            emb = emb + self.classes(cond, x.shape[0], x.device)
+            emb = emb + self.classes(label, x.shape[0], x.device)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, emb)

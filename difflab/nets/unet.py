@@ -4,7 +4,7 @@ Residual blocks whose GroupNorm scale and shift come from the time (+ class) emb
 group norm, "FiLM"), self-attention at the chosen low resolutions and in the middle, skip
 connections from every block on the way down to the matching block on the way up, and zero-
 initialised output layers so every residual branch starts as the identity. The network knows
-nothing about diffusion: net(x_t, t, cond=None) -> a tensor of x's shape.
+nothing about diffusion: net(x_t, t, label=None) -> a tensor of x's shape.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class UNet(nn.Module):
                 self.up.append(block)
         self.out = nn.Sequential(nn.GroupNorm(_groups(c), c), nn.SiLU(), _zero(nn.Conv2d(c, (out_channels or in_channels) * p * p, 3, padding=1)))
 
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
         B, C, H, W = x.shape if x.ndim == 4 else (None,) * 4
         if x.ndim != 4 or C != self.in_channels:
             raise ValueError(f"UNet expects images of shape (batch, {self.in_channels}, H, W); got {tuple(x.shape)}")
@@ -132,7 +132,7 @@ class UNet(nn.Module):
                              + (f" and patch size {self.patch}" if self.patch > 1 else ""))
         emb = self.time(t.reshape(-1).expand(B) if t.numel() == 1 else t)
         if self.classes is not None:
-            emb = emb + self.classes(cond, B, x.device)
+            emb = emb + self.classes(label, B, x.device)
         h = self.conv_in(F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x)
         hs = [h]
         for block in self.down:

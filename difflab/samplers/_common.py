@@ -1,17 +1,25 @@
-"""What every sampler shares: grid validation, the per-step coefficient table, NFE counting, callbacks.
+"""What every sampler shares: what a sampler is (`About`, `describe`), grid validation, the per-step
+coefficient table, NFE counting, callbacks.
 
 All path coefficients a sampler needs are computed once per grid, vectorised in float64, and handed
 to the step kernels as Python floats (`Step`), so the loop itself does no path arithmetic.
+
+Every sampler states what it is beside its definition with `@describe(...)`: the network
+evaluations a grid of N steps (ending at t = 0) costs with given options, whether it draws noise as
+it goes, and (read off its signature) its own keyword options with their defaults. `steps_for_nfe`,
+the bench and the benchmarks read these facts instead of keeping lists of their own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from .._checks import check_finite
+from .._checks import check_finite, choose
 from ..denoisers import CountingDenoiser
 
 
@@ -22,6 +30,73 @@ class SampleInfo:
     nfe: int
     steps: int
     timesteps: Tensor
+
+
+# keywords every sampler takes; the rest of its keyword-only parameters are its own options
+COMMON_KEYWORDS = frozenset({"denoiser", "path", "x", "ts", "generator", "callback", "return_info"})
+
+
+@dataclass(frozen=True)
+class About:
+    """What a sampler is (see the module doc). `evaluations(steps, options)` and `stochastic(options)`
+    receive the options merged over the sampler's defaults; `budget(nfe, options)`, when given,
+    chooses steps (and options) for an NFE budget itself instead of the largest steps within it."""
+
+    evaluations: Callable[[int, dict], int] | None  # None: adaptive (the solver decides)
+    stochastic: Callable[[dict], bool]
+    options: dict = field(default_factory=dict)  # name -> default
+    budget: Callable[[int, dict], dict] | None = None
+
+    @property
+    def adaptive(self) -> bool:
+        return self.evaluations is None
+
+    def merged(self, options: dict) -> dict:
+        return {**self.options, **options}
+
+    def check(self, sampler: str, options: dict) -> dict:
+        """Refuse unknown options and values of the wrong type (judged by each option's default)."""
+        for key, value in options.items():
+            if key not in self.options:
+                if not self.options:
+                    raise ValueError(f"sampler {sampler!r} takes no options; got {key!r}")
+                choose(key, self.options, f"option for sampler {sampler!r}")
+            default = self.options[key]
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, (int, float)) or default is None:  # None: a number chosen by the sampler
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                    not isinstance(default, int) or isinstance(default, float) or float(value).is_integer())
+            else:
+                ok = isinstance(value, type(default))
+            if not ok:
+                want = "true or false" if isinstance(default, bool) else "a number" if not isinstance(default, str) else "a string"
+                raise ValueError(f"option {key!r} of sampler {sampler!r} must be {want}, got {value!r}")
+        return options
+
+    def nfe(self, steps: int, options: dict | None = None) -> int:
+        """Network evaluations of `steps` grid steps ending at t = 0."""
+        if self.adaptive:
+            raise ValueError("an adaptive sampler's NFE is whatever its solver needs; it is known only after a run")
+        return int(self.evaluations(int(steps), self.merged(options or {})))
+
+    def draws_noise(self, options: dict | None = None) -> bool:
+        return bool(self.stochastic(self.merged(options or {})))
+
+
+def describe(*, nfe: Callable[[int, dict], int] | None = lambda steps, o: steps,
+             stochastic: bool | Callable[[dict], bool] = False, budget: Callable[[int, dict], dict] | None = None):
+    """Attach `About` to a sampler function as `fn.about` (its options are read off its signature)."""
+
+    def wrap(fn):
+        params = inspect.signature(fn).parameters.values()
+        options = {p.name: p.default for p in params
+                   if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in COMMON_KEYWORDS}
+        draws = stochastic if callable(stochastic) else (lambda o, value=bool(stochastic): value)
+        fn.about = About(nfe, draws, options, budget)
+        return fn
+
+    return wrap
 
 
 @dataclass(frozen=True)

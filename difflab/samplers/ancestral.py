@@ -28,12 +28,13 @@ from torch import Tensor
 
 from .._checks import choose
 from .._random import randn
-from ._common import Step, finish, start, steps_of, times_for
+from ..targets import eps_of
+from ._common import Step, describe, finish, start, steps_of, times_for
 
 
 def ddim_step(x: Tensor, x0: Tensor, st: Step, eta: float = 0.0, noise: Tensor | None = None) -> Tensor:
     """One DDIM step t -> s given x0_hat (noise needed when eta > 0)."""
-    eps = (x - st.alpha_t * x0) / st.sigma_t  # eps_hat
+    eps = eps_of(x, x0, st.alpha_t, st.sigma_t)  # eps_hat
     c2 = eta**2 * st.post_var  # c^2 = eta^2 Var[q(x_s | x_t, x0)]
     x_s = st.alpha_s * x0 + math.sqrt(max(st.sigma_s**2 - c2, 0.0)) * eps
     return x_s + math.sqrt(c2) * noise if c2 > 0 else x_s
@@ -48,6 +49,7 @@ def ddpm_step(x: Tensor, x0: Tensor, st: Step, variance: str = "beta_tilde", noi
     return mean + math.sqrt(var) * noise
 
 
+@describe(stochastic=True)
 @torch.no_grad()
 def ddpm(denoiser, path, x: Tensor, ts, *, variance: str = "beta_tilde", generator: torch.Generator | None = None,
          callback=None, return_info: bool = False, **cond):
@@ -63,6 +65,7 @@ def ddpm(denoiser, path, x: Tensor, ts, *, variance: str = "beta_tilde", generat
     return finish(x, den, ts, return_info)
 
 
+@describe(stochastic=lambda o: o["eta"] > 0)
 @torch.no_grad()
 def ddim(denoiser, path, x: Tensor, ts, *, eta: float = 0.0, generator: torch.Generator | None = None,
          callback=None, return_info: bool = False, **cond):

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from .._random import randn
-from ._common import Step, finish, start, steps_of, times_for
+from ._common import Step, describe, finish, start, steps_of, times_for
 
 
 def dpmpp_2m_step(x: Tensor, d: Tensor, st: Step, eta: float = 0.0, noise: Tensor | None = None) -> Tensor:
@@ -63,6 +63,7 @@ def _multistep(den, path, x: Tensor, ts: Tensor, eta: float, generator, callback
     return x
 
 
+@describe()
 @torch.no_grad()
 def dpmpp_2m(denoiser, path, x: Tensor, ts, *, callback=None, return_info: bool = False, generator=None, **cond):
     """DPM-Solver++(2M) on the probability-flow ODE over the grid `ts` (one NFE per step)."""
@@ -70,6 +71,7 @@ def dpmpp_2m(denoiser, path, x: Tensor, ts, *, callback=None, return_info: bool 
     return finish(_multistep(den, path, x, ts, 0.0, generator, callback, cond), den, ts, return_info)
 
 
+@describe(stochastic=lambda o: o["eta"] > 0)
 @torch.no_grad()
 def dpmpp_2m_sde(denoiser, path, x: Tensor, ts, *, eta: float = 1.0, generator: torch.Generator | None = None,
                  callback=None, return_info: bool = False, **cond):

@@ -27,6 +27,7 @@ FD is 0.45 from -8.76 against 1.44 from -19.8).
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -34,7 +35,7 @@ from torch import Tensor
 
 from .._checks import choose
 
-__all__ = ["GRIDS", "START_LOG_SNR", "make_grid", "noise_end", "uniform", "leading", "trailing", "linspace", "karras", "log_snr"]
+__all__ = ["GRIDS", "START_LOG_SNR", "make_grid", "grid_options", "noise_end", "uniform", "leading", "trailing", "linspace", "karras", "log_snr"]
 
 # log-SNR is clamped here where a path reaches alpha = 0 (Linear, Cosine at t = 1): sigma/alpha = e^15.
 _MIN_LOG_SNR = -30.0
@@ -48,7 +49,7 @@ def _check_steps(steps) -> int:
 
 
 def _discrete_T(path, name: str) -> int:
-    if getattr(path, "T", None) is None:
+    if not path.discrete:
         raise ValueError(
             f"the {name!r} grid is defined on a discrete-time path (DiscreteVP); {path!r} is continuous: "
             "use 'uniform', 'karras' or 'log_snr'"
@@ -134,6 +135,8 @@ def _times_from_log_snr(path, lam: Tensor, t_max: float) -> Tensor:
 def karras(path, steps: int, *, rho: float = 7.0, t_max: float | None = None, t_min: float | None = None) -> Tensor:
     """Karras et al.'s rho-spaced noise levels (in sigma/alpha), mapped back to times, then 0."""
     steps = _check_steps(steps)
+    if not (isinstance(rho, (int, float)) and 0 < rho < float("inf")):
+        raise ValueError(f"the karras grid's rho must be a number > 0 (Karras et al. use 7), got {rho!r}")
     lam_lo, lam_hi, t_max = _log_snr_range(path, t_max, t_min)
     s_max, s_min = torch.exp(torch.tensor(-lam_lo / 2, dtype=torch.float64)), torch.exp(torch.tensor(-lam_hi / 2, dtype=torch.float64))
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
@@ -152,6 +155,17 @@ GRIDS = {"uniform": uniform, "leading": leading, "trailing": trailing, "linspace
          "karras": karras, "log_snr": log_snr}
 
 
+def grid_options(name: str) -> dict:
+    """A grid's own keyword options and their defaults (`rho` of `karras`, the ends `t_max`, ...)."""
+    fn = GRIDS[choose(name, GRIDS, "grid")]
+    return {p.name: p.default for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
 def make_grid(name: str, path, steps: int, **kwargs) -> Tensor:
-    """The grid called `name` (one of `GRIDS`) for `path` with `steps` steps."""
-    return GRIDS[choose(name, GRIDS, "grid")](path, steps, **kwargs)
+    """The grid called `name` (one of `GRIDS`) for `path` with `steps` steps and the grid's own options."""
+    accepted = grid_options(name)
+    for key, value in kwargs.items():
+        choose(key, accepted, f"option of the {name!r} grid")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"option {key!r} of the {name!r} grid must be a number, got {value!r}")
+    return GRIDS[name](path, steps, **kwargs)

@@ -32,7 +32,8 @@ from torch import Tensor
 
 from .._checks import check_finite
 from .._random import randn
-from ._common import SampleInfo, finish, start, times_for
+from ..targets import score_of
+from ._common import SampleInfo, describe, finish, start, times_for
 
 
 @torch.no_grad()
@@ -52,6 +53,15 @@ def langevin(score: Callable[[Tensor], Tensor], x: Tensor, *, step_size: float, 
     return x
 
 
+def _langevin_budget(nfe: int, options: dict) -> dict:
+    """~30 Langevin steps relax one level at the default step 0.1 sigma^2 ((1 - 0.1)^30 = 4%), so a budget
+    buys (nfe - 1) / 30 levels, plus the final denoising evaluation (a given steps_per_level is kept)."""
+    per = options.get("steps_per_level") or max(1, min(30, nfe - 1))
+    return {"steps": max(1, (nfe - int(options.get("denoise", True))) // per), "steps_per_level": per}
+
+
+# one level per grid time with alpha > 0 (all N on paths with alpha(1) > 0), plus the final denoising
+@describe(nfe=lambda steps, o: steps * o["steps_per_level"] + int(o["denoise"]), stochastic=True, budget=_langevin_budget)
 @torch.no_grad()
 def annealed_langevin(denoiser, path, x: Tensor, ts, *, eps: float | None = None, steps_per_level: int = 10,
                       denoise: bool = True, generator: torch.Generator | None = None, callback=None,
@@ -80,7 +90,7 @@ def annealed_langevin(denoiser, path, x: Tensor, ts, *, eps: float | None = None
         step = eps * sig_i**2 / sigma_L**2  # alpha_i = eps sigma_i^2 / sigma_L^2
         tt = times_for(x, t)
         for _ in range(int(steps_per_level)):
-            score = (den(a_i * x, tt, **cond) - x) / sig_i**2  # Tweedie, in the VE coordinates x~
+            score = score_of(x, den(a_i * x, tt, **cond), 1.0, sig_i)  # Tweedie, in the VE coordinates x~
             z = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = x + step * score + math.sqrt(2 * step) * z
         if callback is not None:

@@ -22,14 +22,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import finish, start, steps_of, times_for
+from ..targets import eps_of
+from ._common import describe, finish, start, steps_of, times_for
 
 _ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 
 
 def velocity(x: Tensor, x0: Tensor, alpha: float, sigma: float, d_alpha: float, d_sigma: float) -> Tensor:
     """dx/dt of the probability-flow ODE at x given x0_hat = D(x, t) and the path's values at t."""
-    return d_alpha * x0 + d_sigma * (x - alpha * x0) / sigma
+    return d_alpha * x0 + d_sigma * eps_of(x, x0, alpha, sigma)
 
 
 def _coefficients(path, times) -> list[tuple[float, float, float, float]]:
@@ -40,6 +41,7 @@ def _coefficients(path, times) -> list[tuple[float, float, float, float]]:
     return list(zip(*cols))
 
 
+@describe()
 @torch.no_grad()
 def ode_euler(denoiser, path, x: Tensor, ts, *, callback=None, return_info: bool = False, generator=None, **cond):
     """Euler's method on the probability-flow ODE: x_s = x_t + (s - t) v(x_t, t)."""
@@ -52,6 +54,7 @@ def ode_euler(denoiser, path, x: Tensor, ts, *, callback=None, return_info: bool
     return finish(x, den, ts, return_info)
 
 
+@describe(nfe=lambda steps, o: 2 * steps - 1)  # Euler on the final step to 0
 @torch.no_grad()
 def ode_heun(denoiser, path, x: Tensor, ts, *, callback=None, return_info: bool = False, generator=None, **cond):
     """Heun's method (explicit trapezoid): Euler predictor, then the average of the two slopes.
@@ -74,6 +77,7 @@ def ode_heun(denoiser, path, x: Tensor, ts, *, callback=None, return_info: bool 
     return finish(x, den, ts, return_info)
 
 
+@describe(nfe=lambda steps, o: 4 * steps - 1)  # three stages on the final step to 0
 @torch.no_grad()
 def ode_rk4(denoiser, path, x: Tensor, ts, *, callback=None, return_info: bool = False, generator=None, **cond):
     """Classical Runge-Kutta 4 (NFE = 4 per step); a final step to sigma = 0 uses Heun's third-order
@@ -104,6 +108,7 @@ def ode_rk4(denoiser, path, x: Tensor, ts, *, callback=None, return_info: bool =
     return finish(x, den, ts, return_info)
 
 
+@describe(nfe=None)  # adaptive: its tolerances, not a budget, set the cost
 @torch.no_grad()
 def ode_rk45(denoiser, path, x: Tensor, ts, *, rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5",
              callback=None, return_info: bool = False, generator=None, **cond):

@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from .._random import randn
-from ._common import Step, finish, start, steps_of, times_for
+from ..targets import score_of
+from ._common import Step, describe, finish, start, steps_of, times_for
 
 
 def euler_maruyama_step(x: Tensor, x0: Tensor, st: Step, noise: Tensor | None) -> Tensor:
@@ -37,7 +38,7 @@ def euler_maruyama_step(x: Tensor, x0: Tensor, st: Step, noise: Tensor | None) -
             f"start the grid below that time, e.g. timesteps from {1 - 1e-3} instead of 1"
         )
     h = st.t - st.s
-    score = (st.alpha_t * x0 - x) / st.sigma_t**2  # Tweedie
+    score = score_of(x, x0, st.alpha_t, st.sigma_t)  # Tweedie
     x_s = x - (st.f_t * x - st.g2_t * score) * h
     return x_s + math.sqrt(st.g2_t * h) * noise if noise is not None else x_s
 
@@ -50,6 +51,7 @@ def langevin_corrector_step(x: Tensor, score: Tensor, snr: float, noise: Tensor)
     return x + eps * score + torch.sqrt(2 * eps) * noise
 
 
+@describe(stochastic=True)
 @torch.no_grad()
 def euler_maruyama(denoiser, path, x: Tensor, ts, *, generator: torch.Generator | None = None, callback=None,
                    return_info: bool = False, **cond):
@@ -64,6 +66,7 @@ def euler_maruyama(denoiser, path, x: Tensor, ts, *, generator: torch.Generator 
     return finish(x, den, ts, return_info)
 
 
+@describe(nfe=lambda steps, o: steps * (1 + o["corrector_steps"]), stochastic=True)
 @torch.no_grad()
 def pc(denoiser, path, x: Tensor, ts, *, snr: float = 0.16, corrector_steps: int = 1,
        generator: torch.Generator | None = None, callback=None, return_info: bool = False, **cond):
@@ -77,7 +80,7 @@ def pc(denoiser, path, x: Tensor, ts, *, snr: float = 0.16, corrector_steps: int
     for i, st in enumerate(steps_of(path, ts)):
         tt = times_for(x, st.t)
         for _ in range(int(corrector_steps)):  # Langevin MCMC on p_t at fixed t (Song et al., Algorithm 5)
-            score = (st.alpha_t * den(x, tt, **cond) - x) / st.sigma_t**2
+            score = score_of(x, den(x, tt, **cond), st.alpha_t, st.sigma_t)
             x = langevin_corrector_step(x, score, snr, randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
         x0 = den(x, tt, **cond)  # predictor: reverse-SDE step t -> s
         noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if st.s > 0 else None

@@ -34,7 +34,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._common import Step, finish, start, steps_of, times_for
+from ._common import Step, describe, finish, start, steps_of, times_for
 from .dpm_solver import dpmpp_2m_step
 
 VARIANTS = ("bh1", "bh2")
@@ -88,6 +88,7 @@ def unipc_correct(x: Tensor, m0: Tensor, prev: list[tuple[float, Tensor]], m_new
     return (st.sigma_s / st.sigma_t) * x - st.alpha_s * h_phi_1 * m0 - st.alpha_s * b_h * res
 
 
+@describe()
 @torch.no_grad()
 def unipc(denoiser, path, x: Tensor, ts, *, order: int = 2, variant: str = "bh2", corrector: bool = True,
           callback=None, return_info: bool = False, generator=None, **cond):

@@ -7,8 +7,8 @@ CUDA). Without those variables, training runs in one process.
 
 from __future__ import annotations
 
-import hashlib
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -50,20 +50,22 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def derive_seed(seed: int, *names) -> int:
-    """A 63-bit seed derived from one seed and names (e.g. 'noise', rank): independent streams per rank."""
-    h = hashlib.sha256(repr((int(seed),) + tuple(names)).encode()).digest()
-    return int.from_bytes(h[:8], "little") & (2**63 - 1)
-
-
 def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
+    """The torch.device a device name means: auto (CUDA when there is one), cpu, cuda, cuda:N, mps; a device
+    this machine does not have is a clear error."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(name)):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("train.device asks for CUDA but no CUDA device is available; use device = 'cpu' or 'auto'")
+            raise ValueError(f"device {name!r} asks for CUDA but no CUDA device is available; use cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         if info is not None and info.world > 1 and device.index is None:
             device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} is not available on this machine; use cpu or auto")
     return device

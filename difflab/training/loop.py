@@ -1,8 +1,16 @@
-"""The training loop: AdamW with warm-up and clipping, EMA, checkpoints and exact resume, DDP, logs.
+"""The training loop: a model, an objective, a data set. AdamW with warm-up and clipping, EMA,
+checkpoints and exact resume, DDP, wall-clock budgets, logs and a progress bar.
+
+    batch = data.batch(indices)                    a mapping: "x" and whatever conditioning the data carry
+    loss  = objective(model, batch, generator)     per example (`difflab.objectives`), averaged here
+    loss.backward(); clip; optimizer.step(); ema.update(model)
+
+The loop knows nothing of paths, couplings, predictions or weightings: those live in the objective,
+which the application builds from the configuration (`difflab.runs.train`) and hands over.
 
 Exactness on resume: the data order of epoch e is DistributedSampler's permutation seeded with
-(seed, e) (set_epoch), the position inside the epoch is saved, and the generator that draws t and
-the noise, plus torch's global RNG (dropout), are saved and restored. On CPU a run killed at step k
+(seed, e) (set_epoch), the position inside the epoch is saved, and the generator that the objective
+draws from, plus torch's global RNG (dropout), are saved and restored. On CPU a run killed at step k
 and resumed ends with the same weights, bit for bit, as one that never stopped.
 
 A wall-clock budget (train.max_minutes) counts the whole run, across resumes (the time spent is
@@ -24,12 +32,9 @@ from pathlib import Path
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-from .. import losses
-from ..data import ImageData
-from ..config import Config, build_data, build_model, build_path, build_source, build_time_sampler, load_config
-from ..couplings import couple
+from .._random import derive_seed
 from . import distributed
-from .checkpoint import latest_checkpoint, load_tensors, optimizer_from_files, read_state, save_checkpoint
+from .checkpoint import latest_checkpoint, load_tensors, load_weights, optimizer_from_files, read_state, save_checkpoint
 from .ema import EMA
 
 
@@ -43,23 +48,6 @@ class TrainResult:
     step: int
     last_loss: float
     seconds: float
-
-
-# Keys that may change when a run is resumed: they do not change what is computed.
-_OPERATIONAL = ("steps", "device", "checkpoint_every", "keep_last", "log_every", "max_minutes")
-
-
-def _identity(cfg: dict) -> dict:
-    """What must match to resume a run: everything but the operational train keys, the name and [sample]."""
-    kept = {k: v for k, v in cfg.items() if k not in ("sample", "name")}
-    return {**kept, "train": {k: v for k, v in cfg.get("train", {}).items() if k not in _OPERATIONAL}}
-
-
-def _filled(saved: dict) -> dict:
-    try:
-        return json.loads(json.dumps(load_config(saved).to_dict()))
-    except (ValueError, TypeError):  # a config this version cannot read: compare it as it is
-        return saved
 
 
 def _budget_used(used: float, since: float, budget: float, world: int, device) -> float:
@@ -90,21 +78,19 @@ def lr_at(step: int, base: float, warmup: int, *, progress: float = 0.0, decay: 
     return (base * min(1.0, (step + 1) / warmup) if warmup > 0 else base) * lr_decay_factor(progress, decay, decay_from)
 
 
-def train_step(net, path, x0, labels, *, t, noise, optimizer, prediction: str, weighting: str, lr: float,
-               grad_clip: float, autocast=None) -> tuple[float, float]:
-    """One optimiser step on a batch with explicit t and noise; returns (loss, gradient norm)."""
+def train_step(model, objective, batch, generator, *, optimizer, lr: float, grad_clip: float, autocast=None) -> tuple[float, float]:
+    """One optimiser step of `objective` on a batch; returns (mean loss, gradient norm). No step is taken
+    on a non-finite loss or gradient."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    cond = {"cond": labels} if labels is not None else None
     with autocast() if autocast is not None else contextlib.nullcontext():
-        loss = losses.diffusion_loss(net, path, x0, prediction=prediction, weighting=weighting, t=t, noise=noise,
-                                     cond=cond).mean()
+        loss = objective(model, batch, generator).mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for g in optimizer.param_groups for p in g["params"]]
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf))
     loss_value = loss.detach().item()
-    if math.isfinite(loss_value) and math.isfinite(grad_norm):  # never step on a non-finite gradient
+    if math.isfinite(loss_value) and math.isfinite(grad_norm):
         optimizer.step()
     return loss_value, grad_norm
 
@@ -118,10 +104,13 @@ class _Log:
         self.path = run_dir / "log.csv"
         rows = []
         if resume_step and self.path.exists():  # drop rows past the checkpoint we resume from
-            with open(self.path) as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+            try:
+                with open(self.path, newline="") as f:
+                    rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= resume_step]
+            except (OSError, UnicodeDecodeError, csv.Error):  # a damaged log: the new one starts here
+                rows = []
         with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, self.FIELDS)
+            w = csv.DictWriter(f, self.FIELDS, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
         try:
@@ -139,70 +128,59 @@ class _Log:
                 self.tb.add_scalar(k, row[k], row["step"])
 
 
-def train(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bool = True, stop_after: int | None = None,
-          data=None) -> TrainResult:
-    """Train `cfg` into `run_dir` (continuing from its latest checkpoint when `resume`).
+def fit(model: torch.nn.Module, objective, data, run_dir: str | Path, settings, *, resume_from: Path | None = None,
+        state: dict | None = None, files: dict[str, dict] | None = None, name: str = "run", progress: bool = True,
+        stop_after: int | None = None) -> TrainResult:
+    """Train `model` against `objective` on `data` into `run_dir` (module doc).
 
-    `stop_after` ends the run early after that many total steps (as a crash would, but cleanly), and
-    `train.max_minutes` after that much wall-clock time in this call (both checkpoint where they stop);
-    `data` replaces the configured data set (tests).
+    `settings` is the train section of a configuration (steps, batch_size, lr, ... : `config.TrainConfig`);
+    `resume_from` a checkpoint to continue from (verified by the caller); `state` is stored in every
+    checkpoint's state.json (the configuration, so a resume can be checked); `files` are JSON files the
+    main process writes into a fresh run folder (config.json, data.json). `stop_after` ends the run
+    early after that many total steps (as a crash would, but cleanly), and `train.max_minutes` after
+    that much wall-clock time (both checkpoint where they stop). `data` has `len()`, `batch(indices)`
+    and a `name`.
     """
     run_dir = Path(run_dir)
-    tc = cfg.train
-    info, device = distributed.setup(tc.device)
+    info, device = distributed.setup(settings.device)
     try:
-        result = _train(cfg, run_dir, info, device, resume, progress, stop_after, data)
+        result = _fit(model, objective, data, run_dir, settings, info, device, resume_from, state or {}, files or {},
+                      name, progress, stop_after)
         distributed.finish()
         return result
     finally:
         distributed.teardown()
 
 
-def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> TrainResult:
-    tc = cfg.train
-    torch.manual_seed(distributed.derive_seed(tc.seed, "torch", info.rank))
-    data = data if data is not None else build_data(cfg.data)
+def _fit(model, objective, data, run_dir, tc, info, device, resume_from, extra_state, files, name, progress, stop_after):
+    torch.manual_seed(derive_seed(tc.seed, "torch", info.rank))
     if len(data) < tc.batch_size * info.world:
         raise ValueError(f"the data set has {len(data)} examples, fewer than one batch ({tc.batch_size} x {info.world} processes)")
-    path = build_path(cfg.diffusion)
-    time_sampler = build_time_sampler(cfg.diffusion, path)
-    model = build_model(cfg.model, data.shape, data.num_classes).to(device)
+    model = model.to(device)
     ema = EMA(model, tc.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    noise_gen = torch.Generator().manual_seed(distributed.derive_seed(tc.seed, "noise", info.rank))
+    generator = torch.Generator().manual_seed(derive_seed(tc.seed, "noise", info.rank))
     sampler = DistributedSampler(data, num_replicas=info.world, rank=info.rank, shuffle=True, seed=tc.seed, drop_last=True)
-    labels_all = data.labels if cfg.model.class_conditional else None
-    source, coupling = build_source(cfg.data), cfg.diffusion.coupling
-    if source is not None and tuple(source.sample(1).shape[1:]) != tuple(data.shape):
-        raise ValueError(f"data.source {cfg.data.source!r} has shape {tuple(source.sample(1).shape[1:])} per example; "
-                         f"the data have {tuple(data.shape)}")
 
     step, epoch, pos, budget_used = 0, 0, 0, 0.0
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if ckpt is not None:
-        state = read_state(ckpt)
-        # the saved config is read back through load_config, so keys added to difflab since (with their
-        # defaults) do not make an old run look different
-        if _identity(_filled(state.get("config", {}))) != _identity(json.loads(json.dumps(cfg.to_dict()))):
-            raise ValueError(f"{run_dir} holds a run with a different configuration; use a new run folder or resume=False "
-                             "(only name, [sample] and train.steps, device, checkpoint_every, keep_last, log_every may change)")
-        model.load_state_dict(load_tensors(ckpt / "model.safetensors", device))
-        ema.load_state_dict(load_tensors(ckpt / "ema.safetensors", device))
-        optimizer_from_files(optimizer, load_tensors(ckpt / "optimizer.safetensors", device),
-                             json.loads((ckpt / "optimizer.json").read_text()))
-        rng = load_tensors(ckpt / "rng.safetensors")
-        noise_gen.set_state(rng[f"noise.{info.rank}"])
+    if resume_from is not None:
+        state = read_state(resume_from)
+        load_weights(model, load_tensors(resume_from / "model.safetensors", device), f"{resume_from}/model.safetensors")
+        load_weights(ema, load_tensors(resume_from / "ema.safetensors", device), f"{resume_from}/ema.safetensors")
+        optimizer_from_files(optimizer, load_tensors(resume_from / "optimizer.safetensors", device),
+                             json.loads((resume_from / "optimizer.json").read_text()))
+        rng = load_tensors(resume_from / "rng.safetensors")
+        if f"noise.{info.rank}" not in rng:
+            raise ValueError(f"{resume_from} was written by {state.get('world', 1)} process(es); resume it with as many "
+                             f"(this is process {info.rank} of {info.world})")
+        generator.set_state(rng[f"noise.{info.rank}"])
         torch.set_rng_state(rng[f"torch.{info.rank}"])
         step, epoch, pos = state["step"], state["epoch"], state["position"]
         budget_used = state.get("budget_seconds", 0.0)  # train.max_minutes counts the whole run, across resumes
     elif info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-        (run_dir / "data.json").write_text(json.dumps({"name": data.name, "shape": list(data.shape), "size": len(data),
-                                                       "num_classes": data.num_classes,
-                                                       "class_names": list(data.class_names),
-                                                       "range": [-1.0, 1.0] if isinstance(data, ImageData) else None},
-                                                      indent=1))
+        for file, content in files.items():
+            (run_dir / file).write_text(json.dumps(content, indent=1))
 
     net = model
     if info.world > 1:
@@ -218,7 +196,7 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
         # into a log file (not a terminal) a refresh every 30 s, not thousands of carriage-return lines
         # under a wall-clock budget the step count is only a cap: no misleading ETA from it
         budget = f" for {tc.max_minutes:g} min" if tc.max_minutes > 0 else ""
-        bar = tqdm(total=None if budget else tc.steps, initial=step, desc=f"training {cfg.name}{budget}", unit="step", dynamic_ncols=True,
+        bar = tqdm(total=None if budget else tc.steps, initial=step, desc=f"training {name}{budget}", unit="step", dynamic_ncols=True,
                    mininterval=0.1 if sys.stderr.isatty() else 30.0)
     end = tc.steps if stop_after is None else min(tc.steps, stop_after)
     budget = 60 * tc.max_minutes if tc.max_minutes > 0 else None
@@ -240,16 +218,15 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
     def checkpoint():
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
             diverged(f"the weights became non-finite by step {step}")  # never overwrite good checkpoints with them
-        rng = {f"noise.{info.rank}": noise_gen.get_state(), f"torch.{info.rank}": torch.get_rng_state()}
+        rng = {f"noise.{info.rank}": generator.get_state(), f"torch.{info.rank}": torch.get_rng_state()}
         if info.world > 1:  # rank 0 writes everyone's generator states
             gathered = [None] * info.world
             torch.distributed.all_gather_object(gathered, {k: v.tolist() for k, v in rng.items()})
             rng = {k: torch.tensor(v, dtype=torch.uint8) for g in gathered for k, v in g.items()}
         if info.is_main:
             save_checkpoint(run_dir, step, model=model, ema=ema, optimizer=optimizer, rng=rng, keep_last=tc.keep_last,
-                            state={"epoch": epoch, "position": pos, "config": cfg.to_dict(), "world": info.world,
-                                   "data": data.name, "last_loss": last_loss,
-                                   "budget_seconds": budget_used + time.time() - t_start})
+                            state={**extra_state, "epoch": epoch, "position": pos, "world": info.world, "data": data.name,
+                                   "last_loss": last_loss, "budget_seconds": budget_used + time.time() - t_start})
 
     model.train()
     while step < end:
@@ -257,20 +234,10 @@ def _train(cfg, run_dir, info, device, resume, progress, stop_after, data) -> Tr
         order = torch.tensor(list(sampler))
         n_batches = len(order) // tc.batch_size
         while pos < n_batches and step < end:
-            idx = order[pos * tc.batch_size:(pos + 1) * tc.batch_size]
-            x0 = data.images[idx].to(device)
-            labels = labels_all[idx].to(device) if labels_all is not None else None
-            t = time_sampler(x0.shape[0], generator=noise_gen).to(device)
-            if source is None:
-                noise = torch.randn(x0.shape, generator=noise_gen).to(device)
-            else:
-                noise = source.sample(x0.shape[0], noise_gen).to(device=device, dtype=x0.dtype)
-            if coupling != "independent":  # minibatch OT: pair each example with its partner (class-wise with labels)
-                noise = noise[couple(x0, noise, coupling, labels=labels, reg=cfg.diffusion.coupling_reg, generator=noise_gen)]
+            batch = {k: v.to(device) for k, v in data.batch(order[pos * tc.batch_size:(pos + 1) * tc.batch_size]).items()}
             lr = lr_at(step, tc.lr, tc.warmup, progress=max(step / tc.steps, spent), decay=tc.lr_decay, decay_from=tc.decay_from)
-            loss, gnorm = train_step(net, path, x0, labels, t=t, noise=noise, optimizer=optimizer,
-                                     prediction=cfg.diffusion.prediction, weighting=cfg.diffusion.weighting, lr=lr,
-                                     grad_clip=tc.grad_clip, autocast=autocast)
+            loss, gnorm = train_step(net, objective, batch, generator, optimizer=optimizer, lr=lr, grad_clip=tc.grad_clip,
+                                     autocast=autocast)
             if not (math.isfinite(loss) and math.isfinite(gnorm)):
                 diverged(f"the loss became {loss} (gradient norm {gnorm}) at step {step + 1}")
             ema.update(model, step)
