@@ -41,8 +41,8 @@ def main():
 
     sampler, steps = a.sampler or cfg.sample.sampler, a.steps or cfg.sample.steps
     t1 = time.time()
-    x, info = dl.sample(den, path, (a.n, 1, 28, 28), sampler=sampler, steps=steps, grid=cfg.sample.grid or None,
-                        generator=torch.Generator().manual_seed(a.seed), return_info=True)
+    x, info = dl.sampling.sample_batched(den, path, a.n, (1, 28, 28), seed=a.seed, sampler=sampler, steps=steps,
+                                         grid=cfg.sample.grid or None, return_info=True)
     secs = time.time() - t1
     rep = dl.metrics.class_report(probs(x))
     real = dl.metrics.class_report(probs(dl.data.fashion_mnist("test").images))

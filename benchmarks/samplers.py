@@ -26,7 +26,7 @@ import time
 import torch
 
 import difflab as dl
-from difflab.interop import diffusers_sample
+import difflab.bench
 
 
 def make_sets():
@@ -38,24 +38,11 @@ def make_sets():
     return {"ring2d": ring, "mix64d": mix}
 
 
-# label -> (sampler, grid); steps from the NFE budget by dl.steps_for_nfe
-DIFFLAB = {
-    "ddpm (trailing)": ("ddpm", "trailing"),
-    "ddim (trailing)": ("ddim", "trailing"),
-    "ddim (log_snr)": ("ddim", "log_snr"),
-    "euler_maruyama (trailing)": ("euler_maruyama", "trailing"),
-    "pc (log_snr)": ("pc", "log_snr"),
-    "ode_euler (log_snr)": ("ode_euler", "log_snr"),
-    "ode_heun (karras)": ("ode_heun", "karras"),
-    "annealed_langevin (log_snr)": ("annealed_langevin", "log_snr"),
-    "dpmpp_2m (uniform)": ("dpmpp_2m", "uniform"),
-    "dpmpp_2m (log_snr)": ("dpmpp_2m", "log_snr"),
-    "dpmpp_2m (karras)": ("dpmpp_2m", "karras"),
-    "dpmpp_2m_sde (trailing)": ("dpmpp_2m_sde", "trailing"),
-    "dpmpp_2m_sde (karras)": ("dpmpp_2m_sde", "karras"),
-    "unipc (trailing)": ("unipc", "trailing"),
-    "unipc (karras)": ("unipc", "karras"),
-}
+# difflab sampler specs (name@grid[:key=value]); steps from each NFE budget by the sampler's own NFE facts
+DIFFLAB = ["ddpm@trailing", "ddim@trailing", "ddim@log_snr", "euler_maruyama@trailing", "pc@log_snr", "ode_euler@log_snr",
+           "ode_heun@karras", "annealed_langevin@log_snr", "dpmpp_2m@uniform", "dpmpp_2m@log_snr", "dpmpp_2m@karras",
+           "dpmpp_2m_sde@trailing", "dpmpp_2m_sde@karras", "unipc@trailing", "unipc@karras"]
+ADAPTIVE = ["ode_rk45:rtol=1e-3:atol=1e-3", "ode_rk45:rtol=1e-5:atol=1e-5"]
 
 
 def diffusers_schedulers():
@@ -101,45 +88,28 @@ def main(argv=None):
         nfe_used: dict[str, dict[int, int]] = {}
         floors, adaptive = [], {}
         t_start = time.time()
+        jobs = [dl.bench.difflab_job(den, path, spec) for spec in DIFFLAB]
+        jobs += [dl.bench.diffusers_job(label, den, path, make, steps_of) for label, (make, steps_of) in schedulers.items()]
         for seed in range(args.seeds):
             g = torch.Generator().manual_seed(seed)
             ref = mix.sample(args.n, g, dtype=dtype)
-            floors.append(dl.metrics.sliced_wasserstein(mix.sample(args.n, g, dtype=dtype), ref, projections=args.projections,
-                                                        generator=torch.Generator().manual_seed(10_000 + seed)))
-            x_T = torch.randn(args.n, d, generator=g, dtype=dtype)
+            sw = lambda x: dl.metrics.sliced_wasserstein(x, ref, projections=args.projections,  # noqa: E731
+                                                         generator=torch.Generator().manual_seed(10_000 + seed))
+            floors.append(sw(mix.sample(args.n, g, dtype=dtype)))
+            x_T = dl.bench.prior_noise(path, args.n, (d,), seed, dtype=dtype)
 
             def score(x):
-                if not torch.isfinite(x).all():
-                    return float("nan")
-                return dl.metrics.sliced_wasserstein(x, ref, projections=args.projections,
-                                                     generator=torch.Generator().manual_seed(10_000 + seed))
+                return {"SW2": sw(x) if torch.isfinite(x).all() else float("nan")}
 
-            for label, (sampler, grid) in DIFFLAB.items():
-                for b in budgets:
-                    o = dl.steps_for_nfe(sampler, b)
-                    try:
-                        x, info = dl.sample(den, path, x=x_T, sampler=sampler, grid=grid, generator=torch.Generator().manual_seed(seed),
-                                            return_info=True, **o)
-                        val, used = score(x), info.nfe
-                    except Exception as e:  # a failure is a result too: report it, keep going
-                        print(f"  {label} at {b} NFE failed: {e}", file=sys.stderr)
-                        val, used = float("nan"), 0
-                    results.setdefault(label, {}).setdefault(b, []).append(val)
-                    nfe_used.setdefault(label, {})[b] = used
-            for tol in (1e-3, 1e-5):
-                x, info = dl.sample(den, path, x=x_T, sampler="ode_rk45", rtol=tol, atol=tol, return_info=True)
-                adaptive.setdefault(f"ode_rk45 (rtol=atol={tol:g})", []).append((score(x), info.nfe))
-            for label, (make, steps_of) in schedulers.items():
-                for b in budgets:
-                    try:
-                        x, used = diffusers_sample(make(), den, path, x_T, steps_of(b), generator=torch.Generator().manual_seed(seed),
-                                                   return_nfe=True)
-                        val = score(x)
-                    except Exception as e:
-                        print(f"  {label} at {b} NFE failed: {e}", file=sys.stderr)
-                        val, used = float("nan"), 0
-                    results.setdefault(label, {}).setdefault(b, []).append(val)
-                    nfe_used.setdefault(label, {})[b] = used
+            # a failure is a result too: reported, and NaN in the table
+            for row in dl.bench.sweep(jobs, x_T, budgets, score, seed=seed, batch_size=args.n, errors=(Exception,)):
+                if "error" in row:
+                    print(f"  {row['sampler']} at {row['nfe_budget']} NFE failed: {row['error']}", file=sys.stderr)
+                results.setdefault(row["sampler"], {}).setdefault(row["nfe_budget"], []).append(row.get("SW2", float("nan")))
+                nfe_used.setdefault(row["sampler"], {})[row["nfe_budget"]] = row.get("nfe", 0)
+            for row in dl.bench.sweep([dl.bench.difflab_job(den, path, spec) for spec in ADAPTIVE], x_T, [0], score,
+                                      seed=seed, batch_size=args.n):
+                adaptive.setdefault(row["sampler"], []).append((row["SW2"], row["nfe"]))
             print(f"  [{set_name}] seed {seed} done ({time.time() - t_start:.0f}s)", file=sys.stderr)
 
         floor = torch.tensor(floors, dtype=torch.float64)

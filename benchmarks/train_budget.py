@@ -7,8 +7,8 @@ trained for the same wall-clock minutes on this machine, then sampled at 10 and 
 - difflab: the `fashion_mnist` preset with its fixed-time recipe (the preset's comment):
   `train.max_minutes` set to the budget, `train.lr=2e-3`, `train.lr_decay=cosine` (down to 0 at the
   end of the budget) and, with `--bf16` (the default), `train.amp_cpu=true`.
-  Sampled with its `dpmpp_2m` and `unipc` (bh1) samplers on the default (trailing) grid, and
-  `dpmpp_2m` and `unipc` on the `karras` grid.
+  Sampled with the sampler specs of DIFFLAB_SAMPLERS (`dpmpp_2m`, `unipc:variant=bh1`, `dpmpp_2m@karras`, ...,
+  as `difflab bench samplers` writes them; the default grid is trailing).
 - diffusers: a `UNet2DModel` of about 1.1M parameters (32/64/64 channels, one ResNet block per level,
   attention at 7x7), `DDPMScheduler` (1,000 linear-beta steps, epsilon), AdamW, batch 128, EMA.
   Tuned for a short CPU run rather than its GPU example defaults (lr 1e-4, 500 warm-up steps,
@@ -24,9 +24,11 @@ trained for the same wall-clock minutes on this machine, then sampled at 10 and 
   prediction it was trained with.
 - Each side is scored by its best sampler at each NFE: Frechet distance, precision and recall in the
   shipped Fashion-MNIST feature network's space (`difflab.features`), `--n` samples against `--n`
-  test images, beside the floor (`--n` training images in place of samples). Both sides start from
-  the same noise. A stochastic sampler (SDE-DPM-Solver++) also draws noise as it goes; its FD moves
-  with that noise's seed (by +-0.05 at n = 1,000), so `--noise-seeds K` averages it over K seeds.
+  test images, beside the floor (`--n` training images in place of samples). Both sides are measured
+  by difflab's harness (`difflab.bench.sweep`): the same starting noise, each example's noise from its
+  own generator (so the figures do not depend on the batch size). A stochastic sampler
+  (SDE-DPM-Solver++) also draws noise as it goes; its FD moves with that noise's seed (by +-0.05 at
+  n = 1,000), so `--noise-seeds K` averages it over K seeds.
   Writes `train_budget.json` and `train_budget.md` into `--out`.
 
 Run it alone: a second job on 2 cores slows both sides and the wall-clock budget means fewer steps.
@@ -42,17 +44,12 @@ from pathlib import Path
 import torch
 
 import difflab as dl
-from difflab._checks import choose
-from difflab.bench import parse_sampler_spec
+import difflab.bench
 from difflab.features import image_metrics, load_feature_net
 
 DIFFLAB_BUDGET_RECIPE = ("train.lr=2e-3", "train.lr_decay=cosine")  # the preset's fixed-time recipe
-# label -> dl.sample options (the sampler is the label's first word); the default grid is trailing
-DIFFLAB_SAMPLERS = {"dpmpp_2m": {}, "unipc (bh1)": {"variant": "bh1"},
-                    "dpmpp_2m karras": {"grid": "karras"}, "unipc karras": {"grid": "karras"},
-                    "dpmpp_2m_sde": {}, "dpmpp_2m_sde karras": {"grid": "karras"}}
-# difflab's samplers that draw noise as they go (ddim only with eta > 0)
-DIFFLAB_STOCHASTIC = {"ddpm", "euler_maruyama", "pc", "annealed_langevin", "dpmpp_2m_sde"}
+# difflab sampler specs, as `difflab bench samplers` takes them (name[@grid][:key=value...]); the default grid is trailing
+DIFFLAB_SAMPLERS = ("dpmpp_2m", "unipc:variant=bh1", "dpmpp_2m@karras", "unipc@karras", "dpmpp_2m_sde", "dpmpp_2m_sde@karras")
 # label -> (scheduler class, options): each with its default spacing and with Karras sigmas
 DIFFUSERS_SCHEDULERS = {"DPMSolverMultistepScheduler": ("DPMSolverMultistepScheduler", {}),
                         "UniPCMultistepScheduler": ("UniPCMultistepScheduler", {}),
@@ -134,61 +131,25 @@ def train_diffusers(out: Path, minutes: float, *, lr: float = 1e-3, batch_size: 
 
 
 @torch.no_grad()
-def sample_diffusers(unet, name: str, x_T: torch.Tensor, nfe: int, batch: int = 500, schedule: str = "linear",
-                     prediction: str = "epsilon", noise_seed: int = 1) -> torch.Tensor:
+def sample_diffusers(unet, name: str, x_T: torch.Tensor, nfe: int, generators=None, schedule: str = "linear",
+                     prediction: str = "epsilon") -> torch.Tensor:
+    """One batch drawn as diffusers users draw it: the scheduler's loop around the UNet (the SDE scheduler's
+    noise from `generators`, one per example)."""
     import diffusers
 
-    outs, g = [], torch.Generator().manual_seed(noise_seed)  # the SDE scheduler's noise
-    for xb in x_T.split(batch):
-        cls, options = DIFFUSERS_SCHEDULERS[name]
-        sched = getattr(diffusers, cls)(num_train_timesteps=1000, beta_schedule=schedule, prediction_type=prediction, **options)
-        sched.set_timesteps(nfe)
-        extra = {"generator": g} if "sde" in options.get("algorithm_type", "") else {}
-        x = xb * sched.init_noise_sigma
-        for t in sched.timesteps:
-            x = sched.step(unet(sched.scale_model_input(x, t), t).sample, t, x, **extra).prev_sample
-        outs.append(x.clamp(-1, 1))
-    return torch.cat(outs)
+    cls, options = DIFFUSERS_SCHEDULERS[name]
+    sched = getattr(diffusers, cls)(num_train_timesteps=1000, beta_schedule=schedule, prediction_type=prediction, **options)
+    sched.set_timesteps(nfe)
+    extra = {"generator": list(generators)} if "sde" in options.get("algorithm_type", "") else {}
+    x = x_T * sched.init_noise_sigma
+    for t in sched.timesteps:
+        x = sched.step(unet(sched.scale_model_input(x, t), t).sample, t, x, **extra).prev_sample
+    return x.clamp(-1, 1)
 
 
-def difflab_sampler(label: str) -> tuple[str, dict]:
-    """(sampler, dl.sample options) of a label: one of DIFFLAB_SAMPLERS, or a spec 'name[@grid][:key=value...]'
-    as `difflab bench samplers` takes them (e.g. 'ddpm', 'dpmpp_2m_sde@karras:rho=4:eta=0.5'; `rho` is the
-    Karras grid's, the rest go to the sampler), with steps = NFE."""
-    if label in DIFFLAB_SAMPLERS:
-        return label.split()[0], dict(DIFFLAB_SAMPLERS[label])
-    sampler, grid, options = parse_sampler_spec(label)
-    accepted = dl.sampling.sampler_options(sampler)  # an unknown sampler: ValueError naming the known ones
-    if unknown := [key for key in options if key not in accepted and key != "rho"]:
-        raise ValueError(f"{label!r}: {sampler} takes no option {', '.join(unknown)} (it takes: {', '.join(accepted) or 'none'})")
-    if grid:
-        choose(grid, dl.samplers.grids.GRIDS, "grid")  # an unknown grid: ValueError naming the known ones
-    if "rho" in options and grid != "karras":
-        raise ValueError(f"{label!r}: rho is an option of the karras grid (write {sampler}@karras:rho=...)")
-    return sampler, {**options, **({"grid": grid} if grid else {})}
-
-
-def sample_difflab(run: Path, sampler: str, opts: dict, x_T: torch.Tensor, nfe: int, batch: int = 500,
-                   noise_seed: int = 1) -> torch.Tensor:
-    den, path, _ = dl.load(run)
-    opts = dict(opts)
-    if "rho" in opts:  # a Karras grid with another rho: built here, since dl.sample takes a grid by name only
-        grid = dl.samplers.grids.karras(path, nfe, rho=opts.pop("rho"))
-        opts.pop("grid")
-        steps = {"timesteps": grid}
-    else:
-        steps = {"steps": nfe}
-    g = torch.Generator().manual_seed(noise_seed)  # the stochastic samplers' noise
-    return torch.cat([dl.sample(den, path, x=xb, sampler=sampler, generator=g, **steps, **opts).clamp(-1, 1)
-                      for xb in x_T.split(batch)])
-
-
-def stochastic(label: str) -> bool:
-    """Whether a sampler label draws noise as it goes (its FD then depends on that noise's seed)."""
-    if label in DIFFUSERS_SCHEDULERS:
-        return "sde" in label.split()  # DPMSolverMultistepScheduler sde
-    sampler, opts = difflab_sampler(label)
-    return sampler in DIFFLAB_STOCHASTIC or (sampler == "ddim" and opts.get("eta", 0) != 0)
+def diffusers_side_job(unet, name: str, **param) -> dl.bench.Job:
+    return dl.bench.Job(name, "diffusers", lambda x_T, nfe, gens, cond: (sample_diffusers(unet, name, x_T, nfe, gens, **param), nfe),
+                        stochastic="sde" in name.split())
 
 
 def fmt_fd(row: dict) -> str:
@@ -199,6 +160,8 @@ def fmt_fd(row: dict) -> str:
 
 def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0, diffusers_train: dict | None = None,
           labels=None, noise_seeds: int = 1) -> dict:
+    """Both sides' samplers at each NFE through difflab's harness (`dl.bench.sweep`): the same starting noise,
+    each example's noise from its own generator, stochastic samplers averaged over `noise_seeds`."""
     from diffusers import UNet2DModel
 
     net, _ = load_feature_net("fashion_mnist")
@@ -206,38 +169,36 @@ def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0
     test, train = dl.data.fashion_mnist("test").images, dl.data.fashion_mnist("train").images
     real = test[torch.randperm(len(test), generator=g)[:n]]
     floor = image_metrics(net, real, train[torch.randperm(len(train), generator=g)[:n]])
-    x_T = torch.randn((n, 1, 28, 28), generator=torch.Generator().manual_seed(seed))
-    unet = UNet2DModel.from_pretrained(out / "diffusers").eval() if "diffusers" in sides else None
-    dt = diffusers_train or {}
-    param = {"schedule": dt.get("schedule", "linear"), "prediction": dt.get("prediction", "epsilon")}
-    rows = []
-    for nfe in nfes:
-        difflab_labels = list(DIFFLAB_SAMPLERS) if labels is None else [x for x in labels if x not in DIFFUSERS_SCHEDULERS]
-        jobs = [("difflab", label, lambda k, nfe=nfe, spec=difflab_sampler(label): sample_difflab(out / "difflab", *spec, x_T, nfe,
-                                                                                                     noise_seed=k))
-                for label in difflab_labels if "difflab" in sides]
-        jobs += [("diffusers", name, lambda k, nfe=nfe, name=name: sample_diffusers(unet, name, x_T, nfe, noise_seed=k, **param))
-                 for name in DIFFUSERS_SCHEDULERS if "diffusers" in sides and (labels is None or name in labels)]
-        for side, label, draw in jobs:
-            t0 = time.time()
-            per_seed = []  # a stochastic sampler's FD moves with its own noise: average it over noise_seeds draws
-            for k in range(1, (noise_seeds if stochastic(label) else 1) + 1):
-                try:
-                    x = draw(k)
-                except (IndexError, AssertionError) as e:  # diffusers: Karras sigmas on cosine betas repeat timesteps
-                    print(f"{side:9s} {label:30s} NFE {nfe:3d}  failed: {type(e).__name__}: {e}", flush=True)
-                    break
-                per_seed.append(image_metrics(net, real, x))
-            if not per_seed:
-                continue
-            mean = {key: sum(m[key] for m in per_seed) / len(per_seed) for key in ("fd", "precision", "recall")}
-            fds = torch.tensor([m["fd"] for m in per_seed], dtype=torch.float64)
-            rows.append({"side": side, "sampler": label, "nfe": nfe, **mean, "noise_seeds": len(per_seed),
-                         "fd_std": float(fds.std()) if len(fds) > 1 else 0.0, "fd_per_noise_seed": fds.tolist(),
-                         "seconds": (time.time() - t0) / len(per_seed)})
-            print(f"{side:9s} {label:30s} NFE {nfe:3d}  FD {fmt_fd(rows[-1])}  precision {mean['precision']:.3f}  "
-                  f"recall {mean['recall']:.3f}  ({rows[-1]['seconds']:.0f} s per draw)", flush=True)
-    return {"n": n, "floor": {k: floor[k] for k in ("fd", "precision", "recall")}, "rows": rows}
+    jobs = []
+    if "difflab" in sides:
+        den, path, _ = dl.load(out / "difflab")
+        x_T = dl.bench.prior_noise(path, n, (1, 28, 28), seed)
+        jobs += [dl.bench.difflab_job(den, path, spec) for spec in DIFFLAB_SAMPLERS if labels is None or spec in labels]
+        jobs += [dl.bench.difflab_job(den, path, spec) for spec in labels or () if spec not in DIFFLAB_SAMPLERS
+                 and spec not in DIFFUSERS_SCHEDULERS]
+    else:
+        x_T = dl.bench.prior_noise(dl.paths.DiscreteVP.linear(1000), n, (1, 28, 28), seed)  # sigma(1) = 1 on both sides
+    if "diffusers" in sides:
+        unet = UNet2DModel.from_pretrained(out / "diffusers").eval()
+        dt = diffusers_train or {}
+        param = {"schedule": dt.get("schedule", "linear"), "prediction": dt.get("prediction", "epsilon")}
+        jobs += [diffusers_side_job(unet, name, **param) for name in DIFFUSERS_SCHEDULERS if labels is None or name in labels]
+
+    def figures(x):
+        m = image_metrics(net, real, x.clamp(-1, 1))
+        return {key: m[key] for key in ("fd", "precision", "recall")}
+
+    def log(line):
+        print(line, flush=True)
+
+    # diffusers: Karras sigmas on cosine betas repeat timesteps (IndexError, AssertionError); a failure is a row
+    rows = dl.bench.sweep(jobs, x_T, nfes, figures, seed=seed, batch_size=500, noise_seeds=noise_seeds, log=log,
+                          errors=(ValueError, IndexError, AssertionError))
+    for r in rows:
+        r["side"] = r.pop("library")
+        r.setdefault("noise_seeds", 1)
+        r.setdefault("fd_std", 0.0)
+    return {"n": n, "floor": {k: floor[k] for k in ("fd", "precision", "recall")}, "rows": [r for r in rows if "error" not in r]}
 
 
 def report(result: dict) -> str:
@@ -321,10 +282,10 @@ def main():
     for label in labels or []:
         if label not in DIFFUSERS_SCHEDULERS:
             try:
-                difflab_sampler(label)
+                dl.sampling.parse_sampler_spec(label)
             except ValueError as e:
-                ap.error(f"--samplers: {label!r} is neither a known label ({list(DIFFLAB_SAMPLERS) + list(DIFFUSERS_SCHEDULERS)}) "
-                         f"nor a difflab sampler spec: {e}")
+                ap.error(f"--samplers: {label!r} is neither one of diffusers' ({', '.join(DIFFUSERS_SCHEDULERS)}) nor a "
+                         f"difflab sampler spec: {e}")
     nfes = [int(v) for v in a.nfe.split(",")]
     kept = []
     if labels is not None:  # keep the earlier rows of the samplers not rerun (the same n: the same noise and real set)

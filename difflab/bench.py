@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ._random import derive_seed, example_generators, randn, split_generators
 from .runs import data_info, load, run_config, source_sample
-from .sampling import SamplerSpec, parse_sampler_spec, sample
+from .sampling import SamplerSpec, about, parse_sampler_spec, sample
 
 __all__ = ["Job", "difflab_job", "diffusers_job", "sweep", "prior_noise", "bench_samplers", "parse_sampler_spec",
            "DEFAULT_SAMPLERS", "DIFFUSERS_SCHEDULERS"]
@@ -77,8 +77,11 @@ def difflab_job(denoiser, path, spec: str | SamplerSpec) -> Job:
     spec = parse_sampler_spec(spec) if isinstance(spec, str) else spec
     timer = Timed(denoiser)
 
+    adaptive = about(spec.sampler).adaptive  # its tolerances set the cost: it runs the same at every budget
+
     def draw(x_T, nfe, generators, cond):
-        x, info = sample(timer, path, x=x_T, generator=generators, cond=cond, return_info=True, **spec.kwargs(nfe))
+        kwargs = spec.kwargs(None if adaptive else nfe)
+        x, info = sample(timer, path, x=x_T, generator=generators, cond=cond, return_info=True, **kwargs)
         return x, info.nfe
 
     return Job(spec.label, "difflab", draw, spec.stochastic, timer)
