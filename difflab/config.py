@@ -37,6 +37,12 @@ class DataConfig:
         from .data import TOY_SETS
 
         choose(self.name, ("digits", "fashion_mnist", "folder", "toy"), "data.name")
+        choose(self.split, ("train", "test") + (("all",) if self.name == "digits" else ()), f"data.split of {self.name}")
+        choose(self.toy, TOY_SETS, "data.toy")
+        _within(self, "size", 1, 4096)
+        _within(self, "toy_size", 1, 10_000_000)
+        if self.channels not in (1, 3):
+            raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {self.channels}")
         if self.source:
             choose(self.source, TOY_SETS, "data.source")
             if self.name != "toy":
@@ -61,7 +67,19 @@ class ModelConfig:
     def __post_init__(self):
         choose(self.kind, ("unet", "mlp"), "model.kind")
         choose(self.time_embedding, ("sinusoidal", "fourier"), "model.time_embedding")
-        _positive(self, "channels", "num_res_blocks", "width", "depth", "patch_size")
+        _within(self, "channels", 1, 4096)
+        _within(self, "num_res_blocks", 1, 64)
+        _within(self, "width", 2, 65536)
+        _within(self, "depth", 1, 256)
+        _within(self, "patch_size", 1, 64)
+        if self.width % 2:
+            raise ValueError(f"model.width must be even (the time embedding has sines and cosines), got {self.width}")
+        if not self.channel_mult or not all(1 <= m <= 64 for m in self.channel_mult):
+            raise ValueError(f"model.channel_mult needs one multiplier from 1 to 64 per level, got {list(self.channel_mult)}")
+        levels = len(self.channel_mult)
+        if not all(-levels <= a < levels for a in self.attention_levels):
+            raise ValueError(f"model.attention_levels must index the {levels} levels (0 .. {levels - 1}, or -1 for the "
+                             f"last), got {list(self.attention_levels)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -97,9 +115,13 @@ class DiffusionConfig:
         choose(self.prediction, KINDS, "diffusion.prediction")
         choose(self.weighting, WEIGHTINGS, "diffusion.weighting")
         choose(self.time_sampler, ("default", "log_normal"), "diffusion.time_sampler")
-        _positive(self, "T")
-        if not 0 < self.sigma_min < self.sigma_max:
-            raise ValueError(f"need 0 < diffusion.sigma_min < diffusion.sigma_max; got {self.sigma_min}, {self.sigma_max}")
+        _within(self, "T", 1, 100_000)
+        if not 0 < self.sigma_min < self.sigma_max < 1e6:
+            raise ValueError(f"need 0 < diffusion.sigma_min < diffusion.sigma_max < 1e6; got {self.sigma_min}, {self.sigma_max}")
+        if not 0 < self.t_min < 1:
+            raise ValueError(f"diffusion.t_min must be in (0, 1), got {self.t_min}")
+        if not self.coupling_reg < math.inf:
+            raise ValueError(f"diffusion.coupling_reg must be finite, got {self.coupling_reg}")
 
 
 LR_DECAYS = ("none", "cosine", "linear")
@@ -134,8 +156,14 @@ class TrainConfig:
             raise ValueError(f"train.decay_from must be in [0, 1), got {self.decay_from}")
         if not (self.max_minutes >= 0 and math.isfinite(self.max_minutes)):
             raise ValueError(f"train.max_minutes must be >= 0 (0 = no limit); got {self.max_minutes}")
-        if self.lr <= 0 or self.warmup < 0 or self.grad_clip < 0 or not 0 <= self.ema_decay < 1:
-            raise ValueError("need lr > 0, warmup >= 0, grad_clip >= 0 (0 = off) and 0 <= ema_decay < 1")
+        if not (0 < self.lr < math.inf) or self.warmup < 0 or not (0 <= self.grad_clip < math.inf) or not 0 <= self.ema_decay < 1:
+            raise ValueError(f"need 0 < train.lr < inf, train.warmup >= 0, 0 <= train.grad_clip < inf (0 = off) and "
+                             f"0 <= train.ema_decay < 1; got lr={self.lr}, warmup={self.warmup}, grad_clip={self.grad_clip}, "
+                             f"ema_decay={self.ema_decay}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if not -2**63 <= self.seed < 2**63:
+            raise ValueError(f"train.seed must fit in 64 bits, got {self.seed}")
 
 
 @dataclass
@@ -208,6 +236,14 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _within(obj, name: str, low, high):
+    value = getattr(obj, name)
+    if not low <= value <= high:
+        section = type(obj).__name__.removesuffix("Config").lower()
+        bound = f">= {low}" if value < low else f"<= {high}"
+        raise ValueError(f"{section}.{name} must be {bound} (from {low} to {high}), got {value}")
 
 
 def _positive(obj, *names):

@@ -110,7 +110,9 @@ def sample(denoiser, path, shape=None, *, sampler: str = "ddim", steps: int | No
 def sample_batched(denoiser, path, n: int, shape, *, seed: int = 0, batch_size: int = 500, x: Tensor | None = None,
                    cond: dict | None = None, device=None, dtype=None, progress: bool = False, return_info: bool = False,
                    **kwargs):
-    """n samples of per-example `shape`, drawn in batches of `batch_size`, the same for any batch size.
+    """n samples of per-example `shape`, drawn in batches of `batch_size`, the same for any batch size
+    (except with a sampler whose `about.batch_invariant` is False: `pc`'s step size is a batch statistic,
+    `ode_rk45` chooses its steps for the whole batch).
 
     Example i draws its starting noise (unless `x` gives all n starting points) and every later noise
     from its own generator (`_random.example_generators(seed, n)`), and `cond` holds one row per

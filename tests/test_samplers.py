@@ -466,3 +466,91 @@ def test_difflab_ddim_drives_a_diffusers_unet_like_its_own_scheduler(prediction_
     torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="prediction_type"):
         dl.interop.diffusers_denoiser(unet, path, "velocity")
+
+
+def test_nfe_is_counted_where_the_network_is_called():
+    """A denoiser that evaluates the network twice per call (guidance) reports twice the NFE, whether it makes
+    two calls or one call on a doubled batch; a plain callable counts once per call."""
+    mix, path = test_mixture(), dl.paths.VP()
+    net = lambda x, t: torch.zeros_like(x)  # noqa: E731  an eps network
+    den = dl.as_denoiser(net, path, "eps")
+
+    def twice(x, t):  # two passes, as classifier-free guidance makes them
+        return 0.5 * (den(x, t) + den(x, t))
+
+    def doubled(x, t):  # the same two passes as one batch
+        return den(torch.cat([x, x]), torch.cat([t, t])).chunk(2)[0]
+
+    def plain_twice(x, t):  # an oracle called twice through `counted`
+        inner = dl.denoisers.counted(mix.denoiser(path))
+        return 0.5 * (inner(x, t) + inner(x, t))
+
+    for fn, per_step in ((den, 1), (twice, 2), (doubled, 2), (mix.denoiser(path), 1), (plain_twice, 2)):
+        for sampler, steps, expect in (("ddim", 7, 7), ("ode_heun", 5, 9), ("pc", 4, 8)):
+            _, info = dl.sample(fn, path, (6, 2), sampler=sampler, steps=steps, generator=gen(0), return_info=True)
+            assert info.nfe == per_step * expect, (fn, sampler, info.nfe)
+    counter = dl.denoisers.CountingDenoiser(twice)
+    counter(torch.zeros(3, 2), torch.full((3,), 0.5))
+    assert counter.nfe == 2
+
+
+@pytest.mark.parametrize("sampler", [s for s, fn in dl.samplers.SAMPLERS.items() if fn.about.batch_invariant])
+def test_batched_samples_do_not_depend_on_the_batch_size(sampler):
+    mix, path = test_mixture(), dl.paths.DiscreteVP.linear(100)
+    kw = dict(sampler=sampler, steps=4, seed=3, dtype=torch.float64)
+    whole = dl.sampling.sample_batched(mix.denoiser(path), path, 50, (2,), batch_size=50, **kw)
+    for b in (1, 7, 16):
+        torch.testing.assert_close(dl.sampling.sample_batched(mix.denoiser(path), path, 50, (2,), batch_size=b, **kw), whole,
+                                   rtol=0, atol=0)
+    assert not torch.equal(whole, dl.sampling.sample_batched(mix.denoiser(path), path, 50, (2,), batch_size=50,
+                                                             **{**kw, "seed": 4}))
+    # example i is the same whatever n: the first 20 of 50 are the 20 of n = 20
+    torch.testing.assert_close(dl.sampling.sample_batched(mix.denoiser(path), path, 20, (2,), batch_size=8, **kw), whole[:20],
+                               rtol=0, atol=0)
+
+
+def test_a_list_of_generators_draws_each_row_from_its_own():
+    gens = [gen(i) for i in range(4)]
+    x = dl._random.randn((4, 3), generator=gens)
+    for i in range(4):
+        torch.testing.assert_close(x[i], torch.randn(3, generator=gen(i)), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="one per example"):
+        dl._random.randn((3, 3), generator=[gen(0)] * 4)
+
+
+def test_grid_options_go_through_sample_and_are_checked():
+    mix, path = test_mixture(), dl.paths.VP()
+    g = lambda: gen(1)  # noqa: E731
+    a = dl.sample(mix.denoiser(path), path, (5, 2), sampler="dpmpp_2m", steps=6, grid="karras", grid_options={"rho": 3.0},
+                  generator=g())
+    b = dl.sample(mix.denoiser(path), path, (5, 2), sampler="dpmpp_2m", timesteps=G.karras(path, 6, rho=3.0), generator=g())
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown option of the 'karras' grid 'rh'"):
+        dl.sample(mix.denoiser(path), path, (5, 2), sampler="ddim", steps=6, grid="karras", grid_options={"rh": 3.0})
+    with pytest.raises(ValueError, match="rho must be a number > 0"):
+        dl.sample(mix.denoiser(path), path, (5, 2), sampler="ddim", steps=6, grid="karras", grid_options={"rho": -1.0})
+
+
+def test_every_sampler_states_what_it_is(monkeypatch):
+    """NFE per grid, noise and options are stated beside each sampler, and they are what a run spends and takes."""
+    import importlib
+
+    mix, path = test_mixture(), dl.paths.VP()
+    draws = []
+    for name in ("ancestral", "dpm_solver", "langevin", "sde"):  # count the noise the samplers draw
+        module = importlib.import_module(f"difflab.samplers.{name}")
+        monkeypatch.setattr(module, "randn", lambda *a, _orig=module.randn, **k: draws.append(1) or _orig(*a, **k))
+    for name, fn in dl.samplers.SAMPLERS.items():
+        about = fn.about
+        assert set(about.options) == set(dl.sampling.sampler_options(name))
+        if about.adaptive:
+            continue
+        for steps in (1, 3, 8):
+            opts = {"steps_per_level": 2} if name == "annealed_langevin" else {}
+            calls = []
+            den = lambda x, t: calls.append(1) or mix.denoiser(path)(x, t)  # noqa: E731
+            draws.clear()
+            dl.sample(den, path, x=path.prior_sample((4, 2), gen(2)), sampler=name, steps=steps, generator=gen(3), **opts)
+            assert len(calls) == about.nfe(steps, opts), (name, steps)
+            assert bool(draws) == about.draws_noise(opts) or steps == 1, (name, steps, len(draws))
+    assert dl.samplers.SAMPLERS["ddim"].about.draws_noise({"eta": 0.3}) and not dl.samplers.SAMPLERS["ddim"].about.draws_noise()

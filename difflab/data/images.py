@@ -126,6 +126,15 @@ def fashion_mnist(split: str = "train", root: str | Path = FASHION_MNIST_DIR) ->
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
+def _open_image(path: Path):
+    """Open and fully decode an image (a truncated file fails here, not later)."""
+    from PIL import Image
+
+    im = Image.open(path)
+    im.load()
+    return im
+
+
 def image_folder(root: str | Path, size: int, channels: int = 3) -> ImageData:
     """Every PNG/JPEG under `root`, resized so the shorter side is `size` and centre-cropped to size x size."""
     from PIL import Image
@@ -135,6 +144,8 @@ def image_folder(root: str | Path, size: int, channels: int = 3) -> ImageData:
         raise FileNotFoundError(f"image folder {root} does not exist")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 4096:
+        raise ValueError(f"size must be an integer side length from 1 to 4096 pixels, got {size!r}")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no .png/.jpg/.jpeg files under {root}")
@@ -142,7 +153,12 @@ def image_folder(root: str | Path, size: int, channels: int = 3) -> ImageData:
     labelled = classes != ["."]
     out = []
     for p in files:
-        with Image.open(p) as im:
+        try:
+            im = _open_image(p)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+            raise ValueError(f"{p} is not a readable image ({str(e).splitlines()[0][:100] if str(e) else type(e).__name__}); "
+                             f"remove it from {root} or replace it") from None
+        with im:
             im = im.convert("L" if channels == 1 else "RGB")
             w, h = im.size
             s = size / min(w, h)

@@ -6,7 +6,8 @@ to the step kernels as Python floats (`Step`), so the loop itself does no path a
 
 Every sampler states what it is beside its definition with `@describe(...)`: the network
 evaluations a grid of N steps (ending at t = 0) costs with given options, whether it draws noise as
-it goes, and (read off its signature) its own keyword options with their defaults. `steps_for_nfe`,
+it goes, whether a sample depends on the rest of its batch, and (read off its signature) its own
+keyword options with their defaults. `steps_for_nfe`,
 the bench and the benchmarks read these facts instead of keeping lists of their own.
 """
 
@@ -46,6 +47,7 @@ class About:
     stochastic: Callable[[dict], bool]
     options: dict = field(default_factory=dict)  # name -> default
     budget: Callable[[int, dict], dict] | None = None
+    batch_invariant: bool = True  # False: a sample depends on the others of its batch (pc's batch-mean step size)
 
     @property
     def adaptive(self) -> bool:
@@ -85,7 +87,8 @@ class About:
 
 
 def describe(*, nfe: Callable[[int, dict], int] | None = lambda steps, o: steps,
-             stochastic: bool | Callable[[dict], bool] = False, budget: Callable[[int, dict], dict] | None = None):
+             stochastic: bool | Callable[[dict], bool] = False, budget: Callable[[int, dict], dict] | None = None,
+             batch_invariant: bool = True):
     """Attach `About` to a sampler function as `fn.about` (its options are read off its signature)."""
 
     def wrap(fn):
@@ -93,7 +96,7 @@ def describe(*, nfe: Callable[[int, dict], int] | None = lambda steps, o: steps,
         options = {p.name: p.default for p in params
                    if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in COMMON_KEYWORDS}
         draws = stochastic if callable(stochastic) else (lambda o, value=bool(stochastic): value)
-        fn.about = About(nfe, draws, options, budget)
+        fn.about = About(nfe, draws, options, budget, batch_invariant)
         return fn
 
     return wrap

@@ -108,7 +108,8 @@ def ode_rk4(denoiser, path, x: Tensor, ts, *, callback=None, return_info: bool =
     return finish(x, den, ts, return_info)
 
 
-@describe(nfe=None)  # adaptive: its tolerances, not a budget, set the cost
+# adaptive: its tolerances, not a budget, set the cost; the steps are chosen for the whole batch (its error norm)
+@describe(nfe=None, batch_invariant=False)
 @torch.no_grad()
 def ode_rk45(denoiser, path, x: Tensor, ts, *, rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5",
              callback=None, return_info: bool = False, generator=None, **cond):

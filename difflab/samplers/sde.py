@@ -66,7 +66,8 @@ def euler_maruyama(denoiser, path, x: Tensor, ts, *, generator: torch.Generator 
     return finish(x, den, ts, return_info)
 
 
-@describe(nfe=lambda steps, o: steps * (1 + o["corrector_steps"]), stochastic=True)
+# the corrector's step size is a batch statistic (Song et al.'s code): samples depend on their batch
+@describe(nfe=lambda steps, o: steps * (1 + o["corrector_steps"]), stochastic=True, batch_invariant=False)
 @torch.no_grad()
 def pc(denoiser, path, x: Tensor, ts, *, snr: float = 0.16, corrector_steps: int = 1,
        generator: torch.Generator | None = None, callback=None, return_info: bool = False, **cond):
