@@ -2,10 +2,13 @@
 
 Paths (`paths`) define the forward process, denoisers (`denoisers`) are what a network or an exact
 oracle (`oracles`) gives back, samplers (`samplers`) turn a denoiser and a path into samples, and
-`sample` puts them together. See DESIGN.md and the README.
+`sample` puts them together; objectives (`objectives`) are what a model is trained to do, and the
+training loop (`training.fit`) fits any of them. The application (`config`, `runs`, `evaluate`,
+`bench`, `demo`, `cli`) builds these from configurations at one edge. docs/ARCHITECTURE.md is the map.
 """
 
-from . import couplings, data, denoisers, divergence, interop, likelihood, losses, metrics, nets, oracles, paths, samplers, targets, training, viz
+from . import (couplings, data, denoisers, divergence, interop, likelihood, losses, metrics, nets, objectives, oracles, paths,
+               samplers, sampling, targets, training, viz)
 from .denoisers import as_denoiser
 from .likelihood import elbo, log_likelihood
 from .runs import load
@@ -13,5 +16,5 @@ from .sampling import sample, steps_for_nfe
 
 __version__ = "0.1.0"
 
-__all__ = ["paths", "targets", "denoisers", "losses", "couplings", "samplers", "oracles", "metrics", "sample", "steps_for_nfe", "as_denoiser", "load",
-           "log_likelihood", "elbo"]
+__all__ = ["paths", "targets", "denoisers", "losses", "objectives", "couplings", "samplers", "sampling", "oracles", "metrics",
+           "sample", "steps_for_nfe", "as_denoiser", "load", "log_likelihood", "elbo"]

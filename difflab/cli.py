@@ -75,10 +75,10 @@ def _budgets(text: str) -> list[int]:
 
 
 def _check_device(name: str) -> str:
+    """The device a --device option names (auto resolved), or a clear error for one this machine lacks."""
     from .training.distributed import resolve_device
 
-    resolve_device(name)
-    return name
+    return str(resolve_device(name))
 
 
 @_command()
@@ -161,7 +161,7 @@ def sample(
     folder = out.suffix == "" or out.is_dir()
     if not folder and out.suffix not in (".png", ".npz"):
         _fail(f"--out must end in .png or .npz, or name a folder; got {out}")
-    _check_device(device)
+    device = _check_device(device)
     cfg = dl.runs.run_config(run)
     shape = tuple(dl.runs.data_info(run)["shape"])
     if folder and len(shape) != 3:
@@ -236,7 +236,7 @@ def eval_(
         choose(method, ("exact", "hutchinson"), "--method")
     if not (rtol > 0 and atol > 0):
         _fail(f"--rtol and --atol must be > 0, got {rtol}, {atol}")
-    _check_device(device)
+    device = _check_device(device)
     command = "difflab eval " + " ".join(sys.argv[2:])
     if nll or elbo:
         res = run_nll(run, split=split, n=n, method=method, probes=probes, rtol=rtol, atol=atol, flow=nll, with_elbo=elbo,
@@ -285,7 +285,7 @@ def demo(
     """The main job: train a pixel DDPM on the built-in 8x8 digits, sample it, judge and draw the samples."""
     from .demo import digits_demo
 
-    _check_device(device)
+    device = _check_device(device)
     report = digits_demo(out, overrides=set_, n=n, seed=seed, device=device, log=typer.echo)
     typer.echo((out / "report.md").read_text())
     typer.echo(f"pictures: {out / 'samples.png'}, {out / 'reverse.gif'}, {out / 'loss.png'}")
@@ -304,7 +304,7 @@ def oracle_demo(
     """Every sampler on an exact 8-mode ring (no training): a picture and a table against NFE."""
     from .demo import oracle_demo as run
 
-    _check_device(device)
+    device = _check_device(device)
     run(out, n=n, budgets=_budgets(nfe), seed=seed, device=device, log=typer.echo)
 
 
@@ -342,7 +342,7 @@ def bench_samplers(
     specs = [s.strip() for s in samplers.split(",") if s.strip()]
     if not specs:
         _fail("--samplers names no sampler")
-    _check_device(device)
+    device = _check_device(device)
     run_bench(run, samplers=specs, nfes=_budgets(nfe), n=n, seed=seed, device=device, batch_size=batch,
               diffusers=diffusers, append=append, log=typer.echo)
     typer.echo((Path(run) / "bench_samplers.md").read_text())

@@ -67,7 +67,7 @@ def run_nll(run_dir, *, split: str = "test", n: int | None = None, method: str |
     method = method or ("exact" if dims <= 64 else "hutchinson")
     g = torch.Generator().manual_seed(seed)
     # a continuous-time model is only trained down to its t_min: the flow starts there (x is read as x_{t_min})
-    t_start = path.t_min if path.T is not None else cfg.diffusion.t_min
+    t_start = path.t_min if path.discrete else cfg.diffusion.t_min
     value_range = tuple(data_info(run_dir).get("range") or (-1.0, 1.0))
     prior = None
     if flow and cfg.data.source:  # a flow from a data set: its log-density at t = 1 replaces the Gaussian prior's
@@ -88,7 +88,7 @@ def run_nll(run_dir, *, split: str = "test", n: int | None = None, method: str |
             nfes.append(info.nfe)
         if with_elbo:
             elbos.append(elbo(den, path, xb, decoder="discretized" if image else "gaussian", terms=elbo_terms,
-                              steps=None if path.T else cfg.diffusion.T, generator=g).cpu())
+                              steps=None if path.discrete else cfg.diffusion.T, generator=g).cpu())
     out = {"split": "held-out draw" if cfg.data.name == "toy" else split, "n": len(x), "seconds": round(time.time() - t0, 1)}
     if true_logp is not None:
         out["entropy_nats"], out["entropy_nats_se"] = _mean_se(-true_logp)

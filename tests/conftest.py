@@ -1,9 +1,17 @@
+import os
+
 import pytest
 import torch
+from hypothesis import settings
 
 import difflab as dl
 
 torch.set_num_threads(2)
+
+# In CI the property-based tests draw the same examples every run (a red CI is then reproducible).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ALL_PATHS = {
     "VP": lambda: dl.paths.VP(),

@@ -28,7 +28,7 @@ def test_shipped_feature_net_has_its_recorded_accuracy(name):
     assert acc > (0.97 if name == "digits" else 0.88)
 
 
-@pytest.mark.parametrize("name", list(FEATURE_SETS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "fashion_mnist" else n for n in FEATURE_SETS])
 def test_frechet_distance_of_real_halves_is_small_against_blurred_or_shuffled_images(name):
     net, _ = load_feature_net(name)
     x = _test_split(name).images

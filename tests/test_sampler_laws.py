@@ -150,6 +150,17 @@ def test_stochastic_sampler_output_law_is_the_exact_gaussian_one(sampler, option
     assert float((V - S).abs().max()) > 0.02 or float((m - MU).abs().max()) > 0.02
 
 
+@pytest.mark.parametrize("sampler", ["ddpm", "euler_maruyama", "pc"])
+def test_the_law_holds_in_float32_too(sampler):
+    """float32 (the users' default) samples have the exact law as well (no drift from rounding over the steps)."""
+    path = dl.paths.VP()
+    ts = dl.samplers.grids.uniform(path, 50)
+    m, V = exact_law(sampler, {}, path, ts)
+    x = dl.sample(DATA.denoiser(path), path, (200_000, 2), sampler=sampler, timesteps=ts, generator=gen(2))
+    assert x.dtype == torch.float32
+    assert_law(x.double(), m, V)
+
+
 def test_annealed_langevin_output_law_is_the_exact_gaussian_one():
     path = dl.paths.VE(0.05, 5.0)
     ts = dl.samplers.grids.log_snr(path, 5)

@@ -140,7 +140,8 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: torch.nn.Module, e
     ck_root.mkdir(parents=True, exist_ok=True)
     final = ck_root / f"step-{step:08d}"
     tmp = ck_root / f".tmp-step-{step:08d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for leftover in ck_root.glob(".tmp-step-*"):  # half-written checkpoints of a process that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp.mkdir()
     opt_tensors, opt_meta = optimizer_to_files(optimizer)
     files = {
