@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._checks import choose
 from ..targets import eps_of
 from ._common import describe, finish, start, steps_of, times_for
 
@@ -119,6 +120,9 @@ def ode_rk45(denoiser, path, x: Tensor, ts, *, rtol: float = 1e-5, atol: float =
     """
     from torchdiffeq import odeint
 
+    if not (0 < rtol < 1 and 0 < atol < 1):
+        raise ValueError(f"ode_rk45 needs tolerances 0 < rtol, atol < 1 (e.g. 1e-5); got rtol={rtol}, atol={atol}")
+    choose(method, _ADAPTIVE, "adaptive torchdiffeq method")
     den, ts = start(denoiser, x, ts)
     t_end = float(ts[-2] if float(ts[-1]) == 0 else ts[-1])
 
