@@ -96,7 +96,7 @@ def main(argv=None):
             sw = lambda x: dl.metrics.sliced_wasserstein(x, ref, projections=args.projections,  # noqa: E731
                                                          generator=torch.Generator().manual_seed(10_000 + seed))
             floors.append(sw(mix.sample(args.n, g, dtype=dtype)))
-            x_T = dl.bench.prior_noise(path, args.n, (d,), seed, dtype=dtype)
+            x_T = dl.sampling.prior_noise(path, args.n, (d,), seed, dtype=dtype)
 
             def score(x):
                 return {"SW2": sw(x) if torch.isfinite(x).all() else float("nan")}

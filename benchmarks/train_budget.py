@@ -172,12 +172,12 @@ def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0
     jobs = []
     if "difflab" in sides:
         den, path, _ = dl.load(out / "difflab")
-        x_T = dl.bench.prior_noise(path, n, (1, 28, 28), seed)
+        x_T = dl.sampling.prior_noise(path, n, (1, 28, 28), seed)
         jobs += [dl.bench.difflab_job(den, path, spec) for spec in DIFFLAB_SAMPLERS if labels is None or spec in labels]
         jobs += [dl.bench.difflab_job(den, path, spec) for spec in labels or () if spec not in DIFFLAB_SAMPLERS
                  and spec not in DIFFUSERS_SCHEDULERS]
     else:
-        x_T = dl.bench.prior_noise(dl.paths.DiscreteVP.linear(1000), n, (1, 28, 28), seed)  # sigma(1) = 1 on both sides
+        x_T = dl.sampling.prior_noise(dl.paths.DiscreteVP.linear(1000), n, (1, 28, 28), seed)  # sigma(1) = 1 on both sides
     if "diffusers" in sides:
         unet = UNet2DModel.from_pretrained(out / "diffusers").eval()
         dt = diffusers_train or {}

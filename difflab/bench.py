@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ._random import derive_seed, example_generators, randn, split_generators
+from ._random import derive_seed, example_generators, split_generators
 from .runs import data_info, load, run_config, source_sample
-from .sampling import SamplerSpec, about, parse_sampler_spec, sample
+from .sampling import SamplerSpec, about, parse_sampler_spec, prior_noise, sample
 
-__all__ = ["Job", "difflab_job", "diffusers_job", "sweep", "prior_noise", "bench_samplers", "parse_sampler_spec",
+__all__ = ["Job", "difflab_job", "diffusers_job", "sweep", "bench_samplers", "parse_sampler_spec",
            "DEFAULT_SAMPLERS", "DIFFUSERS_SCHEDULERS"]
 
 DEFAULT_SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "unipc", "ode_euler", "ode_heun", "ode_rk4", "euler_maruyama")
@@ -120,12 +120,6 @@ def diffusers_job(name: str, denoiser, path, make_scheduler: Callable | None = N
         return diffusers_sample(make(), timer, path, x_T, steps, generator=list(generators), return_nfe=True)
 
     return Job(name, "diffusers", draw, "SDE" in name or name.endswith("DDPM"), timer)
-
-
-def prior_noise(path, n: int, shape, seed: int = 0, dtype=None) -> Tensor:
-    """n draws of the prior N(0, sigma(1)^2 I), example i from its own generator (as `sample_batched`)."""
-    sigma1 = float(path.sigma(torch.tensor(1.0, dtype=torch.float64)))
-    return sigma1 * randn((n, *shape), generator=example_generators(seed, n), dtype=dtype)
 
 
 def sweep(jobs: list[Job], x_T: Tensor, nfes, score: Callable[[Tensor], dict], *, seed: int = 0, batch_size: int = 500,

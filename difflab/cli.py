@@ -169,21 +169,13 @@ def sample(
     if out.suffix == ".png" and len(shape) != 3 and shape != (2,):
         _fail(f"cannot draw samples of shape {shape} as a PNG; use --out FILE.npz")
     labels = _labels_for(run, cfg, label, n)
-    spec = dl.sampling.parse_sampler_spec(sampler or cfg.sample.sampler)
-    if grid is not None:
-        choose(grid, dl.samplers.grids.GRIDS, "grid")
-    own = spec.sampler == cfg.sample.sampler and not spec.options
-    options = {**(cfg.sample.options if own else {}), **spec.options}
-    grid_name = grid or spec.grid or cfg.sample.grid or None
-    grid_options = spec.grid_options or (cfg.sample.grid_options if own and grid_name == (cfg.sample.grid or None) else {})
-    steps = steps or (None if spec.sampler == "ode_rk45" else cfg.sample.steps)
+    how = dl.runs.sampling_settings(cfg, sampler, steps, grid)
     den, path, cfg = dl.load(run, device=device)
     import torch
 
     x, info = dl.sampling.sample_batched(den, path, n, shape, seed=seed, batch_size=batch, device=device,
                                          x=dl.runs.source_sample(cfg, n, torch.Generator().manual_seed(seed)),
-                                         cond={"label": labels} if labels is not None else None, sampler=spec.sampler,
-                                         steps=steps, grid=grid_name, grid_options=grid_options, return_info=True, **options)
+                                         cond={"label": labels} if labels is not None else None, return_info=True, **how)
     if folder:
         dl.viz.save_images(x, out)
     elif out.suffix == ".npz":

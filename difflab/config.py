@@ -198,9 +198,6 @@ class SampleConfig:
         _positive(self, "steps", "n")
 
 
-RUN_KINDS = ("diffusion",)  # what a run can hold (`difflab.runs` builds and loads each)
-
-
 @dataclass
 class Config:
     name: str = "run"
@@ -213,7 +210,9 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def __post_init__(self):
-        choose(self.kind, RUN_KINDS, "kind")
+        from .runs import KINDS  # what a run can hold: difflab.runs builds and loads each
+
+        choose(self.kind, KINDS, "kind")
         for role, where in self.requires.items():
             if not isinstance(where, str) or not where:
                 raise ValueError(f"requires.{role} must name a run folder (a string), got {where!r}")

@@ -10,7 +10,7 @@ import torch
 
 from . import metrics, oracles, paths, viz
 from .config import load_config
-from .runs import data_info, load
+from .runs import data_info, load, sampling_settings
 from .sampling import sample, sample_batched
 from .training import train
 
@@ -33,8 +33,7 @@ def digits_demo(out: str | Path = "runs/demo", *, overrides: list[str] | None = 
 
     den, path, cfg = load(out, device=device)
     shape = tuple(data_info(out)["shape"])
-    s = cfg.sample
-    how = {"sampler": s.sampler, "steps": s.steps, "grid": s.grid or None, "grid_options": s.grid_options, **s.options}
+    how = sampling_settings(cfg)
     t1 = time.time()
     x, info = sample_batched(den, path, n, shape, seed=seed, device=device, return_info=True, **how)
     sample_s = time.time() - t1
@@ -51,7 +50,7 @@ def digits_demo(out: str | Path = "runs/demo", *, overrides: list[str] | None = 
     viz.save_gif(frames, out / "reverse.gif", nrow=8, scale=4)
     viz.loss_curve(out / "log.csv", out / "loss.png", title=f"{cfg.name}: training loss")
     report = {
-        "train_steps": result.step, "train_seconds": round(train_s, 1), "sampler": s.sampler, "sampler_steps": s.steps,
+        "train_steps": result.step, "train_seconds": round(train_s, 1), "sampler": how["sampler"], "sampler_steps": how["steps"],
         "nfe": info.nfe, "samples": n, "sample_seconds": round(sample_s, 2), "classifier_test_accuracy": clf_acc,
         "mean_top_prob": rep["mean_top_prob"], "class_fractions": rep["class_fractions"],
         "min_class_fraction": rep["min_class_fraction"], "max_class_fraction": rep["max_class_fraction"],
@@ -63,7 +62,7 @@ def digits_demo(out: str | Path = "runs/demo", *, overrides: list[str] | None = 
     md = f"""# difflab demo: pixel DDPM on scikit-learn's 8x8 digits
 
 - Training: {result.step} steps in {train_s:.0f} s (config `configs/digits.toml`, device {device}).
-- Sampling: {n} samples with `{s.sampler}`, {info.nfe} network evaluations, {sample_s:.1f} s.
+- Sampling: {n} samples with `{how["sampler"]}`, {info.nfe} network evaluations, {sample_s:.1f} s.
 - Judge: logistic regression fitted on the digits train split (test accuracy {100 * clf_acc:.1f}%).
 - Mean top-class probability of the samples: **{rep['mean_top_prob']:.3f}** (goal >= 0.9; real test digits: {real['mean_top_prob']:.3f}).
 - Share of each class (goal 5-15% each): {frac}.

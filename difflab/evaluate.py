@@ -118,28 +118,18 @@ SAMPLE_METRICS = ("fid", "prdc", "w2", "sw", "mmd", "energy", "nll_samples")
 def _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels=None, grid=None):
     """n samples of a run (by batches, the same for any batch size), with the run's own sampler settings
     unless overridden."""
-    from ._checks import choose
-    from .runs import source_sample
-    from .samplers.grids import GRIDS
+    from .runs import sampling_settings, source_sample
     from .sampling import default_grid, parse_sampler_spec, sample_batched
 
-    spec = parse_sampler_spec(sampler or cfg.sample.sampler)  # a name, or name[@grid][:key=value...]
-    if grid is not None:
-        choose(grid, GRIDS, "grid")
-    own = spec.sampler == cfg.sample.sampler and not spec.options
-    options = {**(cfg.sample.options if own else {}), **spec.options}
-    steps = None if spec.sampler == "ode_rk45" and steps is None else (steps or cfg.sample.steps)
-    grid = grid or spec.grid or cfg.sample.grid or None
-    grid_opts = spec.grid_options or (cfg.sample.grid_options if own and grid == (cfg.sample.grid or None) and steps else {})
+    how = sampling_settings(cfg, sampler, steps, grid)
     den, path, _ = load(run_dir, device=device)
     shape = tuple(data_info(run_dir)["shape"])
     t0 = time.time()
     x, info = sample_batched(den, path, n, shape, seed=seed, batch_size=batch_size, device=device,
                              x=source_sample(cfg, n, torch.Generator().manual_seed(seed)),
-                             cond={"label": labels} if labels is not None else None, sampler=spec.sampler, steps=steps,
-                             grid=grid, grid_options=grid_opts, return_info=True, **options)
-    return x, {"sampler": spec.label, "grid": grid or default_grid(path), "steps": steps, "nfe": info.nfe,
-               "sample_seconds": round(time.time() - t0, 1)}
+                             cond={"label": labels} if labels is not None else None, return_info=True, **how)
+    return x, {"sampler": parse_sampler_spec(sampler or cfg.sample.sampler).label, "grid": how["grid"] or default_grid(path),
+               "steps": how["steps"], "nfe": info.nfe, "sample_seconds": round(time.time() - t0, 1)}
 
 
 def run_sample_metrics(run_dir, metrics=("fid", "prdc"), *, sampler: str | None = None, steps: int | None = None,

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +33,7 @@ from .denoisers import as_denoiser, clipped
 from .training.checkpoint import CheckpointDamaged, latest_valid_checkpoint, load_tensors, load_weights, read_state
 
 __all__ = ["train", "load", "load_network", "run_config", "data_info", "run_kind", "required_runs", "source_sample",
-           "data_record", "RUN_FILES"]
-
-RUN_FILES = ("config.json", "data.json")
-
+           "sampling_settings", "data_record", "KINDS", "CheckpointDamaged"]
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr)
@@ -126,8 +124,8 @@ def required_runs(cfg: Config, run_dir: str | Path) -> dict[str, Path]:
 class Kind:
     """How one kind of run is built for training and given back by `load`; `requires`: role -> kind."""
 
-    build: object  # (cfg, data) -> (model, objective)
-    load: object  # (run_dir, net, cfg, data_info, clip) -> what `load` returns
+    build: Callable  # (cfg, data) -> (model, objective)
+    load: Callable  # (run_dir, net, cfg, data_info, clip) -> what `load` returns
     requires: dict
 
 
@@ -266,11 +264,29 @@ def load(run_dir: str | Path, *, ema: bool = True, device="cpu", clip: bool = Tr
     return KINDS[cfg.kind].load(Path(run_dir), net, cfg, data_info(run_dir), clip)
 
 
+def sampling_settings(cfg: Config, sampler: str | None = None, steps: int | None = None, grid: str | None = None) -> dict:
+    """Keywords for `dl.sample` / `sample_batched`: the run's [sample] settings, with `sampler` (a name or a
+    spec name[@grid][:key=value...]), `steps` and `grid` overriding them. The run's own sampler options and
+    grid options apply only while its own sampler (and grid) is used."""
+    from ._checks import choose
+    from .samplers.grids import GRIDS
+    from .sampling import parse_sampler_spec
+
+    s = cfg.sample
+    spec = parse_sampler_spec(sampler or s.sampler)
+    if grid is not None:
+        choose(grid, GRIDS, "grid")
+    own = spec.sampler == s.sampler and not spec.options
+    grid = grid or spec.grid or s.grid or None
+    steps = steps or (None if spec.sampler == "ode_rk45" else s.steps)
+    grid_options = spec.grid_options or (s.grid_options if own and grid == (s.grid or None) and steps else {})
+    return {"sampler": spec.sampler, "steps": steps, "grid": grid, "grid_options": grid_options,
+            **(s.options if own else {}), **spec.options}
+
+
 def source_sample(cfg: Config, n: int, generator=None, device="cpu"):
     """n starting points at t = 1 drawn from a flow's data source (`data.source`), or None when the run
     starts from its path's Gaussian prior (`dl.sample` draws that itself)."""
     source = build_source(cfg.data)
     return None if source is None else source.sample(n, generator).float().to(device)
 
-
-__all__ += ["CheckpointDamaged", "KINDS"]

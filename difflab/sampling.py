@@ -19,7 +19,7 @@ from ._random import example_generators, randn, split_generators
 from .samplers import SAMPLERS, check_grid
 from .samplers.grids import GRIDS, grid_options, make_grid
 
-__all__ = ["sample", "sample_batched", "default_grid", "steps_for_nfe", "sampler_options", "about", "SamplerSpec",
+__all__ = ["sample", "sample_batched", "prior_noise", "default_grid", "steps_for_nfe", "sampler_options", "about", "SamplerSpec",
            "parse_sampler_spec"]
 
 
@@ -107,6 +107,14 @@ def sample(denoiser, path, shape=None, *, sampler: str = "ddim", steps: int | No
               **options, **(cond or {}))
 
 
+def prior_noise(path, n: int, shape, seed: int | list = 0, dtype=None) -> Tensor:
+    """n draws of the prior N(0, sigma(1)^2 I) of per-example `shape`, example i from its own generator
+    (`seed`, or the list of n generators itself)."""
+    gens = seed if isinstance(seed, (list, tuple)) else example_generators(seed, n)
+    sigma1 = float(path.sigma(torch.tensor(1.0, dtype=torch.float64)))
+    return sigma1 * randn((n, *shape), generator=gens, dtype=dtype)
+
+
 def sample_batched(denoiser, path, n: int, shape, *, seed: int = 0, batch_size: int = 500, x: Tensor | None = None,
                    cond: dict | None = None, device=None, dtype=None, progress: bool = False, return_info: bool = False,
                    **kwargs):
@@ -125,8 +133,7 @@ def sample_batched(denoiser, path, n: int, shape, *, seed: int = 0, batch_size: 
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     gens = example_generators(seed, int(n))
     if x is None:
-        sigma1 = float(path.sigma(torch.tensor(1.0, dtype=torch.float64)))
-        x = sigma1 * randn((int(n), *shape), generator=gens, dtype=dtype)  # the prior draw, example by example
+        x = prior_noise(path, int(n), shape, gens, dtype=dtype)
     elif x.shape[0] != n:
         raise ValueError(f"x holds {x.shape[0]} starting points for n={n} samples")
     for key, value in (cond or {}).items():
