@@ -175,7 +175,8 @@ def sample(
 
     x, info = dl.sampling.sample_batched(den, path, n, shape, seed=seed, batch_size=batch, device=device,
                                          x=dl.runs.source_sample(cfg, n, torch.Generator().manual_seed(seed)),
-                                         cond={"label": labels} if labels is not None else None, return_info=True, **how)
+                                         cond={"label": labels} if labels is not None else None, return_info=True,
+                                         progress=n > batch, **how)
     if folder:
         dl.viz.save_images(x, out)
     elif out.suffix == ".npz":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -223,9 +222,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bo
         torch.manual_seed(derive_seed(cfg.train.seed, "init"))
         model, objective = KINDS[cfg.kind].build(cfg, data)
     ckpt = _resume_point(run_dir, cfg) if resume else None
-    if not resume and _is_main_process():
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return fit(model, objective, data, run_dir, cfg.train, resume_from=ckpt, state={"config": cfg.to_dict()},
+    return fit(model, objective, data, run_dir, cfg.train, resume_from=ckpt, start_over=not resume, state={"config": cfg.to_dict()},
                files={"config.json": cfg.to_dict(), "data.json": data_record(data)}, name=cfg.name, progress=progress,
                stop_after=stop_after)
 

@@ -128,6 +128,16 @@ def test_damaged_run_files_are_one_clear_error(tiny_run, tmp_path, file):
         assert _snapshot(run) == before
 
 
+def test_a_fresh_start_that_fails_deletes_nothing(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = _snapshot(run)
+    for bad in (["train.batch_size=5000"], ["model.patch_size=3"], ['data.name="fashion_mnist"', 'data.root="/nowhere"']):
+        with pytest.raises((ValueError, FileNotFoundError)):
+            dl.training.train(load_config(TINY, bad), run, resume=False, progress=False)
+        assert _snapshot(run) == before, bad
+
+
 def test_weights_for_another_model_are_named_not_a_pytorch_dump(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

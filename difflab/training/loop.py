@@ -24,6 +24,7 @@ import contextlib
 import csv
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -129,12 +130,13 @@ class _Log:
 
 
 def fit(model: torch.nn.Module, objective, data, run_dir: str | Path, settings, *, resume_from: Path | None = None,
-        state: dict | None = None, files: dict[str, dict] | None = None, name: str = "run", progress: bool = True,
-        stop_after: int | None = None) -> TrainResult:
+        start_over: bool = False, state: dict | None = None, files: dict[str, dict] | None = None, name: str = "run",
+        progress: bool = True, stop_after: int | None = None) -> TrainResult:
     """Train `model` against `objective` on `data` into `run_dir` (module doc).
 
     `settings` is the train section of a configuration (steps, batch_size, lr, ... : `config.TrainConfig`);
-    `resume_from` a checkpoint to continue from (verified by the caller); `state` is stored in every
+    `resume_from` a checkpoint to continue from (verified by the caller), or with `start_over` the run
+    folder's old checkpoints are deleted (once the loop's own checks have passed); `state` is stored in every
     checkpoint's state.json (the configuration, so a resume can be checked); `files` are JSON files the
     main process writes into a fresh run folder (config.json, data.json). `stop_after` ends the run
     early after that many total steps (as a crash would, but cleanly), and `train.max_minutes` after
@@ -144,15 +146,16 @@ def fit(model: torch.nn.Module, objective, data, run_dir: str | Path, settings, 
     run_dir = Path(run_dir)
     info, device = distributed.setup(settings.device)
     try:
-        result = _fit(model, objective, data, run_dir, settings, info, device, resume_from, state or {}, files or {},
-                      name, progress, stop_after)
+        result = _fit(model, objective, data, run_dir, settings, info, device, resume_from, start_over, state or {},
+                      files or {}, name, progress, stop_after)
         distributed.finish()
         return result
     finally:
         distributed.teardown()
 
 
-def _fit(model, objective, data, run_dir, tc, info, device, resume_from, extra_state, files, name, progress, stop_after):
+def _fit(model, objective, data, run_dir, tc, info, device, resume_from, start_over, extra_state, files, name, progress,
+         stop_after):
     torch.manual_seed(derive_seed(tc.seed, "torch", info.rank))
     if len(data) < tc.batch_size * info.world:
         raise ValueError(f"the data set has {len(data)} examples, fewer than one batch ({tc.batch_size} x {info.world} processes)")
@@ -178,6 +181,8 @@ def _fit(model, objective, data, run_dir, tc, info, device, resume_from, extra_s
         step, epoch, pos = state["step"], state["epoch"], state["position"]
         budget_used = state.get("budget_seconds", 0.0)  # train.max_minutes counts the whole run, across resumes
     elif info.is_main:
+        if start_over:
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         for file, content in files.items():
             (run_dir / file).write_text(json.dumps(content, indent=1))
