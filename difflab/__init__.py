@@ -7,7 +7,7 @@ training loop (`training.fit`) fits any of them. The application (`config`, `run
 `bench`, `demo`, `cli`) builds these from configurations at one edge. docs/ARCHITECTURE.md is the map.
 """
 
-from . import (couplings, data, denoisers, divergence, interop, likelihood, losses, metrics, nets, objectives, oracles, paths,
+from . import (couplings, data, denoisers, divergence, guidance, interop, likelihood, losses, metrics, nets, objectives, oracles, paths,
                samplers, sampling, targets, training, viz)
 from .denoisers import as_denoiser
 from .likelihood import elbo, log_likelihood
@@ -16,5 +16,5 @@ from .sampling import sample, steps_for_nfe
 
 __version__ = "0.1.0"
 
-__all__ = ["paths", "targets", "denoisers", "losses", "objectives", "couplings", "samplers", "sampling", "oracles", "metrics",
+__all__ = ["paths", "targets", "denoisers", "guidance", "losses", "objectives", "couplings", "samplers", "sampling", "oracles", "metrics",
            "sample", "steps_for_nfe", "as_denoiser", "load", "log_likelihood", "elbo"]

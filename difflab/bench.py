@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ._random import derive_seed, example_generators, split_generators
-from .runs import data_info, load, run_config, source_sample
+from .runs import data_info, diffusion_config, load, source_sample
 from .sampling import SamplerSpec, about, parse_sampler_spec, prior_noise, sample
 
 __all__ = ["Job", "difflab_job", "diffusers_job", "sweep", "bench_samplers", "parse_sampler_spec",
@@ -193,7 +193,7 @@ def bench_samplers(run_dir, *, samplers=DEFAULT_SAMPLERS, nfes=(5, 10, 20, 50), 
     run_dir = Path(run_dir)
     specs = [parse_sampler_spec(s) for s in samplers]  # every name checked before anything runs
     earlier = _earlier_rows(run_dir / "bench_samplers.json", n, seed) if append else []
-    cfg = run_config(run_dir)
+    cfg = diffusion_config(run_dir)
     den, path, _ = load(run_dir, device=device)
     info = data_info(run_dir)
     shape = tuple(info["shape"])

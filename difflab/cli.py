@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -106,17 +107,19 @@ def train(
     typer.echo(f"{run_dir}: {result.step} steps, last loss {result.last_loss:.4f}, {result.seconds:.0f} s")
 
 
-def _labels_for(run: Path, cfg, label: int | None, n: int):
-    """The label of each sample: --label for all, or every class in turn for a class-conditional run."""
+def _labels_for(run: Path, cfg, label: int | None, n: int, classifier: Path | None = None):
+    """The label of each sample: --label for all, or every class in turn, for a class-conditional run or one
+    guided by a classifier (whose classes count then)."""
     import torch
 
     import difflab as dl
 
-    info = dl.runs.data_info(run)
-    if not cfg.model.class_conditional:
+    if not cfg.model.class_conditional and classifier is None:
         if label is not None:
-            _fail(f"{run} is an unconditional model (model.class_conditional = false): --label does not apply")
+            _fail(f"{run} is an unconditional model (model.class_conditional = false): --label does not apply "
+                  "(classifier guidance gives one labels: --classifier CLF_RUN --guidance W)")
         return None
+    info = dl.runs.data_info(classifier if classifier is not None else run)
     classes = info.get("num_classes") or 0
     if label is None:
         return torch.arange(n) % classes
@@ -125,6 +128,27 @@ def _labels_for(run: Path, cfg, label: int | None, n: int):
         shown = ", ".join(f"{i} ({c})" for i, c in enumerate(names)) if names else f"0 .. {classes - 1}"
         _fail(f"--label {label} is not a class of this run; its classes: {shown}")
     return torch.full((n,), label, dtype=torch.long)
+
+
+def _interval(text: str | None):
+    """--guidance-interval LO,HI: noise levels sigma/alpha."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        _fail(f"--guidance-interval takes two noise levels sigma/alpha, LO,HI (e.g. 0.3,5), got {text!r}")
+    return lo, hi
+
+
+GUIDANCE_HELP = {
+    "guidance": "Guidance scale w (0: none; diffusers' guidance_scale is 1 + w): classifier-free on a class-conditional run "
+                "trained with label dropout, or classifier guidance with --classifier.",
+    "classifier": "A classifier run (kind = \"classifier\") on the same path, to guide this run's samples towards --label.",
+    "interval": "Guide only where the noise level sigma/alpha lies in LO,HI (Kynkaanniemi et al. 2024), e.g. 0.3,5.",
+    "negative": "Steer away from this class (classifier-free guidance, in place of the unconditional pass).",
+    "rescale": "Guidance rescale phi in [0, 1] (Lin et al. 2024), against over-saturation at large w.",
+}
 
 
 def _write_atomically(out: Path, write) -> None:
@@ -148,6 +172,11 @@ def sample(
     n: int = typer.Option(64, min=1, help="Number of samples."),
     seed: int = typer.Option(0),
     label: int = typer.Option(None, help="Class label for a class-conditional model (default: every class in turn)."),
+    guidance: float = typer.Option(None, help=GUIDANCE_HELP["guidance"]),
+    classifier: Path = typer.Option(None, help=GUIDANCE_HELP["classifier"]),
+    guidance_interval: str = typer.Option(None, help=GUIDANCE_HELP["interval"]),
+    negative_label: int = typer.Option(None, help=GUIDANCE_HELP["negative"]),
+    guidance_rescale: float = typer.Option(0.0, help=GUIDANCE_HELP["rescale"]),
     batch: int = typer.Option(500, min=1, help="Samples per batch (the samples do not depend on it)."),
     out: Path = typer.Option(Path("samples.png"), help="Output: FILE.png (a grid of images, or a 2-D scatter), FILE.npz (arrays) "
                                     "or a folder DIR/ (one PNG per image, for external FID tools)."),
@@ -162,15 +191,18 @@ def sample(
     if not folder and out.suffix not in (".png", ".npz"):
         _fail(f"--out must end in .png or .npz, or name a folder; got {out}")
     device = _check_device(device)
-    cfg = dl.runs.run_config(run)
+    cfg = dl.runs.diffusion_config(run)
     shape = tuple(dl.runs.data_info(run)["shape"])
     if folder and len(shape) != 3:
         _fail(f"a folder of PNGs holds images; these samples have shape {shape}: use --out FILE.npz")
     if out.suffix == ".png" and len(shape) != 3 and shape != (2,):
         _fail(f"cannot draw samples of shape {shape} as a PNG; use --out FILE.npz")
-    labels = _labels_for(run, cfg, label, n)
+    labels = _labels_for(run, cfg, label, n, classifier)
+    if negative_label is not None and not 0 <= negative_label < (dl.runs.data_info(run).get("num_classes") or 0):
+        _fail(f"--negative-label {negative_label} is not a class of this run")
     how = dl.runs.sampling_settings(cfg, sampler, steps, grid)
-    den, path, cfg = dl.load(run, device=device)
+    den, path, cfg = dl.runs.load_guided(run, scale=guidance, classifier=classifier, interval=_interval(guidance_interval),
+                                         negative=negative_label, rescale=guidance_rescale, device=device)
     import torch
 
     x, info = dl.sampling.sample_batched(den, path, n, shape, seed=seed, batch_size=batch, device=device,
@@ -211,11 +243,17 @@ def eval_(
     atol: float = typer.Option(1e-5, help="ODE solver absolute tolerance."),
     elbo_terms: int = typer.Option(None, min=1, help="Estimate the ELBO's sum from this many steps per example."),
     batch: int = typer.Option(500, min=1, help="Examples per batch."),
+    guidance: str = typer.Option(None, help="Guidance scale(s) w for the sample metrics: one (0 = none), or several "
+                                 "(0,0.5,1,2,3,5) for the accuracy-against-diversity table guidance.md and its plot."),
+    classifier: Path = typer.Option(None, help=GUIDANCE_HELP["classifier"]),
+    guidance_interval: str = typer.Option(None, help=GUIDANCE_HELP["interval"]),
+    negative_label: int = typer.Option(None, help=GUIDANCE_HELP["negative"]),
+    guidance_rescale: float = typer.Option(0.0, help=GUIDANCE_HELP["rescale"]),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
 ):
     """Measure a trained run on held-out data; writes eval.json and eval.md into the run folder."""
-    from .evaluate import SAMPLE_METRICS, run_nll, run_sample_metrics, write_report
+    from .evaluate import SAMPLE_METRICS, run_guidance_sweep, run_nll, run_sample_metrics, write_report
 
     wanted = [m.strip() for m in metrics.split(",") if m.strip()]
     unknown = [m for m in wanted if m not in (*SAMPLE_METRICS, "nll", "elbo")]
@@ -235,10 +273,31 @@ def eval_(
         res = run_nll(run, split=split, n=n, method=method, probes=probes, rtol=rtol, atol=atol, flow=nll, with_elbo=elbo,
                       elbo_terms=elbo_terms, batch_size=batch, seed=seed, device=device)
         write_report(run, "likelihood", res, command)
+    scales = None
+    if guidance is not None:
+        try:
+            scales = [float(v) for v in guidance.split(",") if v.strip()]
+        except ValueError:
+            scales = []
+        if not scales or not all(math.isfinite(w) for w in scales):
+            _fail(f"--guidance takes one or more comma-separated numbers (e.g. 0,1,3), got {guidance!r}")
+        if not on_samples:
+            _fail("--guidance applies to the sample metrics: add --metrics accuracy,fid,prdc")
+    guide = {"classifier": classifier, "interval": _interval(guidance_interval), "negative": negative_label,
+             "rescale": guidance_rescale}
+    if scales is None and any(v for v in guide.values() if v is not None):
+        _fail("--classifier, --guidance-interval, --negative-label and --guidance-rescale shape guidance: give --guidance W")
+    common = dict(sampler=sampler, steps=steps, grid=grid, n=n or 1000, seed=seed, device=device, batch_size=batch)
+    if on_samples and scales is not None and len(scales) > 1:
+        res = run_guidance_sweep(run, scales, on_samples, guide=guide, **common)
+        typer.echo((Path(run) / "guidance.md").read_text())
+        typer.echo(f"plot: {Path(run) / 'guidance.png'}")
+        return
     if on_samples:
-        res = run_sample_metrics(run, on_samples, sampler=sampler, steps=steps, grid=grid, n=n or 1000, seed=seed,
-                                 device=device, batch_size=batch)
-        write_report(run, f"samples: {res['sampler']}, {res['steps']} steps, {res['grid']} grid", res, command)
+        g = {**guide, "scale": scales[0]} if scales else None
+        res = run_sample_metrics(run, on_samples, guide=g, **common)
+        how = f", guidance {scales[0]:g}" + (" (classifier)" if classifier else "") if scales else ""
+        write_report(run, f"samples: {res['sampler']}, {res['steps']} steps, {res['grid']} grid{how}", res, command)
     typer.echo((Path(run) / "eval.md").read_text())
 
 

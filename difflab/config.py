@@ -100,6 +100,7 @@ class DiffusionConfig:
     t_min: float = 1e-3
     coupling: str = "independent"  # independent | exact | sinkhorn: how data and source batches are paired (flows)
     coupling_reg: float = 0.05  # sinkhorn: entropic regulariser relative to the mean cost
+    p_uncond: float = 0.0  # label dropout: the probability of training on the null label (for classifier-free guidance)
 
     def __post_init__(self):
         from .couplings import COUPLINGS
@@ -122,6 +123,8 @@ class DiffusionConfig:
             raise ValueError(f"diffusion.t_min must be in (0, 1), got {self.t_min}")
         if not self.coupling_reg < math.inf:
             raise ValueError(f"diffusion.coupling_reg must be finite, got {self.coupling_reg}")
+        if not 0 <= self.p_uncond < 1:
+            raise ValueError(f"diffusion.p_uncond must lie in [0, 1) (0.1 is usual), got {self.p_uncond}")
 
 
 LR_DECAYS = ("none", "cosine", "linear")
@@ -201,7 +204,7 @@ class SampleConfig:
 @dataclass
 class Config:
     name: str = "run"
-    kind: str = "diffusion"  # what the run holds: diffusion (a denoiser on a path; flows too)
+    kind: str = "diffusion"  # what the run holds: diffusion (a denoiser on a path; flows too) | classifier (p_t(c | x_t))
     requires: dict = field(default_factory=dict)  # other runs this one is built on: role -> run folder
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -216,6 +219,11 @@ class Config:
         for role, where in self.requires.items():
             if not isinstance(where, str) or not where:
                 raise ValueError(f"requires.{role} must name a run folder (a string), got {where!r}")
+        if self.diffusion.p_uncond and not (self.kind == "diffusion" and self.model.class_conditional):
+            raise ValueError("diffusion.p_uncond drops class labels in training: it needs a class-conditional diffusion "
+                             "model (model.class_conditional = true)")
+        if self.kind == "classifier" and self.model.class_conditional:
+            raise ValueError("a classifier run predicts the class: model.class_conditional does not apply to it")
         if self.kind == "diffusion":
             from .losses import check_weighting
 
@@ -407,6 +415,27 @@ def build_data(cfg: DataConfig, split: str | None = None):
     import torch
 
     return data.TensorData(data.toy(cfg.toy, cfg.toy_size, torch.Generator().manual_seed(12345)), name=f"toy:{cfg.toy}")
+
+
+def build_classifier(cfg: ModelConfig, data_shape: tuple, num_classes: int | None):
+    """The noise-conditional classifier a `classifier` run trains: the [model] section's U-Net encoder for
+    images, its MLP (with class logits as outputs) for vectors."""
+    from . import nets
+
+    if not num_classes:
+        raise ValueError("a classifier run needs labelled data (digits, fashion_mnist, a folder with class sub-folders)")
+    if cfg.kind == "mlp":
+        if len(data_shape) != 1:
+            raise ValueError(f"model.kind = 'mlp' is for vector data; this data has shape {data_shape} (use 'unet')")
+        return nets.MLP(data_shape[0], cfg.width, cfg.depth, cfg.time_embedding, None, out_dim=num_classes)
+    if len(data_shape) != 3:
+        raise ValueError(f"model.kind = 'unet' is for images (C, H, W); this data has shape {data_shape} (use 'mlp')")
+    f = cfg.patch_size * 2 ** (len(cfg.channel_mult) - 1)
+    if data_shape[1] % f or data_shape[2] % f:
+        raise ValueError(f"images of {data_shape[1]}x{data_shape[2]} need sides divisible by model.patch_size x "
+                         f"2^(levels - 1) = {f}; use fewer levels in model.channel_mult or a smaller model.patch_size")
+    return nets.NoisyClassifier(data_shape[0], num_classes, cfg.channels, cfg.channel_mult, cfg.num_res_blocks,
+                                cfg.attention_levels, cfg.dropout, cfg.time_embedding, cfg.patch_size)
 
 
 def build_model(cfg: ModelConfig, data_shape: tuple, num_classes: int | None):

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .config import build_data, build_source
 from .likelihood import bits_per_dim, dequantize, elbo, log_likelihood
-from .runs import data_info, load, run_config
+from .runs import data_info, diffusion_config, load, run_config
 
 HELD_OUT_SEED = 2_000_003  # toy sets: held-out points come from a seed training never uses
 
@@ -61,6 +61,7 @@ def run_nll(run_dir, *, split: str = "test", n: int | None = None, method: str |
         raise ValueError("nothing to measure: ask for the probability-flow NLL and/or the ELBO")
     from tqdm import tqdm
 
+    diffusion_config(run_dir)
     den, path, cfg = load(run_dir, device=device, clip=False)
     x, true_logp, image = held_out(run_dir, split, n, seed)
     dims = x[0].numel()
@@ -112,17 +113,18 @@ def run_nll(run_dir, *, split: str = "test", n: int | None = None, method: str |
     return out
 
 
-SAMPLE_METRICS = ("fid", "prdc", "w2", "sw", "mmd", "energy", "nll_samples")
+SAMPLE_METRICS = ("fid", "prdc", "accuracy", "w2", "sw", "mmd", "energy", "nll_samples")
+IMAGE_METRICS = ("fid", "prdc", "accuracy")
 
 
-def _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels=None, grid=None):
+def _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels=None, grid=None, guide=None):
     """n samples of a run (by batches, the same for any batch size), with the run's own sampler settings
-    unless overridden."""
-    from .runs import sampling_settings, source_sample
+    unless overridden, guided as `guide` asks (`runs.load_guided` keywords)."""
+    from .runs import load_guided, sampling_settings, source_sample
     from .sampling import default_grid, parse_sampler_spec, sample_batched
 
     how = sampling_settings(cfg, sampler, steps, grid)
-    den, path, _ = load(run_dir, device=device)
+    den, path, _ = load_guided(run_dir, device=device, **(guide or {}))
     shape = tuple(data_info(run_dir)["shape"])
     t0 = time.time()
     x, info = sample_batched(den, path, n, shape, seed=seed, batch_size=batch_size, device=device,
@@ -132,25 +134,26 @@ def _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels=None
                "steps": how["steps"], "nfe": info.nfe, "sample_seconds": round(time.time() - t0, 1)}
 
 
-def run_sample_metrics(run_dir, metrics=("fid", "prdc"), *, sampler: str | None = None, steps: int | None = None,
-                       grid: str | None = None, n: int = 1000, seed: int = 0, device: str = "cpu", batch_size: int = 500) -> dict:
-    """Sample `n` examples from a run and score them (module doc); returns a flat dict of figures."""
+def _labels(run_dir, cfg, n: int, guide: dict | None) -> Tensor | None:
+    """Equal numbers of every class, for a class-conditional run or one guided by a classifier."""
+    classifier = (guide or {}).get("classifier")
+    if not cfg.model.class_conditional and classifier is None:
+        return None
+    return torch.arange(n) % data_info(classifier if classifier is not None else run_dir)["num_classes"]
+
+
+def _scorer(run_dir, cfg, metrics, n: int, seed: int):
+    """(score(samples, labels) -> figures, floors): the chosen sample metrics against held-out data, with the
+    reference set's features computed once (module doc)."""
     from . import metrics as M
     from ._checks import choose
 
     for m in metrics:
         choose(m, SAMPLE_METRICS, "sample metric")
-    cfg = run_config(run_dir)
-    info = data_info(run_dir)
-    labels = None
-    if cfg.model.class_conditional:
-        labels = torch.arange(n) % info["num_classes"]  # equal numbers of every class
-    x, out = _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels, grid)
-    out["n"] = n
     if cfg.data.name == "toy":
         from .data import toy_density
 
-        bad = [m for m in metrics if m in ("fid", "prdc")]
+        bad = [m for m in metrics if m in IMAGE_METRICS]
         if bad:
             raise ValueError(f"{', '.join(bad)} are image metrics; for a toy set use w2, sw, mmd, energy, nll_samples")
         density = toy_density(cfg.data.toy)
@@ -158,40 +161,126 @@ def run_sample_metrics(run_dir, metrics=("fid", "prdc"), *, sampler: str | None 
         ref = draw(n, torch.Generator().manual_seed(HELD_OUT_SEED + seed))
         dists = {"w2": M.wasserstein2, "sw": lambda a, b: M.sliced_wasserstein(a, b, generator=torch.Generator().manual_seed(seed)),
                  "mmd": M.mmd, "energy": M.energy_distance}
+        if "nll_samples" in metrics and not hasattr(density, "log_prob"):
+            raise ValueError(f"toy set {cfg.data.toy!r} has no closed-form density for nll_samples")
+        floors = {}
         for m in metrics:
             if m in dists:
-                out[m] = dists[m](x, ref)
-                out[m + "_floor"], _ = M.noise_floor(dists[m], draw, n, seeds=3, seed=HELD_OUT_SEED + 100)
+                floors[m + "_floor"], _ = M.noise_floor(dists[m], draw, n, seeds=3, seed=HELD_OUT_SEED + 100)
             elif m == "nll_samples":
-                if not hasattr(density, "log_prob"):
-                    raise ValueError(f"toy set {cfg.data.toy!r} has no closed-form density for nll_samples")
-                out[m], out[m + "_se"] = _mean_se(-density.log_prob(x.double()))
-                out[m + "_floor"], _ = _mean_se(-density.log_prob(ref.double()))
-        return out
+                floors[m + "_floor"], _ = _mean_se(-density.log_prob(ref.double()))
+
+        def score(x, labels):
+            out = {m: dists[m](x, ref) for m in metrics if m in dists}
+            if "nll_samples" in metrics:
+                out["nll_samples"], out["nll_samples_se"] = _mean_se(-density.log_prob(x.double()))
+            return out
+
+        return score, floors
     if cfg.data.name not in ("digits", "fashion_mnist"):
         raise ValueError(f"sample metrics need a built-in image set with a shipped feature network (digits, fashion_mnist); "
                          f"this run trained on {cfg.data.name!r}")
-    bad = [m for m in metrics if m not in ("fid", "prdc")]
+    bad = [m for m in metrics if m not in IMAGE_METRICS]
     if bad:
-        raise ValueError(f"{', '.join(bad)} are toy-set metrics; for images use fid, prdc")
-    from .features import features, image_metrics, load_feature_net
+        raise ValueError(f"{', '.join(bad)} are toy-set metrics; for images use fid, prdc, accuracy")
+    from .features import image_metrics, load_feature_net
 
     net, net_info = load_feature_net(cfg.data.name)
     test, train = build_data(cfg.data, "test"), build_data(cfg.data, "train")
     g = torch.Generator().manual_seed(HELD_OUT_SEED + seed)
     real = test.images[torch.randperm(len(test), generator=g)[:n]] if n < len(test) else test.images
-    res = image_metrics(net, real, x, labels=labels)
-    floor = image_metrics(net, real, train.images[torch.randperm(len(train), generator=g)[:n]])  # real data as "samples"
     keep = ["fd", "precision", "recall", "density", "coverage"] if "prdc" in metrics else ["fd"]
     if "fid" not in metrics:
         keep.remove("fd")
-    out.update({k: res[k] for k in keep})
-    out.update({k + "_floor": floor[k] for k in keep})
-    out.update({"mean_top_prob": res["mean_top_prob"], "class_fractions": res["class_fractions"],
-                "feature_net_test_accuracy": net_info["test_accuracy"], "reference": f"{len(real)} test images"})
-    if labels is not None:
-        out["accuracy"] = res["accuracy"]
+    floor = image_metrics(net, real, train.images[torch.randperm(len(train), generator=g)[:n]])  # real data as "samples"
+    floors = {k + "_floor": floor[k] for k in keep}
+
+    def score(x, labels):
+        res = image_metrics(net, real, x, labels=labels)
+        out = {k: res[k] for k in keep}
+        out.update({"mean_top_prob": res["mean_top_prob"], "class_fractions": res["class_fractions"],
+                    "feature_net_test_accuracy": net_info["test_accuracy"], "reference": f"{len(real)} test images"})
+        if labels is not None:
+            out["accuracy"] = res["accuracy"]
+        elif "accuracy" in metrics:
+            raise ValueError("accuracy judges samples drawn for given classes: it needs a class-conditional run, or "
+                             "classifier guidance (--classifier CLF_RUN --guidance W)")
+        return out
+
+    return score, floors
+
+
+def run_sample_metrics(run_dir, metrics=("fid", "prdc"), *, sampler: str | None = None, steps: int | None = None,
+                       grid: str | None = None, n: int = 1000, seed: int = 0, device: str = "cpu", batch_size: int = 500,
+                       guide: dict | None = None) -> dict:
+    """Sample `n` examples from a run (guided as `guide` asks: `runs.load_guided` keywords) and score them
+    (module doc); returns a flat dict of figures."""
+    cfg = diffusion_config(run_dir)
+    score, floors = _scorer(run_dir, cfg, metrics, n, seed)
+    labels = _labels(run_dir, cfg, n, guide)
+    x, out = _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels, grid, guide)
+    out["n"] = n
+    if guide and guide.get("scale") is not None:
+        out["guidance"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in guide.items() if v is not None}
+    out.update(score(x, labels))
+    out.update(floors)
     return out
+
+
+def run_guidance_sweep(run_dir, scales, metrics=("accuracy", "fid", "prdc"), *, guide: dict | None = None, **kwargs) -> dict:
+    """The accuracy-against-diversity trade of guidance: `run_sample_metrics` at each scale w in `scales`
+    (w = 0 is no guidance: the conditional model, or for classifier guidance the unconditional one
+    steered by nothing). Writes guidance.json, guidance.md and guidance.png into the run folder."""
+    scales = [float(w) for w in scales]
+    if not scales:
+        raise ValueError("give the guidance scales to compare, e.g. --guidance 0,1,3")
+    rows = []
+    for w in scales:
+        g = {**(guide or {}), "scale": w}
+        res = run_sample_metrics(run_dir, metrics, guide=g, **kwargs)
+        rows.append({"scale": w, **{k: v for k, v in res.items() if k not in ("class_fractions", "guidance")}})
+    shown = {k: str(v) for k, v in (guide or {}).items() if v is not None and not (k == "rescale" and not v)}
+    result = {"run": str(run_dir), "guide": shown, "rows": rows}
+    run_dir = Path(run_dir)
+    _write_json(run_dir / "guidance.json", result)
+    _guidance_md(result, run_dir / "guidance.md")
+    _guidance_plot(result, run_dir / "guidance.png")
+    return result
+
+
+def _guidance_md(result: dict, out: Path) -> None:
+    figures = [k for k in ("accuracy", "fd", "precision", "recall", "density", "coverage", "w2", "sw") if k in result["rows"][0]]
+    how = ", ".join(f"{k} {v}" for k, v in result["guide"].items()) or "classifier-free"
+    lines = [f"# Guidance on `{result['run']}` ({how})", "",
+             "| w | " + " | ".join(figures) + " | NFE | seconds |", "|---|" + "---|" * (len(figures) + 2)]
+    for r in result["rows"]:
+        lines.append(f"| {r['scale']:g} | " + " | ".join(f"{r[k]:.4f}" for k in figures) + f" | {r['nfe']} | {r['sample_seconds']} |")
+    floors = ", ".join(f"{k} {result['rows'][0][k + '_floor']:.4f}" for k in figures if k + "_floor" in result["rows"][0])
+    lines += ["", f"Floors (real data in place of samples): {floors}." if floors else ""]
+    out.write_text("\n".join(lines) + "\n")
+
+
+def _guidance_plot(result: dict, out: Path) -> None:
+    from .viz import _plt, _save
+
+    plt = _plt()
+    rows = result["rows"]
+    w = [r["scale"] for r in rows]
+    panels = [k for k in ("accuracy", "fd", "precision", "recall") if k in rows[0]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
+    for ax, k in zip(axes[0], panels):
+        ax.plot(w, [r[k] for r in rows], "o-")
+        if k + "_floor" in rows[0]:
+            ax.axhline(rows[0][k + "_floor"], color="k", lw=0.8, ls=":", label="real data")
+            ax.legend(fontsize=7)
+        ax.set_xlabel("guidance scale w"), ax.set_title(k)
+    _save(fig, out, title=f"guidance on {result['run']}")
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
 
 
 _SAMPLE_LABELS = {"fd": "Frechet distance (feature net)", "precision": "precision", "recall": "recall", "density": "density",
@@ -216,9 +305,7 @@ def write_report(run_dir, key: str, result: dict, command: str) -> Path:
         path.replace(path.with_suffix(".json.damaged"))
         allres = {}
     allres[key] = {**result, "command": command}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(allres, indent=2))
-    tmp.replace(path)
+    _write_json(path, allres)
     lines = [f"# Evaluation of `{run_dir}`", ""]
     for k, r in allres.items():
         if k.startswith("samples"):

@@ -15,7 +15,14 @@ diffusion) are new objectives, not new branches in the loop.
 `losses.diffusion_loss`) and, with a coupling or a data-set source, conditional flow matching
 (`losses.flow_matching_loss`): per batch it draws t from its time sampler, then the source batch z
 (N(0, I), or `source.sample`), pairs z with the data by `coupling` (within each class when the model
-is class-conditional) and regresses the model's prediction at x_t = alpha(t) x + sigma(t) z.
+is class-conditional) and regresses the model's prediction at x_t = alpha(t) x + sigma(t) z. With
+`p_uncond` > 0 each example's label is replaced by the null label -1 with that probability (Ho &
+Salimans 2021), so one network learns the conditional and the unconditional model that
+classifier-free guidance combines.
+
+`ClassifierObjective` trains a noise-conditional classifier p_t(c | x_t) on the same path (Dhariwal &
+Nichol 2021): cross-entropy of `model(x_t, t)`'s logits against the labels, at x_t = alpha x + sigma z
+with t from the path's time sampler: what classifier guidance needs.
 """
 
 from __future__ import annotations
@@ -27,10 +34,10 @@ from torch import Tensor
 
 from . import losses
 from ._checks import choose
-from ._random import randn
+from ._random import rand, randn
 from .couplings import COUPLINGS, couple
 
-__all__ = ["Objective", "DiffusionObjective", "model_inputs"]
+__all__ = ["Objective", "DiffusionObjective", "ClassifierObjective", "model_inputs"]
 
 Objective = Callable[[torch.nn.Module, Mapping[str, Tensor], torch.Generator], Tensor]
 
@@ -50,7 +57,7 @@ class DiffusionObjective:
 
     def __init__(self, path, *, prediction: str = "eps", weighting: str | Callable = "simple", time_sampler=None,
                  source=None, coupling: str = "independent", coupling_reg: float = 0.05,
-                 conditions: tuple[str, ...] = ()):
+                 conditions: tuple[str, ...] = (), p_uncond: float = 0.0):
         from .targets import KINDS
 
         self.path = path
@@ -63,6 +70,11 @@ class DiffusionObjective:
         self.coupling = choose(coupling, COUPLINGS, "coupling")
         self.coupling_reg = float(coupling_reg)
         self.conditions = tuple(conditions)
+        if not 0 <= p_uncond < 1:
+            raise ValueError(f"p_uncond (the probability of dropping a label) must lie in [0, 1), got {p_uncond}")
+        if p_uncond and "label" not in self.conditions:
+            raise ValueError("p_uncond drops class labels: it needs a class-conditional model (conditions with 'label')")
+        self.p_uncond = float(p_uncond)
 
     def __call__(self, model, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
         x0 = batch["x"]
@@ -75,10 +87,34 @@ class DiffusionObjective:
             z = self.source.sample(x0.shape[0], generator).to(device=x0.device, dtype=x0.dtype)
         if self.coupling != "independent":  # minibatch OT: each example with its partner (within its class)
             z = z[couple(x0, z, self.coupling, labels=cond.get("label"), reg=self.coupling_reg, generator=generator)]
+        if self.p_uncond:  # label dropout: the null label -1 teaches the same network the unconditional model
+            drop = rand((x0.shape[0],), generator=generator, dtype=torch.float64).to(x0.device) < self.p_uncond
+            cond["label"] = torch.where(drop, torch.full_like(cond["label"], -1), cond["label"])
         return losses.diffusion_loss(model, self.path, x0, prediction=self.prediction, weighting=self.weighting, t=t,
                                      noise=z, cond=cond)
 
     def __repr__(self) -> str:
         extra = f", coupling={self.coupling!r}" if self.coupling != "independent" else ""
+        extra += f", p_uncond={self.p_uncond}" if self.p_uncond else ""
         return (f"DiffusionObjective({self.path!r}, prediction={self.prediction!r}, weighting={self.weighting!r}"
                 f"{extra}, conditions={self.conditions})")
+
+
+class ClassifierObjective:
+    """Cross-entropy of a noise-conditional classifier `model(x_t, t) -> logits` on `path` (module doc)."""
+
+    def __init__(self, path, *, time_sampler=None):
+        self.path = path
+        self.time_sampler = time_sampler or losses.default_time_sampler(path)
+
+    def __call__(self, model, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
+        x0, label = batch["x"], model_inputs(batch, ("label",))["label"]
+        t = self.time_sampler(x0.shape[0], generator=generator).to(x0.device)
+        z = randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        logits = model(self.path.perturb(x0, t, z), t)
+        if logits.ndim != 2 or logits.shape[0] != x0.shape[0]:
+            raise ValueError(f"a classifier must return logits of shape (batch, classes); got {tuple(logits.shape)}")
+        return torch.nn.functional.cross_entropy(logits.float(), label.long(), reduction="none")
+
+    def __repr__(self) -> str:
+        return f"ClassifierObjective({self.path!r})"

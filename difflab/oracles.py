@@ -16,6 +16,16 @@ eigen-direction, and its flow map from time t to s is exact:
     x_s = alpha_s mu + U diag(sqrt((alpha_s^2 lambda + sigma_s^2) / (alpha_t^2 lambda + sigma_t^2))) U^T (x_t - alpha_t mu).
 
 These are the library's teaching models and the test oracle for every sampler.
+
+A *labelled* mixture (`labels=`: the class of each component) is also the exact answer for
+conditioning: the data of class c are the mixture of c's components, so with k ranging over them
+
+    E[x0 | x_t, c]   = sum_{k in c} w_k(x) m_k(x) / sum_{k in c} w_k(x)     (m_k: component k's posterior mean),
+    log p_t(c | x_t) = log sum_{k in c} w_k(x),
+
+and `denoiser(path)` takes `label=` (one class per example; -1 for none, the unconditional mixture),
+`classifier(path)` is the exact noise-conditional classifier (differentiable in x), and
+`class_mixture(c)` the data of one class.
 """
 
 from __future__ import annotations
@@ -28,14 +38,15 @@ from torch import Tensor
 from ._checks import append_dims, batch_times, check_finite, check_times
 from ._random import randn
 
-__all__ = ["GaussianMixture", "Gaussian", "ring_mixture"]
+__all__ = ["GaussianMixture", "Gaussian", "ring_mixture", "labelled_ring"]
 
 
 class GaussianMixture:
     """sum_k weights_k N(means_k, C_k): give `stds` (scalar, per component, or per component and
-    dimension) for diagonal components or `covariances` (K, d, d) for full ones."""
+    dimension) for diagonal components or `covariances` (K, d, d) for full ones; `labels` (K,) gives
+    each component's class (see the module doc)."""
 
-    def __init__(self, means, stds=None, weights=None, *, covariances=None):
+    def __init__(self, means, stds=None, weights=None, *, covariances=None, labels=None):
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.ndim == 1:
             means = means[:, None]  # K one-dimensional components
@@ -74,6 +85,12 @@ class GaussianMixture:
             raise ValueError(f"weights must be {K} non-negative numbers with a positive sum")
         self.means = means
         self.weights = weights / weights.sum()
+        self.labels = None
+        if labels is not None:
+            labels = torch.as_tensor(labels).long().flatten()
+            if labels.shape != (K,) or bool((labels < 0).any()):
+                raise ValueError(f"labels must give each of the {K} components a class >= 0")
+            self.labels = labels
         # Isotropic components (C_k = c_k^2 I) take a fast path: distances by matrix products, no (B, K, d) tensors.
         iso = self.rotations is None and bool((self.variances == self.variances[:, :1]).all())
         self._iso_var = self.variances[:, 0].clone() if iso else None
@@ -85,6 +102,35 @@ class GaussianMixture:
     @property
     def num_components(self) -> int:
         return self.means.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        if self.labels is None:
+            raise ValueError("this mixture has no class labels (give labels= per component)")
+        return int(self.labels.max()) + 1
+
+    def class_weights(self) -> Tensor:
+        """p(c): the weight of each class."""
+        return torch.zeros(self.num_classes, dtype=torch.float64).index_add_(0, self.labels, self.weights)
+
+    def class_mixture(self, c: int) -> "GaussianMixture":
+        """The data of class c: the mixture of its components, reweighted."""
+        keep = (self.labels == int(c)).nonzero().squeeze(1) if self.labels is not None else None
+        if keep is None or keep.numel() == 0:
+            raise ValueError(f"no component has class {c}")
+        if self.rotations is None:
+            return GaussianMixture(self.means[keep], self.variances[keep].sqrt(), self.weights[keep])
+        return GaussianMixture(self.means[keep], weights=self.weights[keep], covariances=self.component_covariances()[keep])
+
+    def _class_mask(self, label, x: Tensor) -> Tensor:
+        """0 where component k may explain example b (its class is label[b], or label[b] = -1), -inf elsewhere."""
+        if self.labels is None:
+            raise ValueError("label= needs a labelled mixture (labels= per component)")
+        label = torch.as_tensor(label, device=x.device).long().reshape(-1).expand(x.shape[0])
+        if bool(((label < -1) | (label >= self.num_classes)).any()):
+            raise ValueError(f"labels must lie in 0..{self.num_classes - 1} (or -1 for none)")
+        ok = (self.labels.to(x.device)[None, :] == label[:, None]) | (label[:, None] < 0)
+        return torch.zeros(ok.shape, dtype=x.dtype, device=x.device).masked_fill(~ok, -math.inf)
 
     # -- moments -----------------------------------------------------------------------------
     def component_covariances(self) -> Tensor:
@@ -162,39 +208,62 @@ class GaussianMixture:
     def _log_joint(self, x: Tensor, t, path) -> Tensor:
         return (self._iso_terms if self._iso_var is not None else self._terms)(x, t, path)[-1]
 
-    def posterior_weights(self, x: Tensor, t=0.0, path=None) -> Tensor:
-        """w_k(x): the probability that x_t = x came from component k, shape (B, K)."""
-        return torch.softmax(self._log_joint(x, t, path), dim=1)
+    def posterior_weights(self, x: Tensor, t=0.0, path=None, label=None) -> Tensor:
+        """w_k(x): the probability that x_t = x came from component k (of class `label`), shape (B, K)."""
+        logp = self._log_joint(x, t, path)
+        return torch.softmax(logp if label is None else logp + self._class_mask(label, x), dim=1)
 
-    def log_prob(self, x: Tensor, t=0.0, path=None) -> Tensor:
-        """log p_t(x) in nats per example (the data density when no path is given)."""
-        return torch.logsumexp(self._log_joint(x, t, path), dim=1)
+    def log_prob(self, x: Tensor, t=0.0, path=None, label=None) -> Tensor:
+        """log p_t(x) (or log p_t(x | c) for `label` = c) in nats per example (the data density when no path is given)."""
+        logp = self._log_joint(x, t, path)
+        if label is None:
+            return torch.logsumexp(logp, dim=1)
+        mask = self._class_mask(label, x)
+        prior = torch.logsumexp(torch.log(self.weights.to(x))[None] + mask, dim=1)  # log p(c) (0 for label -1)
+        return torch.logsumexp(logp + mask, dim=1) - prior
 
-    def score(self, x: Tensor, t=0.0, path=None) -> Tensor:
-        """grad_x log p_t(x)."""
+    def class_log_posterior(self, x: Tensor, t=0.0, path=None) -> Tensor:
+        """log p_t(c | x_t = x) for every class c, shape (B, C)."""
+        logp = self._log_joint(x, t, path)
+        per_class = torch.full((x.shape[0], self.num_classes), -math.inf, dtype=x.dtype, device=x.device)
+        for c in range(self.num_classes):
+            k = self.labels.to(x.device) == c
+            if bool(k.any()):
+                per_class[:, c] = torch.logsumexp(logp[:, k], dim=1)
+        return per_class - torch.logsumexp(logp, dim=1, keepdim=True)
+
+    def score(self, x: Tensor, t=0.0, path=None, label=None) -> Tensor:
+        """grad_x log p_t(x) (of class `label` when given)."""
         if self._iso_var is not None:  # -sum_k w_k (x - alpha mu_k) / S_k
             a, _, S, logp = self._iso_terms(x, t, path)
-            wS = torch.softmax(logp, dim=1) / S
+            wS = self._weights(logp, label, x) / S
             return -x * wS.sum(1, keepdim=True) + a * (wS @ self.means.to(x))
         y, S, _, logp = self._terms(x, t, path)
-        w = torch.softmax(logp, dim=1)
+        w = self._weights(logp, label, x)
         return -(w[:, :, None] * self._rotate_back(y / S)).sum(1)
 
-    def posterior_mean(self, x: Tensor, t, path) -> Tensor:
-        """E[x0 | x_t = x]: the exact denoiser."""
+    def _weights(self, logp: Tensor, label, x: Tensor) -> Tensor:
+        return torch.softmax(logp if label is None else logp + self._class_mask(label, x), dim=1)
+
+    def posterior_mean(self, x: Tensor, t, path, label=None) -> Tensor:
+        """E[x0 | x_t = x] (and class `label`): the exact denoiser."""
         if self._iso_var is not None:  # sum_k w_k (mu_k sigma^2 / S_k + x alpha c_k^2 / S_k)
             a, s2, S, logp = self._iso_terms(x, t, path)
-            wS = torch.softmax(logp, dim=1) / S
+            wS = self._weights(logp, label, x) / S
             return s2 * (wS @ self.means.to(x)) + x * a * (wS * self._iso_var.to(x)[None]).sum(1, keepdim=True)
         y, S, a, logp = self._terms(x, t, path)
-        w = torch.softmax(logp, dim=1)
+        w = self._weights(logp, label, x)
         lam = self.variances.to(x)
         shift = self._rotate_back(a[:, :, None] * lam[None] / S * y)
         return (w[:, :, None] * (self.means.to(x)[None] + shift)).sum(1)
 
     def denoiser(self, path):
-        """The exact denoiser D(x_t, t) = E[x0 | x_t] of this mixture under `path`."""
+        """The exact denoiser D(x_t, t, label=None) = E[x0 | x_t (, c)] of this mixture under `path`."""
         return _OracleDenoiser(self, path)
+
+    def classifier(self, path):
+        """The exact noise-conditional classifier: (x_t, t, label) -> log p_t(label | x_t) per example."""
+        return _OracleClassifier(self, path)
 
     def classify(self, x: Tensor) -> Tensor:
         """The most probable component of each data point (for mode-weight checks)."""
@@ -205,11 +274,23 @@ class _OracleDenoiser:
     def __init__(self, mixture: GaussianMixture, path):
         self.mixture, self.path = mixture, path
 
-    def __call__(self, x_t: Tensor, t: Tensor, **cond) -> Tensor:
-        return self.mixture.posterior_mean(x_t, t, self.path)
+    def __call__(self, x_t: Tensor, t: Tensor, label: Tensor | None = None, **cond) -> Tensor:
+        return self.mixture.posterior_mean(x_t, t, self.path, label)
 
     def __repr__(self) -> str:
         return f"exact denoiser of a {self.mixture.num_components}-component mixture under {self.path!r}"
+
+
+class _OracleClassifier:
+    def __init__(self, mixture: GaussianMixture, path):
+        self.mixture, self.path = mixture, path
+
+    def __call__(self, x_t: Tensor, t: Tensor, label: Tensor) -> Tensor:
+        label = torch.as_tensor(label, device=x_t.device).long().reshape(-1).expand(x_t.shape[0])
+        return self.mixture.class_log_posterior(x_t, t, self.path).gather(1, label[:, None]).squeeze(1)
+
+    def __repr__(self) -> str:
+        return f"exact classifier p_t(c | x_t) of a labelled {self.mixture.num_components}-component mixture under {self.path!r}"
 
 
 class Gaussian(GaussianMixture):
@@ -243,3 +324,10 @@ def ring_mixture(num_modes: int = 8, radius: float = 4.0, std: float = 0.5) -> G
     angles = torch.arange(num_modes, dtype=torch.float64) * (2 * math.pi / num_modes)
     means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], 1)
     return GaussianMixture(means, std)
+
+
+def labelled_ring(num_classes: int = 3, modes_per_class: int = 2, radius: float = 3.0, std: float = 0.4) -> GaussianMixture:
+    """`num_classes * modes_per_class` isotropic Gaussians on a circle, the classes interleaved around it."""
+    K = num_classes * modes_per_class
+    mix = ring_mixture(K, radius, std)
+    return GaussianMixture(mix.means, std, labels=torch.arange(K) % num_classes)

@@ -6,9 +6,10 @@ The configuration is turned into objects here and only here: each kind of run sa
 model and objective for the training loop (`training.fit`, which knows nothing of either) and what
 `load` gives back for it:
 
-| kind        | trains                                 | `load(run)` gives                 |
-|-------------|----------------------------------------|-----------------------------------|
-| `diffusion` | a network against `objectives.DiffusionObjective` (every path, prediction, weighting; flows with couplings) | (denoiser, path, config) |
+| kind         | trains                                  | `load(run)` gives                  |
+|--------------|-----------------------------------------|------------------------------------|
+| `diffusion`  | a network against `objectives.DiffusionObjective` (every path, prediction, weighting; flows with couplings; label dropout) | (denoiser, path, config) |
+| `classifier` | a noise-conditional classifier against `objectives.ClassifierObjective` on the run's path | (classifier, path, config): `classifier(x_t, t, label) -> log p_t(label given x_t)` |
 
 A run that depends on other runs names them in `requires` (role -> run folder); they must be there,
 complete, before it trains or loads (`required_runs`). Anything wrong in a run folder is a
@@ -27,12 +28,12 @@ from pathlib import Path
 import torch
 
 from ._random import derive_seed
-from .config import Config, build_data, build_model, build_path, build_source, build_time_sampler, load_config
+from .config import Config, build_classifier, build_data, build_model, build_path, build_source, build_time_sampler, load_config
 from .denoisers import as_denoiser, clipped
 from .training.checkpoint import CheckpointDamaged, latest_valid_checkpoint, load_tensors, load_weights, read_state
 
 __all__ = ["train", "load", "load_network", "run_config", "data_info", "run_kind", "required_runs", "source_sample",
-           "sampling_settings", "data_record", "KINDS", "CheckpointDamaged"]
+           "sampling_settings", "load_guided", "diffusion_config", "data_record", "KINDS", "CheckpointDamaged"]
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr)
@@ -83,6 +84,15 @@ def data_record(data) -> dict:
 
 def run_kind(run_dir: str | Path) -> str:
     return run_config(run_dir).kind
+
+
+def diffusion_config(run_dir: str | Path) -> Config:
+    """The configuration of a run that must hold a diffusion model (to sample, evaluate or bench it)."""
+    cfg = run_config(run_dir)
+    if cfg.kind != "diffusion":
+        hint = " (guide a diffusion run with it: --classifier " + str(run_dir) + " --guidance W)" if cfg.kind == "classifier" else ""
+        raise ValueError(f"{run_dir} is a {cfg.kind} run, not a diffusion model: it has no samples{hint}")
+    return cfg
 
 
 # -- runs that need other runs -------------------------------------------------------------------
@@ -140,8 +150,22 @@ def _build_diffusion(cfg: Config, data):
     d = cfg.diffusion
     objective = DiffusionObjective(path, prediction=d.prediction, weighting=d.weighting, time_sampler=build_time_sampler(d, path),
                                    source=source, coupling=d.coupling, coupling_reg=d.coupling_reg,
-                                   conditions=("label",) if cfg.model.class_conditional else ())
+                                   conditions=("label",) if cfg.model.class_conditional else (), p_uncond=d.p_uncond)
     return model, objective
+
+
+def _build_classifier(cfg: Config, data):
+    from .objectives import ClassifierObjective
+
+    path = build_path(cfg.diffusion)
+    model = build_classifier(cfg.model, data.shape, data.num_classes)
+    return model, ClassifierObjective(path, time_sampler=build_time_sampler(cfg.diffusion, path))
+
+
+def _load_classifier(run_dir, net, cfg: Config, info: dict, clip: bool):
+    from .guidance import as_classifier
+
+    return as_classifier(net), build_path(cfg.diffusion), cfg
 
 
 def _load_diffusion(run_dir, net, cfg: Config, info: dict, clip: bool):
@@ -153,7 +177,7 @@ def _load_diffusion(run_dir, net, cfg: Config, info: dict, clip: bool):
     return den, path, cfg
 
 
-KINDS = {"diffusion": Kind(_build_diffusion, _load_diffusion, {})}
+KINDS = {"diffusion": Kind(_build_diffusion, _load_diffusion, {}), "classifier": Kind(_build_classifier, _load_classifier, {})}
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -244,7 +268,8 @@ def load_network(run_dir: str | Path, *, ema: bool = True, device="cpu"):
     if damaged:
         _say(f"note: the newest checkpoint of {run_dir} is damaged ({damaged[0][1]}); using {ckpt.name}")
     try:
-        net = build_model(cfg.model, tuple(info["shape"]), info.get("num_classes"))
+        build = build_classifier if cfg.kind == "classifier" else build_model
+        net = build(cfg.model, tuple(info["shape"]), info.get("num_classes"))
     except ValueError as e:
         raise ValueError(f"{run_dir}: its config.json and data.json do not make a model ({e})") from None
     file = ckpt / ("ema.safetensors" if ema else "model.safetensors")
@@ -259,6 +284,55 @@ def load(run_dir: str | Path, *, ema: bool = True, device="cpu", clip: bool = Tr
     denoiser: clipping zeroes its Jacobian)."""
     net, cfg, _ = load_network(run_dir, ema=ema, device=device)
     return KINDS[cfg.kind].load(Path(run_dir), net, cfg, data_info(run_dir), clip)
+
+
+def _path_identity(cfg: Config) -> dict:
+    d = cfg.diffusion
+    return {"path": d.path, "T": d.T, "sigma_min": d.sigma_min, "sigma_max": d.sigma_max, "flow_sigma_min": d.flow_sigma_min}
+
+
+def load_guided(run_dir: str | Path, *, scale: float | None = None, classifier: str | Path | None = None, interval=None,
+                negative: int | None = None, rescale: float = 0.0, device="cpu"):
+    """(denoiser, path, config) of a diffusion run with the guidance asked for (`difflab.guidance`), the
+    result clipped to the data's range like `load`'s:
+
+    - `scale` alone: classifier-free guidance of a class-conditional run trained with label dropout
+      (`diffusion.p_uncond` > 0), towards `label=` and away from the null label, or from class `negative`;
+    - `scale` and `classifier` (a classifier run on the same path): classifier guidance of any run;
+    - `interval=(lo, hi)`: guide only where sigma/alpha lies in [lo, hi]; `rescale`: Lin et al.'s phi.
+    With no `scale` it is `load(run)` (and the other options are refused)."""
+    from . import guidance
+
+    run_dir = Path(run_dir)
+    if scale is None:
+        if classifier is not None or interval is not None or negative is not None or rescale:
+            raise ValueError("--classifier, --guidance-interval, --negative-label and --guidance-rescale shape guidance: "
+                             "give its scale with --guidance W")
+        return load(run_dir, device=device)
+    den, path, cfg = load(run_dir, device=device, clip=False)
+    if cfg.kind != "diffusion":
+        raise ValueError(f"{run_dir} is a {cfg.kind} run; guidance steers a diffusion run's samples")
+    if classifier is not None:
+        if negative is not None or rescale:
+            raise ValueError("--negative-label and --guidance-rescale are options of classifier-free guidance, not of --classifier")
+        clf, _, clf_cfg = load(classifier, device=device)
+        if clf_cfg.kind != "classifier":
+            raise ValueError(f"--classifier {classifier} is a {clf_cfg.kind} run; train one with kind = \"classifier\"")
+        if _path_identity(clf_cfg) != _path_identity(cfg):
+            raise ValueError(f"the classifier {classifier} was trained on the path {_path_identity(clf_cfg)}, this run on "
+                             f"{_path_identity(cfg)}: its p_t(c | x_t) is for other noise levels")
+        den = guidance.classifier(den, path, clf, scale, interval=interval)
+    else:
+        if not cfg.model.class_conditional:
+            raise ValueError(f"{run_dir} is unconditional: classifier-free guidance needs a class-conditional run trained "
+                             "with label dropout; for this run give a classifier with --classifier CLF_RUN")
+        if not cfg.diffusion.p_uncond:
+            raise ValueError(f"{run_dir} was trained without label dropout (diffusion.p_uncond = 0), so its unconditional "
+                             "pass never learned anything: train with diffusion.p_uncond = 0.1 for classifier-free guidance")
+        den = guidance.classifier_free(den, scale, negative=None if negative is None else {"label": int(negative)}, path=path,
+                                       interval=interval, rescale=rescale)
+    value_range = data_info(run_dir).get("range")
+    return (clipped(den, *value_range) if value_range else den), path, cfg
 
 
 def sampling_settings(cfg: Config, sampler: str | None = None, steps: int | None = None, grid: str | None = None) -> dict:

@@ -18,10 +18,11 @@ class _Block(nn.Module):
 
 
 class MLP(nn.Module):
-    """net(x_t, t, label=None) -> prediction of x's shape, for x of shape (B, dim)."""
+    """net(x_t, t, label=None) -> prediction of x's shape, for x of shape (B, dim) (or `out_dim` outputs:
+    the logits of a noise-conditional classifier)."""
 
     def __init__(self, dim: int, width: int = 256, depth: int = 3, time_embedding_kind: str = "sinusoidal",
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, out_dim: int | None = None):
         super().__init__()
         self.dim = dim
         self.time = nn.Sequential(time_embedding(time_embedding_kind, width), nn.Linear(width, width), nn.SiLU(),
@@ -29,7 +30,7 @@ class MLP(nn.Module):
         self.classes = ClassEmbedding(num_classes, width) if num_classes else None
         self.inp = nn.Linear(dim, width)
         self.blocks = nn.ModuleList(_Block(width) for _ in range(depth))
-        self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, dim))
+        self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, out_dim or dim))
 
     def forward(self, x: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.dim:

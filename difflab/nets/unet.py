@@ -62,6 +62,30 @@ class Attention(nn.Module):
         return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
+def down_path(channels: int, channel_mult, num_res_blocks: int, attn: set, emb_dim: int, dropout: float):
+    """The encoding half of a U-Net: residual blocks (with attention at the levels in `attn`) and strided
+    downsampling between levels; returns (blocks, the channels of every skip, the last width)."""
+    down, skips, c = nn.ModuleList(), [channels], channels
+    for lv, mult in enumerate(channel_mult):
+        for _ in range(num_res_blocks):
+            block = nn.ModuleList([ResBlock(c, channels * mult, emb_dim, dropout)])
+            c = channels * mult
+            if lv in attn:
+                block.append(Attention(c))
+            down.append(block)
+            skips.append(c)
+        if lv < len(channel_mult) - 1:
+            down.append(nn.ModuleList([nn.Conv2d(c, c, 3, stride=2, padding=1)]))
+            skips.append(c)
+    return down, skips, c
+
+
+def run_block(block, h: Tensor, emb: Tensor) -> Tensor:
+    for layer in block:
+        h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+    return h
+
+
 class UNet(nn.Module):
     """U-Net over `len(channel_mult)` resolution levels.
 
@@ -93,19 +117,7 @@ class UNet(nn.Module):
         self.classes = ClassEmbedding(num_classes, emb_dim) if num_classes else None
         self.conv_in = nn.Conv2d(in_channels * p * p, channels, 3, padding=1)
 
-        self.down = nn.ModuleList()
-        skips, c = [channels], channels
-        for lv, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                block = nn.ModuleList([ResBlock(c, channels * mult, emb_dim, dropout)])
-                c = channels * mult
-                if lv in attn:
-                    block.append(Attention(c))
-                self.down.append(block)
-                skips.append(c)
-            if lv < levels - 1:
-                self.down.append(nn.ModuleList([nn.Conv2d(c, c, 3, stride=2, padding=1)]))
-                skips.append(c)
+        self.down, skips, c = down_path(channels, channel_mult, num_res_blocks, attn, emb_dim, dropout)
 
         self.mid = nn.ModuleList([ResBlock(c, c, emb_dim, dropout), Attention(c), ResBlock(c, c, emb_dim, dropout)])
 
@@ -136,14 +148,45 @@ class UNet(nn.Module):
         h = self.conv_in(F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x)
         hs = [h]
         for block in self.down:
-            for layer in block:
-                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            h = run_block(block, h, emb)
             hs.append(h)
-        for layer in self.mid:
-            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        h = run_block(self.mid, h, emb)
         for block in self.up:
-            h = torch.cat([h, hs.pop()], dim=1)
-            for layer in block:
-                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            h = run_block(block, torch.cat([h, hs.pop()], dim=1), emb)
         out = self.out(h)
         return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
+
+
+class NoisyClassifier(nn.Module):
+    """A noise-conditional classifier for images (Dhariwal & Nichol 2021's "half U-Net"): the U-Net's time
+    embedding, encoder and middle block, then GroupNorm, SiLU, global average pooling and a linear layer to
+    class logits. net(x_t, t) -> logits (B, num_classes)."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 32, channel_mult=(1, 2, 2), num_res_blocks: int = 1,
+                 attention_levels=(-1,), dropout: float = 0.0, time_embedding_kind: str = "sinusoidal", patch_size: int = 1):
+        super().__init__()
+        levels = len(channel_mult)
+        if int(patch_size) != patch_size or patch_size < 1:
+            raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
+        self.patch, self.in_channels, self.levels = int(patch_size), in_channels, levels
+        emb_dim = 4 * channels
+        self.time = nn.Sequential(time_embedding(time_embedding_kind, channels), nn.Linear(channels, emb_dim), nn.SiLU(),
+                                  nn.Linear(emb_dim, emb_dim))
+        self.conv_in = nn.Conv2d(in_channels * self.patch**2, channels, 3, padding=1)
+        self.down, _, c = down_path(channels, channel_mult, num_res_blocks, {lv % levels for lv in attention_levels}, emb_dim,
+                                    dropout)
+        self.mid = nn.ModuleList([ResBlock(c, c, emb_dim, dropout), Attention(c), ResBlock(c, c, emb_dim, dropout)])
+        self.head = nn.Sequential(nn.GroupNorm(_groups(c), c), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(c, num_classes))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"the classifier expects images of shape (batch, {self.in_channels}, H, W); got {tuple(x.shape)}")
+        f = self.patch * 2 ** (self.levels - 1)
+        if x.shape[2] % f or x.shape[3] % f:
+            raise ValueError(f"image size {x.shape[2]}x{x.shape[3]} must be divisible by {f}")
+        emb = self.time(t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t)
+        h = self.conv_in(F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x)
+        for block in self.down:
+            h = run_block(block, h, emb)
+        return self.head(run_block(self.mid, h, emb))
