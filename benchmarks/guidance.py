@@ -34,6 +34,7 @@ import difflab as dl
 from difflab.evaluate import run_guidance_sweep
 
 FIGURES = Path(__file__).parent / "figures"
+INTERVAL = (0.28, 5.42)  # sigma/alpha: Kynkaanniemi et al.'s interval for EDM2 on ImageNet-512
 RECIPE = ("train.steps=1000000", "train.lr=2e-3", "train.lr_decay=cosine", "train.checkpoint_every=500", "train.device=cpu")
 
 
@@ -81,10 +82,15 @@ def cost(runs: Path, sampler: dict, n: int = 500) -> dict:
     labels = {"label": torch.arange(n) % 10}
     den, path, _ = dl.load(runs / "cond")
     out = {}
+    raw = dl.load(runs / "cond", clip=False)[0]
+    ts = dl.samplers.grids.make_grid(sampler.get("grid") or "trailing", path, sampler["steps"], **sampler.get("grid_options", {}))
+    levels = (path.sigma(ts[:-1]) / path.alpha(ts[:-1])).tolist()
+    inside = sum(1 for v in levels if INTERVAL[0] <= v <= INTERVAL[1])
     for name, d in (("no guidance", den),
-                    ("classifier-free, one batched call", dl.runs.load_guided(runs / "cond", scale=2.0)[0]),
-                    ("classifier-free, two calls", dl.guidance.classifier_free(dl.load(runs / "cond", clip=False)[0], 2.0,
-                                                                                  batched=False)),
+                    ("classifier-free, one batched call", dl.guidance.classifier_free(raw, 2.0, batched=True)),
+                    ("classifier-free, two calls (the CPU default at this batch)", dl.guidance.classifier_free(raw, 2.0, batched=False)),
+                    (f"classifier-free in the interval {INTERVAL} ({inside} of {len(levels)} steps)",
+                     dl.guidance.classifier_free(raw, 2.0, path=path, interval=INTERVAL)),
                     ("classifier guidance (uncond + classifier)",
                      dl.runs.load_guided(runs / "uncond", scale=3.0, classifier=runs / "classifier")[0])):
         t0 = time.perf_counter()
@@ -96,7 +102,7 @@ def cost(runs: Path, sampler: dict, n: int = 500) -> dict:
 def report(result: dict) -> str:
     lines = ["# Guidance on Fashion-MNIST", "", "| model | preset | minutes | steps |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['preset']} | {v['minutes']:g} | {v['steps']} |" for k, v in result["train"].items()]
-    for name in ("classifier-free", "classifier"):
+    for name in ("classifier-free", "classifier-free, interval", "classifier"):
         sweep = result.get(name)
         if not sweep:
             continue
@@ -123,8 +129,10 @@ def main():
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--sampler", default="dpmpp_2m_sde@karras")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--cfg", default="0,0.3,1,2,3,5", help="classifier-free guidance scales")
+    ap.add_argument("--cfg", default="0,0.1,0.2,0.3,1,2,3,5", help="classifier-free guidance scales")
+    ap.add_argument("--interval-scales", default="1,2,3,5", help="classifier-free scales with the guidance interval")
     ap.add_argument("--cg", default="0,1,3,10", help="classifier guidance scales")
+    ap.add_argument("--parts", default="cfg,interval,cg,picture,cost", help="what to measure (comma-separated)")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--toy-only", action="store_true")
@@ -143,16 +151,23 @@ def main():
         file.write_text(json.dumps(result, indent=1))
     spec = dl.sampling.parse_sampler_spec(a.sampler)
     common = dict(sampler=a.sampler, steps=a.steps, n=a.n, seed=0)
+    parts = a.parts.split(",")
     result["sampler"] = f"{a.sampler}, {a.steps} steps"
-    result["classifier-free"] = run_guidance_sweep(a.out / "cond", [float(w) for w in a.cfg.split(",")], ("accuracy", "fid", "prdc"),
-                                                   **common)
-    print((a.out / "cond" / "guidance.md").read_text())
-    result["classifier"] = run_guidance_sweep(a.out / "uncond", [float(w) for w in a.cg.split(",")], ("accuracy", "fid", "prdc"),
-                                              guide={"classifier": a.out / "classifier"}, **common)
-    print((a.out / "uncond" / "guidance.md").read_text())
+    scales = lambda text: [float(w) for w in text.split(",")]  # noqa: E731
+    metrics = ("accuracy", "fid", "prdc")
+    if "cfg" in parts:
+        result["classifier-free"] = run_guidance_sweep(a.out / "cond", scales(a.cfg), metrics, **common)
+    if "interval" in parts:
+        result["classifier-free, interval"] = run_guidance_sweep(a.out / "cond", scales(a.interval_scales), metrics,
+                                                                 guide={"interval": INTERVAL}, name="guidance_interval", **common)
+    if "cg" in parts:
+        result["classifier"] = run_guidance_sweep(a.out / "uncond", scales(a.cg), metrics, guide={"classifier": a.out / "classifier"},
+                                                  **common)
     how = {"steps": a.steps, **spec.kwargs()}
-    print(f"wrote {fashion_picture(a.out, FIGURES / 'guidance_fashion.png', how)}")
-    result["cost"] = cost(a.out, how)
+    if "picture" in parts:
+        print(f"wrote {fashion_picture(a.out, FIGURES / 'guidance_fashion.png', how)}")
+    if "cost" in parts:
+        result["cost"] = cost(a.out, how)
     file.write_text(json.dumps(result, indent=1, default=str))
     (a.out / "guidance_benchmark.md").write_text(report(result))
     print(report(result))

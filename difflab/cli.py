@@ -177,6 +177,8 @@ def sample(
     guidance_interval: str = typer.Option(None, help=GUIDANCE_HELP["interval"]),
     negative_label: int = typer.Option(None, help=GUIDANCE_HELP["negative"]),
     guidance_rescale: float = typer.Option(0.0, help=GUIDANCE_HELP["rescale"]),
+    dynamic_threshold: float = typer.Option(None, help="Imagen's dynamic thresholding of x0_hat at this percentile (e.g. "
+                                            "0.995; image runs), instead of plain clipping to [-1, 1]."),
     batch: int = typer.Option(500, min=1, help="Samples per batch (the samples do not depend on it)."),
     out: Path = typer.Option(Path("samples.png"), help="Output: FILE.png (a grid of images, or a 2-D scatter), FILE.npz (arrays) "
                                     "or a folder DIR/ (one PNG per image, for external FID tools)."),
@@ -202,7 +204,8 @@ def sample(
         _fail(f"--negative-label {negative_label} is not a class of this run")
     how = dl.runs.sampling_settings(cfg, sampler, steps, grid)
     den, path, cfg = dl.runs.load_guided(run, scale=guidance, classifier=classifier, interval=_interval(guidance_interval),
-                                         negative=negative_label, rescale=guidance_rescale, device=device)
+                                         negative=negative_label, rescale=guidance_rescale, threshold=dynamic_threshold,
+                                         device=device)
     import torch
 
     x, info = dl.sampling.sample_batched(den, path, n, shape, seed=seed, batch_size=batch, device=device,

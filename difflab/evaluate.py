@@ -227,10 +227,11 @@ def run_sample_metrics(run_dir, metrics=("fid", "prdc"), *, sampler: str | None 
     return out
 
 
-def run_guidance_sweep(run_dir, scales, metrics=("accuracy", "fid", "prdc"), *, guide: dict | None = None, **kwargs) -> dict:
+def run_guidance_sweep(run_dir, scales, metrics=("accuracy", "fid", "prdc"), *, guide: dict | None = None,
+                       name: str = "guidance", **kwargs) -> dict:
     """The accuracy-against-diversity trade of guidance: `run_sample_metrics` at each scale w in `scales`
     (w = 0 is no guidance: the conditional model, or for classifier guidance the unconditional one
-    steered by nothing). Writes guidance.json, guidance.md and guidance.png into the run folder."""
+    steered by nothing). Writes `name`.json, .md and .png into the run folder."""
     scales = [float(w) for w in scales]
     if not scales:
         raise ValueError("give the guidance scales to compare, e.g. --guidance 0,1,3")
@@ -242,9 +243,9 @@ def run_guidance_sweep(run_dir, scales, metrics=("accuracy", "fid", "prdc"), *, 
     shown = {k: str(v) for k, v in (guide or {}).items() if v is not None and not (k == "rescale" and not v)}
     result = {"run": str(run_dir), "guide": shown, "rows": rows}
     run_dir = Path(run_dir)
-    _write_json(run_dir / "guidance.json", result)
-    _guidance_md(result, run_dir / "guidance.md")
-    _guidance_plot(result, run_dir / "guidance.png")
+    _write_json(run_dir / f"{name}.json", result)
+    _guidance_md(result, run_dir / f"{name}.md")
+    _guidance_plot(result, run_dir / f"{name}.png")
     return result
 
 

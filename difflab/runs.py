@@ -292,37 +292,33 @@ def _path_identity(cfg: Config) -> dict:
 
 
 def load_guided(run_dir: str | Path, *, scale: float | None = None, classifier: str | Path | None = None, interval=None,
-                negative: int | None = None, rescale: float = 0.0, device="cpu"):
+                negative: int | None = None, rescale: float = 0.0, threshold: float | None = None, device="cpu"):
     """(denoiser, path, config) of a diffusion run with the guidance asked for (`difflab.guidance`), the
     result clipped to the data's range like `load`'s:
 
     - `scale` alone: classifier-free guidance of a class-conditional run trained with label dropout
       (`diffusion.p_uncond` > 0), towards `label=` and away from the null label, or from class `negative`;
     - `scale` and `classifier` (a classifier run on the same path): classifier guidance of any run;
-    - `interval=(lo, hi)`: guide only where sigma/alpha lies in [lo, hi]; `rescale`: Lin et al.'s phi.
-    With no `scale` it is `load(run)` (and the other options are refused)."""
+    - `interval=(lo, hi)`: guide only where sigma/alpha lies in [lo, hi]; `rescale`: Lin et al.'s phi;
+    - `threshold`: Imagen's dynamic thresholding at that percentile (pixel data, with or without guidance).
+    With neither `scale` nor `threshold` it is `load(run)` (and the other options are refused)."""
     from . import guidance
 
     run_dir = Path(run_dir)
-    if scale is None:
-        if classifier is not None or interval is not None or negative is not None or rescale:
-            raise ValueError("--classifier, --guidance-interval, --negative-label and --guidance-rescale shape guidance: "
-                             "give its scale with --guidance W")
+    if scale is None and (classifier is not None or interval is not None or negative is not None or rescale):
+        raise ValueError("--classifier, --guidance-interval, --negative-label and --guidance-rescale shape guidance: "
+                         "give its scale with --guidance W")
+    if scale is None and threshold is None:
         return load(run_dir, device=device)
     den, path, cfg = load(run_dir, device=device, clip=False)
+    value_range = data_info(run_dir).get("range")
     if cfg.kind != "diffusion":
         raise ValueError(f"{run_dir} is a {cfg.kind} run; guidance steers a diffusion run's samples")
-    if classifier is not None:
-        if negative is not None or rescale:
-            raise ValueError("--negative-label and --guidance-rescale are options of classifier-free guidance, not of --classifier")
-        clf, _, clf_cfg = load(classifier, device=device)
-        if clf_cfg.kind != "classifier":
-            raise ValueError(f"--classifier {classifier} is a {clf_cfg.kind} run; train one with kind = \"classifier\"")
-        if _path_identity(clf_cfg) != _path_identity(cfg):
-            raise ValueError(f"the classifier {classifier} was trained on the path {_path_identity(clf_cfg)}, this run on "
-                             f"{_path_identity(cfg)}: its p_t(c | x_t) is for other noise levels")
-        den = guidance.classifier(den, path, clf, scale, interval=interval)
-    else:
+    if threshold is not None and not value_range:
+        raise ValueError("dynamic thresholding keeps pixel values in [-1, 1]: it applies to image runs only")
+    if scale is not None and classifier is not None:
+        den = _classifier_guided(den, path, cfg, scale, classifier, interval, negative, rescale, device)
+    elif scale is not None:
         if not cfg.model.class_conditional:
             raise ValueError(f"{run_dir} is unconditional: classifier-free guidance needs a class-conditional run trained "
                              "with label dropout; for this run give a classifier with --classifier CLF_RUN")
@@ -331,8 +327,24 @@ def load_guided(run_dir: str | Path, *, scale: float | None = None, classifier: 
                              "pass never learned anything: train with diffusion.p_uncond = 0.1 for classifier-free guidance")
         den = guidance.classifier_free(den, scale, negative=None if negative is None else {"label": int(negative)}, path=path,
                                        interval=interval, rescale=rescale)
-    value_range = data_info(run_dir).get("range")
+    if threshold is not None:
+        den = guidance.dynamic_threshold(den, threshold)
     return (clipped(den, *value_range) if value_range else den), path, cfg
+
+
+def _classifier_guided(den, path, cfg: Config, scale, classifier, interval, negative, rescale, device):
+    """Classifier guidance of `den` by the classifier run `classifier`, checked to be one on the same path."""
+    from . import guidance
+
+    if negative is not None or rescale:
+        raise ValueError("--negative-label and --guidance-rescale are options of classifier-free guidance, not of --classifier")
+    clf, _, clf_cfg = load(classifier, device=device)
+    if clf_cfg.kind != "classifier":
+        raise ValueError(f"--classifier {classifier} is a {clf_cfg.kind} run; train one with kind = \"classifier\"")
+    if _path_identity(clf_cfg) != _path_identity(cfg):
+        raise ValueError(f"the classifier {classifier} was trained on the path {_path_identity(clf_cfg)}, this run on "
+                         f"{_path_identity(cfg)}: its p_t(c | x_t) is for other noise levels")
+    return guidance.classifier(den, path, clf, scale, interval=interval)
 
 
 def sampling_settings(cfg: Config, sampler: str | None = None, steps: int | None = None, grid: str | None = None) -> dict:

@@ -240,7 +240,9 @@ def test_guidance_end_to_end_on_tiny_runs(tmp_path):
     out = tmp_path / "s.npz"
     for args in (["sample", str(cond), "--guidance", "2", "--label", "3"],
                  ["sample", str(cond), "--guidance", "1", "--negative-label", "4", "--guidance-interval", "0.1,20"],
-                 ["sample", str(uncond), "--classifier", str(clf), "--guidance", "3", "--label", "7"]):
+                 ["sample", str(uncond), "--classifier", str(clf), "--guidance", "3", "--label", "7"],
+                 ["sample", str(uncond), "--dynamic-threshold", "0.99"],
+                 ["sample", str(cond), "--guidance", "4", "--dynamic-threshold", "0.95", "--guidance-rescale", "0.7"]):
         r = runner.invoke(app, [*args, "--n", "4", "--steps", "3", "--out", str(out)])
         assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["sample", str(cond), "--guidance", "2", "--n", "4", "--steps", "3", "--out", str(out)])
