@@ -202,8 +202,6 @@ def test_label_dropout_trains_the_null_label_at_its_rate_and_costs_nothing_witho
     # without dropout no random number is drawn for it: the loss is what it was before p_uncond existed
     plain = dl.objectives.DiffusionObjective(path, conditions=("label",))
     a = plain(model, batch, gen(1))
-    t = dl.losses.UniformDiscrete(100)(20000, generator=gen(1))
-    z = torch.randn(batch["x"].shape, generator=gen(1))
     g = gen(1)
     t, z = dl.losses.UniformDiscrete(100)(20000, generator=g), torch.randn(batch["x"].shape, generator=g)
     torch.testing.assert_close(a, dl.losses.diffusion_loss(model, path, batch["x"], t=t, noise=z, cond={"label": batch["label"]}))
