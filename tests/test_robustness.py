@@ -103,9 +103,6 @@ def test_every_checkpoint_damaged_is_one_clear_error_that_changes_nothing(tiny_r
     before = _snapshot(run)
     r = runner.invoke(app, ["sample", str(run), "--out", str(tmp_path / "x.png")])
     assert r.exit_code == 2 and "no checkpoint" in _one_error_line(r)
-    r = runner.invoke(app, ["train", str(tmp_path / "cfg.toml"), "--out", str(run)])
-    assert r.exit_code == 2
-    (tmp_path / "cfg.json").write_text(json.dumps(TINY))
     with pytest.raises(ValueError, match="no checkpoint .* loads"):
         dl.training.train(load_config(TINY), run, progress=False)
     assert _snapshot(run) == before and not (tmp_path / "x.png").exists()
@@ -356,7 +353,6 @@ def test_random_training_commands_train_or_refuse_in_one_line_and_leave_no_folde
             "--set", "model.num_res_blocks=1", "--set", "train.batch_size=16", "--set", "train.checkpoint_every=2"]
     for k, v in pairs:
         args += ["--set", f"{k}={v}"]
-    args += ["--set", "train.steps=2"] if any(k == "train.steps" and v in ("1e9",) for k, v in pairs) else []
     r = runner.invoke(app, args)
     event(f"exit {r.exit_code}")
     assert r.exit_code in (0, 2), (args, r.output)
