@@ -189,6 +189,14 @@ def sample(
 
     import difflab as dl
 
+    if dl.runs.run_kind(run) in ("discrete", "autoregressive"):
+        unused = {"--grid": grid, "--classifier": classifier, "--guidance-interval": guidance_interval,
+                  "--negative-label": negative_label, "--guidance-rescale": guidance_rescale or None,
+                  "--dynamic-threshold": dynamic_threshold}
+        given = [k for k, v in unused.items() if v is not None]
+        if given:
+            _fail(f"{', '.join(given)}: for diffusion runs only; {run} is a {dl.runs.run_kind(run)} run")
+        return _sample_tokens(run, sampler, steps, n, seed, label, guidance, batch, out, device)
     folder = out.suffix == "" or out.is_dir()
     if not folder and out.suffix not in (".png", ".npz"):
         _fail(f"--out must end in .png or .npz, or name a folder; got {out}")
@@ -226,6 +234,42 @@ def sample(
     typer.echo(f"wrote {out} ({n} samples, {info.nfe} network evaluations per sample)")
 
 
+def _sample_tokens(run: Path, sampler, steps, n, seed, label, guidance, batch, out: Path, device):
+    """`difflab sample` on a discrete or autoregressive run: text printed and written to FILE.txt, quantized
+    images as a PNG grid, toy points as a scatter, or the tokens in FILE.npz."""
+    import numpy as np
+
+    import difflab as dl
+
+    info = dl.runs.data_info(run)
+    text = bool(info.get("alphabet"))
+    shape = tuple(info["shape"])
+    if out == Path("samples.png") and text:
+        out = Path("samples.txt")
+    allowed = (".txt", ".npz") if text else ((".png", ".npz") if len(shape) == 3 or shape == (2,) else (".npz",))
+    if out.suffix not in allowed:
+        _fail(f"--out for this run must end in {' or '.join(allowed)}; got {out}")
+    cfg = dl.runs.run_config(run)
+    labels = _labels_for(run, cfg, label, n)
+    device = _check_device(device)
+    tokens, how = dl.runs.sample_tokens(run, n, sampler=sampler, steps=steps, labels=labels, guidance=guidance, seed=seed,
+                                        batch_size=batch, device=device, progress=n > batch)
+    values = dl.runs.tokens_to_values(run, tokens)
+    if out.suffix == ".npz":
+        extra = {"labels": labels.numpy()} if labels is not None else {}
+        _write_atomically(out, lambda tmp: np.savez(tmp, tokens=tokens.numpy(), **extra))
+    elif text:
+        _write_atomically(out, lambda tmp: tmp.write_text("\n".join(values) + "\n"))
+        for line in values[:8]:
+            typer.echo(line)
+    elif len(shape) == 3:
+        nrow = info.get("num_classes") if labels is not None and label is None else None
+        _write_atomically(out, lambda tmp: dl.viz.save_image_grid(values, tmp, nrow=nrow, scale=max(1, 128 // shape[-1])))
+    else:
+        _write_atomically(out, lambda tmp: dl.viz.scatter_grid({"": {f"{n} samples": values}}, tmp))
+    typer.echo(f"wrote {out} ({n} samples, {how['sampler']} with {how['steps']} steps, {how['nfe']} network evaluations per sample)")
+
+
 @_command("eval")
 def eval_(
     run: Path = typer.Argument(..., help="A run folder written by `difflab train`."),
@@ -256,8 +300,19 @@ def eval_(
     device: str = typer.Option("cpu"),
 ):
     """Measure a trained run on held-out data; writes eval.json and eval.md into the run folder."""
-    from .evaluate import SAMPLE_METRICS, run_guidance_sweep, run_nll, run_sample_metrics, write_report
+    from .evaluate import SAMPLE_METRICS, run_discrete_nll, run_guidance_sweep, run_nll, run_sample_metrics, write_report
+    import difflab as dl
 
+    if dl.runs.run_kind(run) in ("discrete", "autoregressive"):
+        if metrics or elbo or guidance is not None or classifier is not None:
+            _fail(f"{run} is a {dl.runs.run_kind(run)} run: measure its bits per symbol with --nll")
+        if not nll:
+            _fail("say what to measure: --nll (bits per symbol on held-out data)")
+        res = run_discrete_nll(run, split=split, n=n, repeats=elbo_terms or 4, batch_size=min(batch, 256), seed=seed,
+                               device=_check_device(device))
+        write_report(run, "bits per symbol", res, "difflab eval " + " ".join(sys.argv[2:]))
+        typer.echo((Path(run) / "eval.md").read_text())
+        return
     wanted = [m.strip() for m in metrics.split(",") if m.strip()]
     unknown = [m for m in wanted if m not in (*SAMPLE_METRICS, "nll", "elbo")]
     if unknown:

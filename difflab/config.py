@@ -32,15 +32,28 @@ class DataConfig:
     toy: str = "eight_gaussians"  # toy: which set
     toy_size: int = 50_000  # toy: number of training points
     source: str = ""  # flows: a toy set to start from at t = 1 instead of N(0, I), e.g. cfm_8gaussians
+    levels: int = 0  # > 1: quantize images or toy points to this many levels (categorical data for kind = "discrete")
+    text: str = "pydoc"  # text: pydoc (Python's own docs, always present) | fortunes (Debian) | a text file
+    length: int = 128  # text: characters per example
 
     def __post_init__(self):
         from .data import TOY_SETS
 
-        choose(self.name, ("digits", "fashion_mnist", "folder", "toy"), "data.name")
+        choose(self.name, ("digits", "fashion_mnist", "folder", "toy", "text"), "data.name")
         choose(self.split, ("train", "test") + (("all",) if self.name == "digits" else ()), f"data.split of {self.name}")
         choose(self.toy, TOY_SETS, "data.toy")
         _within(self, "size", 1, 4096)
         _within(self, "toy_size", 1, 10_000_000)
+        _within(self, "length", 2, 65536)
+        if self.levels and not 2 <= self.levels <= 256:
+            raise ValueError(f"data.levels must be 0 (no quantizing) or from 2 to 256, got {self.levels}")
+        if self.levels and self.name == "text":
+            raise ValueError("data.levels quantizes images and toy points; text is already categorical (27 symbols)")
+
+    @property
+    def categorical(self) -> bool:
+        """Whether the data are integer tokens (text, or quantized images / toy points)."""
+        return self.name == "text" or self.levels > 0
         if self.channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {self.channels}")
         if self.source:
@@ -52,20 +65,24 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    kind: str = "unet"  # unet | mlp
+    kind: str = "unet"  # unet | mlp | transformer (token sequences: kind = "discrete" / "autoregressive")
     channels: int = 64
     channel_mult: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 2
     attention_levels: tuple[int, ...] = (-1,)
     patch_size: int = 1  # unet: fold p x p pixel patches into channels first (the network runs at 1/p resolution)
     dropout: float = 0.0
-    width: int = 256  # mlp
-    depth: int = 3  # mlp
+    width: int = 256  # mlp, transformer
+    depth: int = 3  # mlp, transformer (blocks)
+    heads: int = 4  # transformer
     time_embedding: str = "sinusoidal"  # sinusoidal | fourier
     class_conditional: bool = False
 
     def __post_init__(self):
-        choose(self.kind, ("unet", "mlp"), "model.kind")
+        choose(self.kind, ("unet", "mlp", "transformer"), "model.kind")
+        _within(self, "heads", 1, 256)
+        if self.kind == "transformer" and self.width % self.heads:
+            raise ValueError(f"model.width ({self.width}) must be divisible by model.heads ({self.heads})")
         choose(self.time_embedding, ("sinusoidal", "fourier"), "model.time_embedding")
         _within(self, "channels", 1, 4096)
         _within(self, "num_res_blocks", 1, 64)
@@ -125,6 +142,65 @@ class DiffusionConfig:
             raise ValueError(f"diffusion.coupling_reg must be finite, got {self.coupling_reg}")
         if not 0 <= self.p_uncond < 1:
             raise ValueError(f"diffusion.p_uncond must lie in [0, 1) (0.1 is usual), got {self.p_uncond}")
+
+
+DISCRETE_PATHS = ("masked", "absorbing", "uniform", "multinomial", "gaussian")
+
+
+@dataclass
+class DiscreteConfig:
+    """Categorical diffusion (kind = "discrete"): the path over the data's symbols, the loss, the sampler."""
+
+    path: str = "masked"  # masked (continuous time) | absorbing | uniform | multinomial | gaussian (discretized, ordinal)
+    steps: int = 1000  # T of the discrete-time paths
+    schedule: str = ""  # linear | cosine | cosine2; empty: the path's own (masked, absorbing: linear; uniform: cosine; multinomial: cosine2)
+    loss: str = ""  # vb | hybrid | masked; empty: masked for the masked path, hybrid otherwise
+    lam: float = 0.01  # the hybrid loss's weight of the cross-entropy (D3PM: 0.01 text, 0.001 images)
+    beta_min: float = 0.02  # gaussian: its linear beta schedule
+    beta_max: float = 1.0
+    p_uncond: float = 0.0  # label dropout, for classifier-free guidance
+    sampler: str = ""  # ancestral | masked (absorbing paths: MDLM's cache); empty: masked on absorbing paths, else ancestral
+    sample_steps: int = 0  # 0: the path's T (1000 for the masked path)
+
+    def __post_init__(self):
+        from .discrete import SAMPLERS, SCHEDULES
+        from .objectives import CATEGORICAL_LOSSES
+
+        choose(self.path, DISCRETE_PATHS, "discrete.path")
+        _within(self, "steps", 1, 100_000)
+        if self.schedule:
+            choose(self.schedule, SCHEDULES, "discrete.schedule")
+            if self.path == "gaussian":
+                raise ValueError("discrete.schedule does not apply to the gaussian path (it has beta_min, beta_max)")
+        if self.loss:
+            choose(self.loss, CATEGORICAL_LOSSES, "discrete.loss")
+        if self.loss == "masked" and self.path != "masked":
+            raise ValueError(f"discrete.loss = 'masked' is the bound of the continuous-time masked path; with "
+                             f"discrete.path = {self.path!r} use vb or hybrid")
+        if self.path == "masked" and self.loss in ("vb", "hybrid"):
+            raise ValueError("the masked path runs in continuous time: its loss is 'masked' (for D3PM's bound use "
+                             "discrete.path = 'absorbing')")
+        if not 0 <= self.lam < math.inf:
+            raise ValueError(f"discrete.lam must be >= 0, got {self.lam}")
+        if not 0 < self.beta_min <= self.beta_max <= 1e3:
+            raise ValueError(f"need 0 < discrete.beta_min <= discrete.beta_max; got {self.beta_min}, {self.beta_max}")
+        if not 0 <= self.p_uncond < 1:
+            raise ValueError(f"discrete.p_uncond must lie in [0, 1) (0.1 is usual), got {self.p_uncond}")
+        if self.sampler:
+            choose(self.sampler, SAMPLERS, "discrete.sampler")
+            if self.sampler == "masked" and self.path not in ("masked", "absorbing"):
+                raise ValueError("discrete.sampler = 'masked' needs an absorbing path (masked or absorbing)")
+        _within(self, "sample_steps", 0, 100_000)
+        if self.path != "masked" and self.sample_steps > self.steps:
+            raise ValueError(f"discrete.sample_steps ({self.sample_steps}) cannot exceed the path's steps ({self.steps})")
+
+    @property
+    def loss_name(self) -> str:
+        return self.loss or ("masked" if self.path == "masked" else "hybrid")
+
+    @property
+    def sampler_name(self) -> str:
+        return self.sampler or ("masked" if self.path in ("masked", "absorbing") else "ancestral")
 
 
 LR_DECAYS = ("none", "cosine", "linear")
@@ -209,6 +285,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    discrete: DiscreteConfig = field(default_factory=DiscreteConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -222,6 +299,18 @@ class Config:
         if self.diffusion.p_uncond and not (self.kind == "diffusion" and self.model.class_conditional):
             raise ValueError("diffusion.p_uncond drops class labels in training: it needs a class-conditional diffusion "
                              "model (model.class_conditional = true)")
+        token_kind = self.kind in ("discrete", "autoregressive")
+        if token_kind and not self.data.categorical:
+            raise ValueError(f"a {self.kind} run models categorical data: use data.name = 'text', or quantize images or "
+                             "toy points with data.levels (e.g. 4)")
+        if self.data.categorical and not token_kind:
+            raise ValueError(f"categorical data (data.name = {self.data.name!r}, data.levels = {self.data.levels}) need "
+                             "kind = \"discrete\" (categorical diffusion) or \"autoregressive\"")
+        if token_kind and self.model.kind == "mlp":
+            raise ValueError("model.kind for categorical data: transformer (sequences, toy points) or unet (images)")
+        if self.discrete.p_uncond and not (token_kind and self.model.class_conditional):
+            raise ValueError("discrete.p_uncond drops class labels: it needs a class-conditional discrete or "
+                             "autoregressive run (model.class_conditional = true)")
         if self.kind == "classifier" and self.model.class_conditional:
             raise ValueError("a classifier run predicts the class: model.class_conditional does not apply to it")
         if self.kind == "diffusion":
@@ -404,6 +493,12 @@ def build_data(cfg: DataConfig, split: str | None = None):
     if split is not None:
         cfg = dataclasses.replace(cfg, split=split)
 
+    if cfg.name == "text":
+        from .data import categorical
+
+        return categorical.text(cfg.text, cfg.length, cfg.split)
+    if cfg.levels:
+        return _quantized(dataclasses.replace(cfg, levels=0), cfg.levels)
     if cfg.name == "digits":
         return data.digits(cfg.split)
     if cfg.name == "fashion_mnist":
@@ -415,6 +510,19 @@ def build_data(cfg: DataConfig, split: str | None = None):
     import torch
 
     return data.TensorData(data.toy(cfg.toy, cfg.toy_size, torch.Generator().manual_seed(12345)), name=f"toy:{cfg.toy}")
+
+
+TOY_RANGE = (-3.0, 3.0)  # the window toy points are quantized in (the swiss roll spans about +-2.8)
+
+
+def _quantized(cfg: DataConfig, levels: int):
+    """The configured images or toy points quantized to `levels` levels (categorical tokens)."""
+    from .data.categorical import TokenData, quantize
+
+    raw = build_data(cfg)
+    low, high = TOY_RANGE if cfg.name == "toy" else (-1.0, 1.0)
+    return TokenData(quantize(raw.images, levels, low, high), raw.labels, name=f"{raw.name}:{levels}-levels",
+                     class_names=raw.class_names, num_symbols=levels)
 
 
 def build_classifier(cfg: ModelConfig, data_shape: tuple, num_classes: int | None):
@@ -457,3 +565,47 @@ def build_model(cfg: ModelConfig, data_shape: tuple, num_classes: int | None):
                          f"use fewer levels in model.channel_mult or a smaller model.patch_size")
     return nets.UNet(data_shape[0], cfg.channels, cfg.channel_mult, cfg.num_res_blocks, cfg.attention_levels,
                      cfg.dropout, classes, cfg.time_embedding, patch_size=cfg.patch_size)
+
+
+def build_categorical_path(cfg: DiscreteConfig, num_symbols: int):
+    """The categorical path of a discrete run over the data's `num_symbols` symbols."""
+    from . import discrete
+
+    sched = {"schedule": cfg.schedule} if cfg.schedule else {}
+    makers = {
+        "masked": lambda: discrete.Masked(num_symbols, **sched),
+        "absorbing": lambda: discrete.Absorbing(num_symbols, steps=cfg.steps, **sched),
+        "uniform": lambda: discrete.Uniform(num_symbols, steps=cfg.steps, **sched),
+        "multinomial": lambda: discrete.Multinomial(num_symbols, steps=cfg.steps, **sched),
+        "gaussian": lambda: discrete.DiscretizedGaussian(num_symbols, steps=cfg.steps, beta_min=cfg.beta_min, beta_max=cfg.beta_max),
+    }
+    return makers[cfg.path]()
+
+
+def build_token_network(cfg: ModelConfig, data_shape: tuple, num_states: int, num_outputs: int, num_classes: int | None,
+                        *, causal: bool = False):
+    """The network of a discrete or autoregressive run: logits over `num_outputs` symbols per position, from
+    tokens of `num_states` states; a transformer over the positions, or the U-Net for images (C, H, W)."""
+    from . import nets
+
+    classes = num_classes if cfg.class_conditional else None
+    if cfg.class_conditional and not num_classes:
+        raise ValueError("model.class_conditional = true needs labelled data")
+    if cfg.kind == "transformer":
+        positions = math.prod(data_shape)
+        if positions > 4096:
+            raise ValueError(f"a transformer over {positions} positions is too slow here; use model.kind = 'unet' for images")
+        return nets.TokenTransformer(num_states, num_outputs, positions, cfg.width, cfg.depth, cfg.heads, classes,
+                                     time_conditioning=not causal, causal=causal, dropout=cfg.dropout,
+                                     time_embedding_kind=cfg.time_embedding)
+    if causal:
+        raise ValueError("an autoregressive run needs model.kind = 'transformer'")
+    if len(data_shape) != 3:
+        raise ValueError(f"model.kind = 'unet' is for images (C, H, W); this data has shape {data_shape} (use 'transformer')")
+    f = cfg.patch_size * 2 ** (len(cfg.channel_mult) - 1)
+    if data_shape[1] % f or data_shape[2] % f:
+        raise ValueError(f"images of {data_shape[1]}x{data_shape[2]} need sides divisible by model.patch_size x "
+                         f"2^(levels - 1) = {f}; use fewer levels in model.channel_mult or a smaller model.patch_size")
+    return nets.CategoricalUNet(data_shape[0], num_states, num_outputs, channels=cfg.channels, channel_mult=cfg.channel_mult,
+                                num_res_blocks=cfg.num_res_blocks, attention_levels=cfg.attention_levels, dropout=cfg.dropout,
+                                num_classes=classes, time_embedding_kind=cfg.time_embedding, patch_size=cfg.patch_size)

@@ -20,6 +20,11 @@ is class-conditional) and regresses the model's prediction at x_t = alpha(t) x +
 Salimans 2021), so one network learns the conditional and the unconditional model that
 classifier-free guidance combines.
 
+`CategoricalObjective` trains categorical diffusion (`difflab.discrete`): the network's softmax is
+p(x0 | x_t), and the loss is D3PM's bound ("vb"), its hybrid with the cross-entropy ("hybrid", weight
+`lam`), or the continuous-time masked-diffusion bound ("masked"); `AutoregressiveObjective` is the exact
+next-token negative log-likelihood of a causal network, the reference the bounds are read against.
+
 `ClassifierObjective` trains a noise-conditional classifier p_t(c | x_t) on the same path (Dhariwal &
 Nichol 2021): cross-entropy of `model(x_t, t)`'s logits against the labels, at x_t = alpha x + sigma z
 with t from the path's time sampler: what classifier guidance needs.
@@ -37,7 +42,8 @@ from ._checks import choose
 from ._random import rand, randn
 from .couplings import COUPLINGS, couple
 
-__all__ = ["Objective", "DiffusionObjective", "ClassifierObjective", "model_inputs"]
+__all__ = ["Objective", "DiffusionObjective", "ClassifierObjective", "CategoricalObjective", "AutoregressiveObjective",
+           "model_inputs", "drop_labels"]
 
 Objective = Callable[[torch.nn.Module, Mapping[str, Tensor], torch.Generator], Tensor]
 
@@ -49,6 +55,24 @@ def model_inputs(batch: Mapping[str, Tensor], conditions: tuple[str, ...]) -> di
         raise ValueError(f"the model is conditioned on {', '.join(conditions)} but the batch has no "
                          f"{', '.join(missing)} (it holds: {', '.join(batch)})")
     return {c: batch[c] for c in conditions}
+
+
+def drop_labels(cond: dict, p_uncond: float, generator) -> dict:
+    """Label dropout: each example's label replaced by the null label -1 with probability `p_uncond`, which
+    teaches the same network the unconditional model (one draw per example, none when p_uncond = 0)."""
+    if not p_uncond:
+        return cond
+    label = cond["label"]
+    drop = rand((label.shape[0],), generator=generator, dtype=torch.float64).to(label.device) < p_uncond
+    return {**cond, "label": torch.where(drop, torch.full_like(label, -1), label)}
+
+
+def _check_dropout(p_uncond: float, conditions) -> float:
+    if not 0 <= p_uncond < 1:
+        raise ValueError(f"p_uncond (the probability of dropping a label) must lie in [0, 1), got {p_uncond}")
+    if p_uncond and "label" not in conditions:
+        raise ValueError("p_uncond drops class labels: it needs a class-conditional model (conditions with 'label')")
+    return float(p_uncond)
 
 
 class DiffusionObjective:
@@ -70,11 +94,7 @@ class DiffusionObjective:
         self.coupling = choose(coupling, COUPLINGS, "coupling")
         self.coupling_reg = float(coupling_reg)
         self.conditions = tuple(conditions)
-        if not 0 <= p_uncond < 1:
-            raise ValueError(f"p_uncond (the probability of dropping a label) must lie in [0, 1), got {p_uncond}")
-        if p_uncond and "label" not in self.conditions:
-            raise ValueError("p_uncond drops class labels: it needs a class-conditional model (conditions with 'label')")
-        self.p_uncond = float(p_uncond)
+        self.p_uncond = _check_dropout(p_uncond, self.conditions)
 
     def __call__(self, model, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
         x0 = batch["x"]
@@ -87,9 +107,7 @@ class DiffusionObjective:
             z = self.source.sample(x0.shape[0], generator).to(device=x0.device, dtype=x0.dtype)
         if self.coupling != "independent":  # minibatch OT: each example with its partner (within its class)
             z = z[couple(x0, z, self.coupling, labels=cond.get("label"), reg=self.coupling_reg, generator=generator)]
-        if self.p_uncond:  # label dropout: the null label -1 teaches the same network the unconditional model
-            drop = rand((x0.shape[0],), generator=generator, dtype=torch.float64).to(x0.device) < self.p_uncond
-            cond["label"] = torch.where(drop, torch.full_like(cond["label"], -1), cond["label"])
+        cond = drop_labels(cond, self.p_uncond, generator)
         return losses.diffusion_loss(model, self.path, x0, prediction=self.prediction, weighting=self.weighting, t=t,
                                      noise=z, cond=cond)
 
@@ -118,3 +136,51 @@ class ClassifierObjective:
 
     def __repr__(self) -> str:
         return f"ClassifierObjective({self.path!r})"
+
+
+CATEGORICAL_LOSSES = ("vb", "hybrid", "masked")
+
+
+class CategoricalObjective:
+    """Categorical diffusion on `path` with `loss` in CATEGORICAL_LOSSES (module doc), in nats per example."""
+
+    def __init__(self, path, *, loss: str = "hybrid", lam: float = 0.01, conditions: tuple[str, ...] = (), p_uncond: float = 0.0):
+        self.path = path
+        self.loss = choose(loss, CATEGORICAL_LOSSES, "discrete loss")
+        if not lam >= 0:
+            raise ValueError(f"the hybrid loss's weight lambda must be >= 0, got {lam}")
+        self.lam = float(lam)
+        self.conditions = tuple(conditions)
+        self.p_uncond = _check_dropout(p_uncond, self.conditions)
+
+    def __call__(self, model, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
+        from . import discrete
+
+        x0 = batch["x"]
+        cond = drop_labels(model_inputs(batch, self.conditions), self.p_uncond, generator)
+        den = discrete.as_denoiser(model)
+        if self.loss == "masked":
+            return discrete.masked_loss(den, self.path, x0, generator=generator, **cond)
+        return discrete.d3pm_loss(den, self.path, x0, lam=self.lam if self.loss == "hybrid" else 0.0, generator=generator, **cond)
+
+    def __repr__(self) -> str:
+        lam = f", lam={self.lam}" if self.loss == "hybrid" else ""
+        return f"CategoricalObjective({self.path!r}, loss={self.loss!r}{lam}, conditions={self.conditions})"
+
+
+class AutoregressiveObjective:
+    """-log p(x) of a causal network over the flattened tokens (`discrete.autoregressive`), nats per example."""
+
+    def __init__(self, *, bos: int, conditions: tuple[str, ...] = (), p_uncond: float = 0.0):
+        self.bos = int(bos)
+        self.conditions = tuple(conditions)
+        self.p_uncond = _check_dropout(p_uncond, self.conditions)
+
+    def __call__(self, model, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
+        from .discrete import autoregressive
+
+        cond = drop_labels(model_inputs(batch, self.conditions), self.p_uncond, generator)
+        return autoregressive.nll(model, batch["x"], bos=self.bos, **cond)
+
+    def __repr__(self) -> str:
+        return f"AutoregressiveObjective(bos={self.bos}, conditions={self.conditions})"

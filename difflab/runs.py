@@ -9,6 +9,8 @@ model and objective for the training loop (`training.fit`, which knows nothing o
 | kind         | trains                                  | `load(run)` gives                  |
 |--------------|-----------------------------------------|------------------------------------|
 | `diffusion`  | a network against `objectives.DiffusionObjective` (every path, prediction, weighting; flows with couplings; label dropout) | (denoiser, path, config) |
+| `discrete`   | a network giving p(x0 given x_t) over symbols against `objectives.CategoricalObjective` (D3PM bound, hybrid, masked diffusion) | (denoiser, categorical path, config) |
+| `autoregressive` | a causal transformer against `objectives.AutoregressiveObjective` (the reference for bits per symbol) | (network, None, config) |
 | `classifier` | a noise-conditional classifier against `objectives.ClassifierObjective` on the run's path | (classifier, path, config): `classifier(x_t, t, label) -> log p_t(label given x_t)` |
 
 A run that depends on other runs names them in `requires` (role -> run folder); they must be there,
@@ -28,12 +30,14 @@ from pathlib import Path
 import torch
 
 from ._random import derive_seed
-from .config import Config, build_classifier, build_data, build_model, build_path, build_source, build_time_sampler, load_config
+from .config import (Config, build_categorical_path, build_classifier, build_data, build_model, build_path, build_source,
+                     build_time_sampler, build_token_network, load_config)
 from .denoisers import as_denoiser, clipped
 from .training.checkpoint import CheckpointDamaged, latest_valid_checkpoint, load_tensors, load_weights, read_state
 
 __all__ = ["train", "load", "load_network", "run_config", "data_info", "run_kind", "required_runs", "source_sample",
-           "sampling_settings", "load_guided", "diffusion_config", "data_record", "KINDS", "CheckpointDamaged"]
+           "sampling_settings", "load_guided", "diffusion_config", "data_record", "KINDS", "CheckpointDamaged",
+           "sample_tokens", "tokens_to_values"]
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr)
@@ -78,8 +82,13 @@ def data_record(data) -> dict:
     """data.json: what a data set is, for loading a model without the data."""
     from .data import ImageData
 
-    return {"name": data.name, "shape": list(data.shape), "size": len(data), "num_classes": data.num_classes,
-            "class_names": list(data.class_names), "range": [-1.0, 1.0] if isinstance(data, ImageData) else None}
+    from .data.categorical import TokenData
+
+    record = {"name": data.name, "shape": list(data.shape), "size": len(data), "num_classes": data.num_classes,
+              "class_names": list(data.class_names), "range": [-1.0, 1.0] if isinstance(data, ImageData) else None}
+    if isinstance(data, TokenData):  # categorical: how many symbols, and what they stand for
+        record.update(symbols=data.num_symbols, alphabet=data.alphabet)
+    return record
 
 
 def run_kind(run_dir: str | Path) -> str:
@@ -133,12 +142,62 @@ def required_runs(cfg: Config, run_dir: str | Path) -> dict[str, Path]:
 class Kind:
     """How one kind of run is built for training and given back by `load`; `requires`: role -> kind."""
 
-    build: Callable  # (cfg, data) -> (model, objective)
+    network: Callable  # (cfg, data_info) -> the untrained network
+    build: Callable  # (cfg, data, network) -> objective
     load: Callable  # (run_dir, net, cfg, data_info, clip) -> what `load` returns
     requires: dict
 
 
-def _build_diffusion(cfg: Config, data):
+def _symbols(info: dict) -> int:
+    if not info.get("symbols"):
+        raise ValueError("the data record holds no number of symbols: this run's data are not categorical")
+    return int(info["symbols"])
+
+
+def _diffusion_network(cfg: Config, info: dict):
+    return build_model(cfg.model, tuple(info["shape"]), info.get("num_classes"))
+
+
+def _classifier_network(cfg: Config, info: dict):
+    return build_classifier(cfg.model, tuple(info["shape"]), info.get("num_classes"))
+
+
+def _discrete_network(cfg: Config, info: dict):
+    path = build_categorical_path(cfg.discrete, _symbols(info))
+    return build_token_network(cfg.model, tuple(info["shape"]), path.num_states, path.num_classes, info.get("num_classes"))
+
+
+def _autoregressive_network(cfg: Config, info: dict):
+    K = _symbols(info)  # and a beginning-of-sequence token K
+    return build_token_network(cfg.model, tuple(info["shape"]), K + 1, K, info.get("num_classes"), causal=True)
+
+
+def _build_discrete(cfg: Config, data, model):
+    from .objectives import CategoricalObjective
+
+    d = cfg.discrete
+    return CategoricalObjective(build_categorical_path(d, data.num_symbols), loss=d.loss_name, lam=d.lam,
+                                conditions=("label",) if cfg.model.class_conditional else (), p_uncond=d.p_uncond)
+
+
+def _build_autoregressive(cfg: Config, data, model):
+    from .objectives import AutoregressiveObjective
+
+    return AutoregressiveObjective(bos=data.num_symbols, conditions=("label",) if cfg.model.class_conditional else (),
+                                   p_uncond=cfg.discrete.p_uncond)
+
+
+def _load_discrete(run_dir, net, cfg: Config, info: dict, clip: bool):
+    from .discrete import as_denoiser
+
+    return as_denoiser(net), build_categorical_path(cfg.discrete, _symbols(info)), cfg
+
+
+def _load_autoregressive(run_dir, net, cfg: Config, info: dict, clip: bool):
+    return net, None, cfg
+
+
+def _build_diffusion(cfg: Config, data, model):
     from .objectives import DiffusionObjective
 
     path = build_path(cfg.diffusion)
@@ -146,20 +205,17 @@ def _build_diffusion(cfg: Config, data):
     if source is not None and tuple(source.sample(1).shape[1:]) != tuple(data.shape):
         raise ValueError(f"data.source {cfg.data.source!r} has shape {tuple(source.sample(1).shape[1:])} per example; "
                          f"the data have {tuple(data.shape)}")
-    model = build_model(cfg.model, data.shape, data.num_classes)
     d = cfg.diffusion
-    objective = DiffusionObjective(path, prediction=d.prediction, weighting=d.weighting, time_sampler=build_time_sampler(d, path),
-                                   source=source, coupling=d.coupling, coupling_reg=d.coupling_reg,
-                                   conditions=("label",) if cfg.model.class_conditional else (), p_uncond=d.p_uncond)
-    return model, objective
+    return DiffusionObjective(path, prediction=d.prediction, weighting=d.weighting, time_sampler=build_time_sampler(d, path),
+                              source=source, coupling=d.coupling, coupling_reg=d.coupling_reg,
+                              conditions=("label",) if cfg.model.class_conditional else (), p_uncond=d.p_uncond)
 
 
-def _build_classifier(cfg: Config, data):
+def _build_classifier(cfg: Config, data, model):
     from .objectives import ClassifierObjective
 
     path = build_path(cfg.diffusion)
-    model = build_classifier(cfg.model, data.shape, data.num_classes)
-    return model, ClassifierObjective(path, time_sampler=build_time_sampler(cfg.diffusion, path))
+    return ClassifierObjective(path, time_sampler=build_time_sampler(cfg.diffusion, path))
 
 
 def _load_classifier(run_dir, net, cfg: Config, info: dict, clip: bool):
@@ -177,7 +233,10 @@ def _load_diffusion(run_dir, net, cfg: Config, info: dict, clip: bool):
     return den, path, cfg
 
 
-KINDS = {"diffusion": Kind(_build_diffusion, _load_diffusion, {}), "classifier": Kind(_build_classifier, _load_classifier, {})}
+KINDS = {"diffusion": Kind(_diffusion_network, _build_diffusion, _load_diffusion, {}),
+         "classifier": Kind(_classifier_network, _build_classifier, _load_classifier, {}),
+         "discrete": Kind(_discrete_network, _build_discrete, _load_discrete, {}),
+         "autoregressive": Kind(_autoregressive_network, _build_autoregressive, _load_autoregressive, {})}
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -244,7 +303,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bo
     data = data if data is not None else build_data(cfg.data)
     with torch.random.fork_rng(devices=[]):  # the initial weights depend on the run's seed alone
         torch.manual_seed(derive_seed(cfg.train.seed, "init"))
-        model, objective = KINDS[cfg.kind].build(cfg, data)
+        model = KINDS[cfg.kind].network(cfg, data_record(data))
+        objective = KINDS[cfg.kind].build(cfg, data, model)
     ckpt = _resume_point(run_dir, cfg) if resume else None
     return fit(model, objective, data, run_dir, cfg.train, resume_from=ckpt, start_over=not resume, state={"config": cfg.to_dict()},
                files={"config.json": cfg.to_dict(), "data.json": data_record(data)}, name=cfg.name, progress=progress,
@@ -268,8 +328,7 @@ def load_network(run_dir: str | Path, *, ema: bool = True, device="cpu"):
     if damaged:
         _say(f"note: the newest checkpoint of {run_dir} is damaged ({damaged[0][1]}); using {ckpt.name}")
     try:
-        build = build_classifier if cfg.kind == "classifier" else build_model
-        net = build(cfg.model, tuple(info["shape"]), info.get("num_classes"))
+        net = KINDS[cfg.kind].network(cfg, info)
     except ValueError as e:
         raise ValueError(f"{run_dir}: its config.json and data.json do not make a model ({e})") from None
     file = ckpt / ("ema.safetensors" if ema else "model.safetensors")
@@ -373,3 +432,56 @@ def source_sample(cfg: Config, n: int, generator=None, device="cpu"):
     source = build_source(cfg.data)
     return None if source is None else source.sample(n, generator).float().to(device)
 
+
+
+def sample_tokens(run_dir: str | Path, n: int, *, sampler: str | None = None, steps: int | None = None, labels=None,
+                  guidance: float | None = None, seed: int = 0, batch_size: int = 500, device="cpu", progress: bool = False):
+    """n samples (integer tokens) of a discrete or autoregressive run, example i from its own generator:
+    (tokens, {"nfe": network evaluations per sample, "sampler", "steps"}). A discrete run samples with its
+    [discrete] sampler and sample_steps unless `sampler` / `steps` say otherwise; `guidance` is the
+    classifier-free scale w (a class-conditional run trained with discrete.p_uncond > 0)."""
+    from . import discrete
+
+    cfg = run_config(run_dir)
+    if cfg.kind not in ("discrete", "autoregressive"):
+        raise ValueError(f"{run_dir} is a {cfg.kind} run, not a categorical one")
+    info = data_info(run_dir)
+    shape = tuple(info["shape"])
+    if guidance is not None and not (cfg.model.class_conditional and cfg.discrete.p_uncond):
+        raise ValueError(f"classifier-free guidance needs a class-conditional run trained with label dropout "
+                         f"(model.class_conditional = true, discrete.p_uncond = 0.1); {run_dir} is not one")
+    if labels is not None and not cfg.model.class_conditional:
+        raise ValueError(f"{run_dir} is unconditional: labels do not apply")
+    model, path, cfg = load(run_dir, device=device)
+    cond = {"label": labels} if labels is not None else None
+    if cfg.kind == "autoregressive":
+        if sampler is not None or steps is not None or guidance is not None:
+            raise ValueError("an autoregressive run samples one position at a time: --sampler, --steps and --guidance do not apply")
+        bos = _symbols(info)
+
+        def draw(m, gens, **cb):
+            return discrete.autoregressive.sample(model, (m, *shape), bos=bos, generator=gens, device=device, **cb), {}
+        tokens, _ = discrete.in_batches(draw, n, seed=seed, batch_size=batch_size, cond=cond, device=device, progress=progress)
+        return tokens, {"nfe": int(torch.tensor(shape).prod()), "sampler": "autoregressive", "steps": int(torch.tensor(shape).prod())}
+    d = cfg.discrete
+    name = sampler or d.sampler_name
+    count = steps or d.sample_steps or path.steps or 1000
+    if guidance is not None:
+        model = discrete.classifier_free(model, guidance)
+    with torch.no_grad():
+        tokens, out = discrete.sample_batched(model, path, n, shape, seed=seed, batch_size=batch_size, cond=cond,
+                                              device=device, progress=progress, steps=count, sampler=name)
+    return tokens, {"nfe": out.get("nfe"), "sampler": name, "steps": count}
+
+
+def tokens_to_values(run_dir: str | Path, tokens: torch.Tensor):
+    """What sampled tokens stand for: a list of strings (text), images in [-1, 1] (quantized images) or points
+    (quantized toy points)."""
+    from .config import TOY_RANGE
+    from .data.categorical import decode, dequantize
+
+    cfg, info = run_config(run_dir), data_info(run_dir)
+    if info.get("alphabet"):
+        return [decode(t) for t in tokens.reshape(tokens.shape[0], -1)]
+    low, high = TOY_RANGE if cfg.data.name == "toy" else (-1.0, 1.0)
+    return dequantize(tokens, _symbols(info), low, high)

@@ -76,5 +76,5 @@ def test_architecture_document_names_every_module():
         if file.stem.startswith("_"):
             continue
         assert f"`{file.stem}`" in doc, f"docs/ARCHITECTURE.md does not mention {file.stem}"
-    for sub in ("samplers", "nets", "data", "training"):
+    for sub in ("samplers", "nets", "data", "training", "discrete"):
         assert f"`{sub}/`" in doc or f"`{sub}`" in doc, sub

@@ -18,11 +18,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._random import Generators
+from .._random import Generators, example_generators
 from ..denoisers import record_evaluation
 from .paths import CategoricalPath, categorical
 
-__all__ = ["ancestral", "masked", "sample", "SAMPLERS"]
+__all__ = ["ancestral", "masked", "sample", "sample_batched", "in_batches", "SAMPLERS"]
 
 
 def _walk(denoiser, path: CategoricalPath, x: Tensor, ts: Tensor, generator, callback, cache: bool, cond) -> tuple[Tensor, int]:
@@ -73,3 +73,35 @@ def sample(denoiser, path: CategoricalPath, shape, *, steps: int | None = None, 
     x = path.prior_sample(tuple(shape), generator, device=device)
     return SAMPLERS[sampler](denoiser, path, x, path.times(steps), generator=generator, callback=callback,
                              return_info=return_info, **cond)
+
+
+def in_batches(draw, n: int, *, seed: int = 0, batch_size: int = 500, cond: dict | None = None, device=None,
+               progress: bool = False) -> tuple[Tensor, dict]:
+    """n examples drawn by `draw(m, generators, **cond) -> (tokens, info)` in batches of `batch_size`, example i
+    from its own generator (`_random.example_generators(seed, n)`), so the examples do not depend on the batch
+    size (the masked sampler's cache with a time-conditioned network aside: module doc). Tokens on the CPU."""
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    gens = example_generators(seed, int(n))
+    starts = range(0, int(n), int(batch_size))
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=f"sampling {n}", unit="batch")
+    outs, info = [], {}
+    for i in starts:
+        j = min(i + int(batch_size), int(n))
+        cb = {k: (v[i:j].to(device) if torch.is_tensor(v) and v.ndim > 0 else v) for k, v in (cond or {}).items()}
+        xb, info = draw(j - i, gens[i:j], **cb)
+        outs.append(xb.cpu())
+    return torch.cat(outs), info
+
+
+def sample_batched(denoiser, path: CategoricalPath, n: int, shape, *, seed: int = 0, batch_size: int = 500,
+                   cond: dict | None = None, device=None, progress: bool = False, **kwargs) -> tuple[Tensor, dict]:
+    """n token arrays of per-example `shape` by `sample` (kwargs: steps, sampler) in batches (`in_batches`)."""
+    def draw(m, gens, **cb):
+        return sample(denoiser, path, (m, *shape), generator=gens, device=device, return_info=True, **kwargs, **cb)
+    return in_batches(draw, n, seed=seed, batch_size=batch_size, cond=cond, device=device, progress=progress)

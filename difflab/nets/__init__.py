@@ -4,9 +4,10 @@ named like the batch fields: `label`, ...); no diffusion math inside."""
 from .embeddings import ClassEmbedding, FourierEmbedding, SinusoidalEmbedding, time_embedding
 from .classifier import SmallCNN
 from .mlp import MLP
+from .transformer import CategoricalUNet, TokenTransformer, TransformerBlock
 from .unet import NoisyClassifier, UNet
 
-__all__ = ["MLP", "UNet", "NoisyClassifier", "SmallCNN", "SinusoidalEmbedding", "FourierEmbedding", "ClassEmbedding", "time_embedding"]
+__all__ = ["MLP", "UNet", "TokenTransformer", "TransformerBlock", "CategoricalUNet", "NoisyClassifier", "SmallCNN", "SinusoidalEmbedding", "FourierEmbedding", "ClassEmbedding", "time_embedding"]
 
 
 def count_parameters(net) -> int:

@@ -1,0 +1,122 @@
+r"""Transformer blocks with adaLN-Zero conditioning (Peebles & Xie 2023, DiT), and the networks built
+from them for categorical data.
+
+A block is pre-norm self-attention and an MLP, each modulated by the conditioning vector c (time and
+class embeddings): h <- h + g1 * Attn(LN(h) (1 + s1) + b1), h <- h + g2 * MLP(LN(h) (1 + s2) + b2), with
+(b1, s1, g1, b2, s2, g2) = Linear(SiLU(c)) initialised to zero, so every block starts as the identity;
+the output layer is zero too, so a fresh network outputs exactly zero (uniform probabilities).
+
+- `TokenTransformer`: tokens (B, *positions) of `num_states` symbols -> logits (B, *positions,
+  num_outputs); learned position embeddings; optional time and class conditioning; `causal=True` for an
+  autoregressive model (each position sees itself and those before it).
+- `CategoricalUNet`: the U-Net on one-hot images (B, C, H, W) of `num_states` levels -> logits
+  (B, C, H, W, num_outputs), for discrete diffusion of images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .embeddings import ClassEmbedding, time_embedding
+from .unet import UNet
+
+__all__ = ["TransformerBlock", "TokenTransformer", "CategoricalUNet"]
+
+
+def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    return x * (1 + scale) + shift
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention and MLP with adaLN-Zero modulation from a conditioning vector (module doc)."""
+
+    def __init__(self, width: int, heads: int, cond_dim: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 causal: bool = False):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"the width ({width}) must be divisible by the number of heads ({heads})")
+        self.heads, self.causal, self.dropout = heads, causal, dropout
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Dropout(dropout), nn.Linear(hidden, width))
+        self.ada = nn.Linear(cond_dim, 6 * width)
+        nn.init.zeros_(self.ada.weight)
+        nn.init.zeros_(self.ada.bias)
+
+    def forward(self, h: Tensor, c: Tensor) -> Tensor:
+        B, L, W = h.shape
+        b1, s1, g1, b2, s2, g2 = self.ada(F.silu(c))[:, None, :].chunk(6, dim=-1)
+        q, k, v = self.qkv(_modulate(self.norm1(h), b1, s1)).reshape(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0)
+        h = h + g1 * self.proj(a.transpose(1, 2).reshape(B, L, W))
+        return h + g2 * self.mlp(_modulate(self.norm2(h), b2, s2))
+
+
+class TokenTransformer(nn.Module):
+    """Tokens -> logits per position (module doc). net(x, t=None, label=None)."""
+
+    def __init__(self, num_states: int, num_outputs: int, positions: int, width: int = 256, depth: int = 6, heads: int = 4,
+                 num_classes: int | None = None, time_conditioning: bool = True, causal: bool = False, dropout: float = 0.0,
+                 time_embedding_kind: str = "sinusoidal"):
+        super().__init__()
+        self.num_states, self.num_outputs, self.positions = int(num_states), int(num_outputs), int(positions)
+        self.token = nn.Embedding(self.num_states, width)
+        self.position = nn.Parameter(torch.randn(self.positions, width) * 0.02)
+        self.time = nn.Sequential(time_embedding(time_embedding_kind, width), nn.Linear(width, width), nn.SiLU(),
+                                  nn.Linear(width, width)) if time_conditioning else None
+        self.classes = ClassEmbedding(num_classes, width) if num_classes else None
+        self.null = nn.Parameter(torch.zeros(width))  # the conditioning vector of a network with neither
+        self.blocks = nn.ModuleList(TransformerBlock(width, heads, width, dropout=dropout, causal=causal) for _ in range(depth))
+        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.ada = nn.Linear(width, 2 * width)
+        self.out = nn.Linear(width, self.num_outputs)
+        for layer in (self.ada, self.out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.scale = math.sqrt(width)
+
+    def forward(self, x: Tensor, t: Tensor | None = None, label: Tensor | None = None) -> Tensor:
+        B = x.shape[0]
+        tokens = x.reshape(B, -1).long()
+        if tokens.shape[1] != self.positions:
+            raise ValueError(f"this network takes {self.positions} tokens per example, got {tokens.shape[1]} (shape {tuple(x.shape)})")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.num_states):
+            raise ValueError(f"tokens must lie in 0..{self.num_states - 1}")
+        h = self.token(tokens) + self.position
+        c = self.null.expand(B, -1)
+        if self.time is not None:
+            if t is None:
+                raise ValueError("this network is conditioned on time: give t")
+            t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
+            c = c + self.time(t.reshape(-1).expand(B) if t.numel() == 1 else t.reshape(B))
+        if self.classes is not None:
+            c = c + self.classes(label, B, x.device)
+        for block in self.blocks:
+            h = block(h, c)
+        shift, scale = self.ada(F.silu(c))[:, None, :].chunk(2, dim=-1)
+        return self.out(_modulate(self.norm(h), shift, scale)).reshape(*x.shape, self.num_outputs)
+
+
+class CategoricalUNet(nn.Module):
+    """The U-Net over one-hot images of `num_states` levels per channel, with `num_outputs` logits per
+    pixel and channel: net(x (B, C, H, W) long, t, label=None) -> (B, C, H, W, num_outputs)."""
+
+    def __init__(self, in_channels: int, num_states: int, num_outputs: int, **unet):
+        super().__init__()
+        self.in_channels, self.num_states, self.num_outputs = int(in_channels), int(num_states), int(num_outputs)
+        self.unet = UNet(self.in_channels * self.num_states, out_channels=self.in_channels * self.num_outputs, **unet)
+
+    def forward(self, x: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected tokens of shape (batch, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        B, C, H, W = x.shape
+        onehot = F.one_hot(x.long(), self.num_states).permute(0, 1, 4, 2, 3).reshape(B, C * self.num_states, H, W)
+        out = self.unet(onehot.float(), t, label=label)
+        return out.reshape(B, C, self.num_outputs, H, W).permute(0, 1, 3, 4, 2)
