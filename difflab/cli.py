@@ -373,7 +373,14 @@ def info(run: Path = typer.Argument(..., help="A run folder.")):
     typer.echo(f"data      {data['name']}: {data['size']} examples of shape {tuple(data['shape'])}"
                + (f", {data['num_classes']} classes" if data.get("num_classes") else ""))
     typer.echo(f"model     {cfg.model.kind} ({'class-conditional' if cfg.model.class_conditional else 'unconditional'})")
-    typer.echo(f"diffusion {cfg.diffusion.path}, predicts {cfg.diffusion.prediction}, weighting {cfg.diffusion.weighting}")
+    if cfg.kind == "discrete":
+        d = cfg.discrete
+        steps = "continuous time" if d.path == "masked" else f"T = {d.steps}"
+        typer.echo(f"discrete  {d.path} path ({steps}), {d.loss_name} loss, samples with {d.sampler_name}")
+    elif cfg.kind == "autoregressive":
+        typer.echo("model     autoregressive: exact likelihood, one network call per position")
+    else:
+        typer.echo(f"diffusion {cfg.diffusion.path}, predicts {cfg.diffusion.prediction}, weighting {cfg.diffusion.weighting}")
     typer.echo(f"progress  {state.get('step', 0)} / {cfg.train.steps} steps" + (f", last loss {state['last_loss']:.4f}" if state else ""))
     for bad, why in damaged:
         typer.echo(f"damaged   {bad.name}: {why}")

@@ -525,6 +525,18 @@ def _quantized(cfg: DataConfig, levels: int):
                      class_names=raw.class_names, num_symbols=levels)
 
 
+def _check_images(cfg: ModelConfig, data_shape: tuple, other: str) -> None:
+    """A U-Net needs images (C, H, W) whose sides its patch size and levels divide; `other` names the network
+    kind to use for other data."""
+    if len(data_shape) != 3:
+        raise ValueError(f"model.kind = 'unet' is for images (C, H, W); this data has shape {data_shape} (use '{other}')")
+    f = cfg.patch_size * 2 ** (len(cfg.channel_mult) - 1)
+    if data_shape[1] % f or data_shape[2] % f:
+        raise ValueError(f"images of {data_shape[1]}x{data_shape[2]} need sides divisible by model.patch_size x "
+                         f"2^(levels - 1) = {cfg.patch_size} x {2 ** (len(cfg.channel_mult) - 1)} = {f}; "
+                         f"use fewer levels in model.channel_mult or a smaller model.patch_size")
+
+
 def build_classifier(cfg: ModelConfig, data_shape: tuple, num_classes: int | None):
     """The noise-conditional classifier a `classifier` run trains: the [model] section's U-Net encoder for
     images, its MLP (with class logits as outputs) for vectors."""
@@ -536,12 +548,7 @@ def build_classifier(cfg: ModelConfig, data_shape: tuple, num_classes: int | Non
         if len(data_shape) != 1:
             raise ValueError(f"model.kind = 'mlp' is for vector data; this data has shape {data_shape} (use 'unet')")
         return nets.MLP(data_shape[0], cfg.width, cfg.depth, cfg.time_embedding, None, out_dim=num_classes)
-    if len(data_shape) != 3:
-        raise ValueError(f"model.kind = 'unet' is for images (C, H, W); this data has shape {data_shape} (use 'mlp')")
-    f = cfg.patch_size * 2 ** (len(cfg.channel_mult) - 1)
-    if data_shape[1] % f or data_shape[2] % f:
-        raise ValueError(f"images of {data_shape[1]}x{data_shape[2]} need sides divisible by model.patch_size x "
-                         f"2^(levels - 1) = {f}; use fewer levels in model.channel_mult or a smaller model.patch_size")
+    _check_images(cfg, data_shape, "mlp")
     return nets.NoisyClassifier(data_shape[0], num_classes, cfg.channels, cfg.channel_mult, cfg.num_res_blocks,
                                 cfg.attention_levels, cfg.dropout, cfg.time_embedding, cfg.patch_size)
 
@@ -556,13 +563,7 @@ def build_model(cfg: ModelConfig, data_shape: tuple, num_classes: int | None):
         if len(data_shape) != 1:
             raise ValueError(f"model.kind = 'mlp' is for vector data; this data has shape {data_shape} (use 'unet')")
         return nets.MLP(data_shape[0], cfg.width, cfg.depth, cfg.time_embedding, classes)
-    if len(data_shape) != 3:
-        raise ValueError(f"model.kind = 'unet' is for images (C, H, W); this data has shape {data_shape} (use 'mlp')")
-    f = cfg.patch_size * 2 ** (len(cfg.channel_mult) - 1)
-    if data_shape[1] % f or data_shape[2] % f:
-        raise ValueError(f"images of {data_shape[1]}x{data_shape[2]} need sides divisible by model.patch_size x "
-                         f"2^(levels - 1) = {cfg.patch_size} x {2 ** (len(cfg.channel_mult) - 1)} = {f}; "
-                         f"use fewer levels in model.channel_mult or a smaller model.patch_size")
+    _check_images(cfg, data_shape, "mlp")
     return nets.UNet(data_shape[0], cfg.channels, cfg.channel_mult, cfg.num_res_blocks, cfg.attention_levels,
                      cfg.dropout, classes, cfg.time_embedding, patch_size=cfg.patch_size)
 
@@ -600,12 +601,7 @@ def build_token_network(cfg: ModelConfig, data_shape: tuple, num_states: int, nu
                                      time_embedding_kind=cfg.time_embedding)
     if causal:
         raise ValueError("an autoregressive run needs model.kind = 'transformer'")
-    if len(data_shape) != 3:
-        raise ValueError(f"model.kind = 'unet' is for images (C, H, W); this data has shape {data_shape} (use 'transformer')")
-    f = cfg.patch_size * 2 ** (len(cfg.channel_mult) - 1)
-    if data_shape[1] % f or data_shape[2] % f:
-        raise ValueError(f"images of {data_shape[1]}x{data_shape[2]} need sides divisible by model.patch_size x "
-                         f"2^(levels - 1) = {f}; use fewer levels in model.channel_mult or a smaller model.patch_size")
+    _check_images(cfg, data_shape, "transformer")
     return nets.CategoricalUNet(data_shape[0], num_states, num_outputs, channels=cfg.channels, channel_mult=cfg.channel_mult,
                                 num_res_blocks=cfg.num_res_blocks, attention_levels=cfg.attention_levels, dropout=cfg.dropout,
                                 num_classes=classes, time_embedding_kind=cfg.time_embedding, patch_size=cfg.patch_size)

@@ -45,12 +45,24 @@ def test_quantize_round_trips_the_level_centres():
 
 # --- networks ----------------------------------------------------------------------------------
 
-def test_a_fresh_transformer_outputs_zero_and_its_blocks_are_the_identity():
-    net = dl.nets.TokenTransformer(6, 5, 10, width=16, depth=2, heads=2, num_classes=3)
-    x = torch.randint(0, 6, (4, 10))
-    assert torch.equal(net(x, torch.rand(4), label=torch.tensor([0, 1, 2, -1])), torch.zeros(4, 10, 5))
+def test_adaln_zero_blocks_start_as_the_identity_and_token_blocks_as_plain_ones():
     h, c = torch.randn(4, 10, 16), torch.randn(4, 16)
-    assert torch.equal(net.blocks[0](h, c), h)
+    assert torch.equal(dl.nets.TransformerBlock(16, 2, 16)(h, c), h)  # DiT's adaLN-Zero
+    net = dl.nets.TokenTransformer(6, 5, 10, width=16, depth=2, heads=2, num_classes=3)
+    assert not torch.equal(net.blocks[0](h, c), h)  # gates open: attention reaches the output from the start
+    out = net(torch.randint(0, 6, (4, 10)), torch.rand(4), label=torch.tensor([0, 1, 2, -1]))
+    assert out.shape == (4, 10, 5) and out.abs().max() < 1  # small logits: nearly uniform at the start
+
+
+def test_a_masked_position_sees_its_neighbours_at_the_start():
+    """The saddle of a masked model (module doc of nets.transformer): its input must reach its output."""
+    torch.manual_seed(0)
+    net = dl.nets.TokenTransformer(6, 5, 10, width=16, depth=2, heads=2)
+    x = torch.randint(0, 5, (1, 10))
+    x[0, 4] = 5
+    y = x.clone()
+    y[0, 3] = (y[0, 3] + 1) % 5
+    assert (net(x, torch.ones(1))[0, 4] - net(y, torch.ones(1))[0, 4]).abs().max() > 1e-4
 
 
 def test_the_causal_transformer_sees_only_the_past():

@@ -101,8 +101,9 @@ def masked_loss(denoiser, path: CategoricalPath, x0: Tensor, *, t=None, generato
     if not isinstance(path, _Mixing) or path.mask is None:
         raise ValueError(f"the masked-diffusion loss needs an absorbing path (a [MASK] state); got {path!r}")
     B = x0.shape[0]
-    if t is None:  # (0, 1]: the weight -alpha'/(1 - alpha) is finite away from t = 0
-        t = 1.0 - rand((B,), generator=generator, device=x0.device, dtype=torch.float64)
+    if t is None:  # stratified over the batch (MDLM's low-discrepancy sampler), each t_i uniform on (0, 1]
+        u = rand((1,), generator=generator, device=x0.device, dtype=torch.float64)
+        t = 1.0 - torch.remainder(u + torch.arange(B, device=x0.device, dtype=torch.float64) / B, 1.0)
     t = torch.as_tensor(t, dtype=torch.float64, device=x0.device).reshape(-1).expand(B)
     if (t <= 0).any() or (t > 1).any():
         raise ValueError("times of the masked-diffusion loss must lie in (0, 1]")
