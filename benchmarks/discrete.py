@@ -4,6 +4,7 @@ pixel on quantized Fashion-MNIST, and the notes' Figure 1 on the quantized swiss
     .venv/bin/python benchmarks/discrete.py --out runs/discrete                     # every part (~2.5 h)
     .venv/bin/python benchmarks/discrete.py --out runs/discrete --parts text,steps  # some parts
     .venv/bin/python benchmarks/discrete.py --out runs/discrete --skip-train       # measure the runs in --out
+    .venv/bin/python benchmarks/discrete.py --out runs/discrete --parts ""         # the tables from the results
 
 - `text`: the `text_masked` preset's network (a 4-block transformer, width 192, 2.8M parameters) on Debian's
   fortunes (2.36M characters as text8 is normalised; the last 10% held out), 128 characters per example,
@@ -14,7 +15,7 @@ pixel on quantized Fashion-MNIST, and the notes' Figure 1 on the quantized swiss
   cross-entropy. Samples of each.
 - `steps`: the masked and absorbing models sampled in 1000, 100 and 20 steps: the bound of that many steps
   (D3PM's bound on an absorbing path with N steps, evaluated with the same network: what an N-step sampler
-  pays), and the quality of 100 samples judged by the autoregressive model (its bits per character on them:
+  pays), and the quality of `--n-judged` samples judged by the autoregressive model (its bits per character on them:
   "generative perplexity"), with seconds per sample.
 - `fashion`: Fashion-MNIST quantized to 4 levels, a categorical U-Net (the fashion_mnist preset's), T = 1000,
   trained `--fashion-minutes` each: discretized Gaussian, absorbing and uniform D3PM; bits per pixel on 1000
@@ -97,17 +98,18 @@ def steps_part(out: Path, args) -> dict:
                 bound = torch.cat([torch.stack([dd.vb_loss(den, path, x[i:i + 250], generator=g) for _ in range(2)]).mean(0)
                                    for i in range(0, len(x), 250)])
             started = time.perf_counter()
-            tokens, how = dl.runs.sample_tokens(run, 100, steps=steps, sampler="masked", seed=2, batch_size=100)
-            seconds = (time.perf_counter() - started) / 100
+            tokens, how = dl.runs.sample_tokens(run, args.n_judged, steps=steps, sampler="masked", seed=2, batch_size=args.n_judged)
+            seconds = (time.perf_counter() - started) / args.n_judged
             with torch.no_grad():
                 judged = dd.autoregressive.nll(ar, tokens, bos=27)
             res[f"{name}@{steps}"] = {"bound_bits": float(bound.mean()) / (128 * math.log(2)),
                                       "bound_bits_se": float(bound.std()) / math.sqrt(len(bound)) / (128 * math.log(2)),
                                       "judged_bits": float(judged.mean()) / (128 * math.log(2)),
+                                      "judged_bits_se": float(judged.std()) / math.sqrt(len(judged)) / (128 * math.log(2)),
                                       "nfe": how["nfe"], "seconds_per_sample": round(seconds, 4)}
             print(name, steps, res[f"{name}@{steps}"], flush=True)
     with torch.no_grad():
-        real = dd.autoregressive.nll(ar, x[:100], bos=27)
+        real = dd.autoregressive.nll(ar, x, bos=27)
     res["held_out_text_judged_bits"] = float(real.mean()) / (128 * math.log(2))
     return res
 
@@ -177,6 +179,40 @@ def swissroll_part(out: Path, args) -> dict:
     return {**info, "bits_per_coordinate": nll["bits_per_symbol"], "bits_per_coordinate_se": nll["bits_per_symbol_se"]}
 
 
+def report(results: dict) -> str:
+    """The tables of benchmarks/README.md from the results."""
+    lines = []
+    text = results.get("text")
+    if text:
+        uni = text["unigram"]
+        lines += ["| model (same network, same minutes) | training steps | bits / char (held out) | kind of figure |", "|---|---|---|---|"]
+        for name in ("autoregressive", "masked", "absorbing", "uniform"):
+            r = text[name]
+            kind = "exact NLL" if name == "autoregressive" else "upper bound (4 one-sample draws per window)"
+            lines.append(f"| {name} | {r['steps']:,} | {r['bits_per_symbol']:.3f} +- {r['bits_per_symbol_se']:.3f} | {kind} |")
+        lines += [f"| unigram (training frequencies) | - | {uni['cross_entropy_bits']:.3f} | cross-entropy on the held-out text |", ""]
+        lines += ["Samples (the first of three per model; masked and absorbing with 1000 steps, the cache on):", ""]
+        for name in ("autoregressive", "masked", "absorbing", "uniform"):
+            lines.append(f"- {name}: `{text[name]['samples'][0]}`")
+        lines.append("")
+    steps = results.get("steps")
+    if steps:
+        lines += ["| model @ steps | bound of that many steps (bits / char) | samples judged by the AR model (bits / char) | NFE | s / sample |",
+                  "|---|---|---|---|---|"]
+        for key, r in steps.items():
+            if isinstance(r, dict):
+                lines.append(f"| {key} | {r['bound_bits']:.3f} +- {r['bound_bits_se']:.3f} | {r['judged_bits']:.3f} +- "
+                             f"{r.get('judged_bits_se', float('nan')):.3f} | {r['nfe']} | {r['seconds_per_sample']} |")
+        lines += [f"| held-out text itself | | {steps['held_out_text_judged_bits']:.3f} | | |", ""]
+    fashion = results.get("fashion")
+    if fashion:
+        lines += ["| forward process | training steps | bits / pixel (1000 test images, 4 levels) |", "|---|---|---|"]
+        for name, r in fashion.items():
+            lines.append(f"| {name} | {r['steps']:,} | {r['bits_per_symbol']:.4f} +- {r['bits_per_symbol_se']:.4f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/discrete"))
@@ -186,6 +222,7 @@ def main() -> None:
     ap.add_argument("--swiss-minutes", type=float, default=2.0)
     ap.add_argument("--n", type=int, default=1000, help="held-out text windows for bits per character")
     ap.add_argument("--n-steps", type=int, default=500, help="held-out windows for the N-step bounds")
+    ap.add_argument("--n-judged", type=int, default=40, help="samples per step count judged by the autoregressive model")
     ap.add_argument("--skip-train", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -194,10 +231,11 @@ def main() -> None:
     file = args.out / "discrete_benchmark.json"
     results = json.loads(file.read_text()) if file.exists() else {}
     parts = {"text": text_part, "steps": steps_part, "fashion": fashion_part, "swissroll": swissroll_part}
-    for part in args.parts.split(","):
+    for part in [p for p in args.parts.split(",") if p]:
         results[part] = parts[part](args.out, args)
         file.write_text(json.dumps(results, indent=1))
-    print(json.dumps(results, indent=1))
+    (args.out / "discrete_benchmark.md").write_text(report(results))
+    print(report(results))
 
 
 if __name__ == "__main__":

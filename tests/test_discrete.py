@@ -307,3 +307,6 @@ def test_clear_errors():
         dd.DiscretizedGaussian(3, steps=10).q_bar(t64(0.55))
     with pytest.raises(ValueError, match="schedule"):
         dd.Uniform(3, schedule="nope")
+    for p in (dd.Uniform(3, steps=10), dd.DiscretizedGaussian(3, steps=10)):
+        with pytest.raises(ValueError, match="forward in time"):
+            p.transition(t64(0.5), t64(0.2))

@@ -238,6 +238,8 @@ class _Mixing(CategoricalPath):
         return self._mix(self.alpha(t))
 
     def transition(self, s, t) -> Tensor:
+        if bool((torch.as_tensor(s, dtype=torch.float64) > torch.as_tensor(t, dtype=torch.float64)).any()):
+            raise ValueError("a transition runs forward in time: need s <= t")
         a_s, a_t = self.alpha(s), self.alpha(t)
         return self._mix(torch.where(a_s > 0, a_t / a_s.clamp_min(1e-300), torch.zeros_like(a_t)).clamp(0.0, 1.0))
 
