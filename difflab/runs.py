@@ -21,6 +21,7 @@ ValueError or FileNotFoundError with one line that says what and how to fix it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -462,7 +463,8 @@ def sample_tokens(run_dir: str | Path, n: int, *, sampler: str | None = None, st
         def draw(m, gens, **cb):
             return discrete.autoregressive.sample(model, (m, *shape), bos=bos, generator=gens, device=device, **cb), {}
         tokens, _ = discrete.in_batches(draw, n, seed=seed, batch_size=batch_size, cond=cond, device=device, progress=progress)
-        return tokens, {"nfe": int(torch.tensor(shape).prod()), "sampler": "autoregressive", "steps": int(torch.tensor(shape).prod())}
+        positions = math.prod(shape)  # one network call per position
+        return tokens, {"nfe": positions, "sampler": "autoregressive", "steps": positions}
     d = cfg.discrete
     name = sampler or d.sampler_name
     count = steps or d.sample_steps or path.steps or 1000

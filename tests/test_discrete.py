@@ -119,7 +119,8 @@ def test_categorical_never_draws_a_state_without_mass():
 
 # --- samplers: the exact law of their output ------------------------------------------------------
 
-@pytest.mark.parametrize("path", [p for p in paths(6) if p.parameterization == "mixture"], ids=repr)
+@pytest.mark.parametrize("path", [p for p in paths(6) if p.parameterization == "mixture"
+                                  and not isinstance(p, dd.DiscretizedGaussian)], ids=repr)  # its prior: the test below
 def test_factorised_data_is_reproduced_exactly_at_any_number_of_steps(path):
     probs = torch.tensor([[0.7, 0.2, 0.1], [0.05, 0.15, 0.8], [1 / 3, 1 / 3, 1 / 3]], dtype=F64)
     if path.num_classes == 4:
@@ -128,9 +129,6 @@ def test_factorised_data_is_reproduced_exactly_at_any_number_of_steps(path):
     table = dd.Joint(torch.einsum("a,b,c->abc", *probs)).table
     for steps in ([1, 2, 6] if path.discrete else [1, 3, 50]):
         law = chain_law(oracle.denoiser(path), path, 3, path.times(steps))
-        if isinstance(path, dd.DiscretizedGaussian):  # its prior is reached only approximately
-            law = law / law.sum()
-            continue
         assert (law - table).abs().max() < 1e-12, steps
 
 
