@@ -69,3 +69,21 @@ class ClassEmbedding(nn.Module):
         if bool(((labels < -1) | (labels >= self.num_classes)).any()):
             raise ValueError(f"labels must lie in 0..{self.num_classes - 1} (or -1 for unconditional)")
         return self.table(torch.where(labels < 0, self.num_classes, labels))
+
+
+class VectorEmbedding(nn.Module):
+    """A conditioning vector (B, in_dim) — e.g. a sentence encoder's pooled embedding of a caption — projected
+    to the width of the time embedding and added to it (Imagen adds its pooled text embedding so). None
+    (no vector) adds nothing: the unconditional network."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.in_dim = int(in_dim)
+        self.proj = nn.Sequential(nn.Linear(self.in_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, v: Tensor | None, batch: int) -> Tensor | float:
+        if v is None:
+            return 0.0
+        if v.shape != (batch, self.in_dim):
+            raise ValueError(f"the pooled conditioning vector must have shape ({batch}, {self.in_dim}), got {tuple(v.shape)}")
+        return self.proj(v.to(self.proj[0].weight.dtype))

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .embeddings import ClassEmbedding, time_embedding
+from .attention import CrossAttention, check_context
+from .embeddings import ClassEmbedding, VectorEmbedding, time_embedding
 
 
 def _groups(channels: int, max_groups: int = 32) -> int:
@@ -62,16 +63,37 @@ class Attention(nn.Module):
         return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
-def down_path(channels: int, channel_mult, num_res_blocks: int, attn: set, emb_dim: int, dropout: float):
-    """The encoding half of a U-Net: residual blocks (with attention at the levels in `attn`) and strided
-    downsampling between levels; returns (blocks, the channels of every skip, the last width)."""
+class SpatialCrossAttention(nn.Module):
+    """Cross-attention from every pixel of a feature map to a context sequence (nets.attention), residual;
+    the U-Net's attention levels get one after their self-attention (Stable Diffusion's placement)."""
+
+    def __init__(self, channels: int, context_dim: int, head_dim: int = 32):
+        super().__init__()
+        self.norm = nn.GroupNorm(_groups(channels), channels)
+        self.attn = CrossAttention(channels, context_dim, max(1, channels // head_dim))
+
+    def forward(self, x: Tensor, context: Tensor | None, mask: Tensor | None) -> Tensor:
+        B, C, H, W = x.shape
+        h = self.attn(self.norm(x).flatten(2).transpose(1, 2), context, mask)
+        return x + h.transpose(1, 2).reshape(B, C, H, W)
+
+
+def attention_layers(c: int, context_dim: int | None) -> list:
+    return [Attention(c)] + ([SpatialCrossAttention(c, context_dim)] if context_dim else [])
+
+
+def down_path(channels: int, channel_mult, num_res_blocks: int, attn: set, emb_dim: int, dropout: float,
+              context_dim: int | None = None):
+    """The encoding half of a U-Net: residual blocks (with attention at the levels in `attn`, and
+    cross-attention to a context there when `context_dim` is given) and strided downsampling between levels;
+    returns (blocks, the channels of every skip, the last width)."""
     down, skips, c = nn.ModuleList(), [channels], channels
     for lv, mult in enumerate(channel_mult):
         for _ in range(num_res_blocks):
             block = nn.ModuleList([ResBlock(c, channels * mult, emb_dim, dropout)])
             c = channels * mult
             if lv in attn:
-                block.append(Attention(c))
+                block.extend(attention_layers(c, context_dim))
             down.append(block)
             skips.append(c)
         if lv < len(channel_mult) - 1:
@@ -80,9 +102,14 @@ def down_path(channels: int, channel_mult, num_res_blocks: int, attn: set, emb_d
     return down, skips, c
 
 
-def run_block(block, h: Tensor, emb: Tensor) -> Tensor:
+def run_block(block, h: Tensor, emb: Tensor, context: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
     for layer in block:
-        h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        if isinstance(layer, ResBlock):
+            h = layer(h, emb)
+        elif isinstance(layer, SpatialCrossAttention):
+            h = layer(h, context, mask)
+        else:
+            h = layer(h)
     return h
 
 
@@ -91,7 +118,10 @@ class UNet(nn.Module):
 
     channels: base width; channel_mult: width multiplier per level; num_res_blocks: residual blocks
     per level; attention_levels: levels (0 = full resolution) with self-attention (the middle block
-    always has it); num_classes: adds a class embedding with a learned null class (label -1).
+    always has it); num_classes: adds a class embedding with a learned null class (label -1);
+    context_dim: cross-attention to a context sequence (B, L, context_dim) after every self-attention
+    (`context=`, `context_mask=`); pooled_dim: a conditioning vector (B, pooled_dim) added to the time
+    embedding (`pooled=`).
     patch_size p > 1 folds each p x p patch into channels before the first layer (pixel unshuffle)
     and unfolds the output the same way, so the whole network runs at 1/p of the resolution: on
     small CPUs most of a U-Net's time is its full-resolution convolutions (Hoogeboom et al. 2023's
@@ -101,7 +131,8 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, channels: int = 64, channel_mult=(1, 2, 2), num_res_blocks: int = 2,
                  attention_levels=(-1,), dropout: float = 0.0, num_classes: int | None = None,
-                 time_embedding_kind: str = "sinusoidal", out_channels: int | None = None, patch_size: int = 1):
+                 time_embedding_kind: str = "sinusoidal", out_channels: int | None = None, patch_size: int = 1,
+                 context_dim: int | None = None, pooled_dim: int | None = None):
         super().__init__()
         levels = len(channel_mult)
         if levels < 1 or num_res_blocks < 1:
@@ -115,11 +146,14 @@ class UNet(nn.Module):
         self.time = nn.Sequential(time_embedding(time_embedding_kind, channels), nn.Linear(channels, emb_dim), nn.SiLU(),
                                   nn.Linear(emb_dim, emb_dim))
         self.classes = ClassEmbedding(num_classes, emb_dim) if num_classes else None
+        self.context_dim = int(context_dim) if context_dim else None
+        self.pooled = VectorEmbedding(pooled_dim, emb_dim) if pooled_dim else None
         self.conv_in = nn.Conv2d(in_channels * p * p, channels, 3, padding=1)
 
-        self.down, skips, c = down_path(channels, channel_mult, num_res_blocks, attn, emb_dim, dropout)
+        self.down, skips, c = down_path(channels, channel_mult, num_res_blocks, attn, emb_dim, dropout, self.context_dim)
 
-        self.mid = nn.ModuleList([ResBlock(c, c, emb_dim, dropout), Attention(c), ResBlock(c, c, emb_dim, dropout)])
+        self.mid = nn.ModuleList([ResBlock(c, c, emb_dim, dropout), *attention_layers(c, self.context_dim),
+                                  ResBlock(c, c, emb_dim, dropout)])
 
         self.up = nn.ModuleList()
         for lv, mult in reversed(list(enumerate(channel_mult))):
@@ -127,14 +161,15 @@ class UNet(nn.Module):
                 block = nn.ModuleList([ResBlock(c + skips.pop(), channels * mult, emb_dim, dropout)])
                 c = channels * mult
                 if lv in attn:
-                    block.append(Attention(c))
+                    block.extend(attention_layers(c, self.context_dim))
                 if lv > 0 and i == num_res_blocks:
                     block.append(nn.Upsample(scale_factor=2, mode="nearest"))
                     block.append(nn.Conv2d(c, c, 3, padding=1))
                 self.up.append(block)
         self.out = nn.Sequential(nn.GroupNorm(_groups(c), c), nn.SiLU(), _zero(nn.Conv2d(c, (out_channels or in_channels) * p * p, 3, padding=1)))
 
-    def forward(self, x: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, label: Tensor | None = None, context: Tensor | None = None,
+                context_mask: Tensor | None = None, pooled: Tensor | None = None) -> Tensor:
         B, C, H, W = x.shape if x.ndim == 4 else (None,) * 4
         if x.ndim != 4 or C != self.in_channels:
             raise ValueError(f"UNet expects images of shape (batch, {self.in_channels}, H, W); got {tuple(x.shape)}")
@@ -142,17 +177,22 @@ class UNet(nn.Module):
         if H % f or W % f:
             raise ValueError(f"image size {H}x{W} must be divisible by {f} for a U-Net with {self.levels} levels"
                              + (f" and patch size {self.patch}" if self.patch > 1 else ""))
+        context, context_mask = check_context(context, context_mask, B, self.context_dim)
+        if pooled is not None and self.pooled is None:
+            raise ValueError("this network takes no pooled conditioning vector: drop pooled=, or build it with pooled_dim")
         emb = self.time(t.reshape(-1).expand(B) if t.numel() == 1 else t)
         if self.classes is not None:
             emb = emb + self.classes(label, B, x.device)
+        if self.pooled is not None:
+            emb = emb + self.pooled(pooled, B)
         h = self.conv_in(F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x)
         hs = [h]
         for block in self.down:
-            h = run_block(block, h, emb)
+            h = run_block(block, h, emb, context, context_mask)
             hs.append(h)
-        h = run_block(self.mid, h, emb)
+        h = run_block(self.mid, h, emb, context, context_mask)
         for block in self.up:
-            h = run_block(block, torch.cat([h, hs.pop()], dim=1), emb)
+            h = run_block(block, torch.cat([h, hs.pop()], dim=1), emb, context, context_mask)
         out = self.out(h)
         return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
 
