@@ -172,6 +172,8 @@ def sample(
     n: int = typer.Option(64, min=1, help="Number of samples."),
     seed: int = typer.Option(0),
     label: int = typer.Option(None, help="Class label for a class-conditional model (default: every class in turn)."),
+    prompt: list[str] = typer.Option(None, help="A caption for a text-conditional model (model.text_conditional); repeat "
+                                     "--prompt for several: --n samples of each, a row per prompt in the grid."),
     guidance: float = typer.Option(None, help=GUIDANCE_HELP["guidance"]),
     classifier: Path = typer.Option(None, help=GUIDANCE_HELP["classifier"]),
     guidance_interval: str = typer.Option(None, help=GUIDANCE_HELP["interval"]),
@@ -194,6 +196,8 @@ def sample(
                   "--negative-label": negative_label, "--guidance-rescale": guidance_rescale or None,
                   "--dynamic-threshold": dynamic_threshold}
         given = [k for k, v in unused.items() if v is not None]
+        if prompt:
+            given.append("--prompt")
         if given:
             _fail(f"{', '.join(given)}: for diffusion runs only; {run} is a {dl.runs.run_kind(run)} run")
         return _sample_tokens(run, sampler, steps, n, seed, label, guidance, batch, out, device)
@@ -210,16 +214,27 @@ def sample(
     labels = _labels_for(run, cfg, label, n, classifier)
     if negative_label is not None and not 0 <= negative_label < (dl.runs.data_info(run).get("num_classes") or 0):
         _fail(f"--negative-label {negative_label} is not a class of this run")
+    prompts = [p for p in (prompt or [])]
+    if prompts and not cfg.model.text_conditional:
+        _fail(f"--prompt: {run} is not text-conditional (train one with model.text_conditional = true and data.captions = 'seen')")
+    if cfg.model.text_conditional and not prompts:
+        _fail(f"{run} is text-conditional: say what to draw with --prompt \"a dark ankle boot\" (repeat --prompt for a grid)")
     how = dl.runs.sampling_settings(cfg, sampler, steps, grid)
     den, path, cfg = dl.runs.load_guided(run, scale=guidance, classifier=classifier, interval=_interval(guidance_interval),
                                          negative=negative_label, rescale=guidance_rescale, threshold=dynamic_threshold,
                                          device=device)
     import torch
 
+    cond = {"label": labels} if labels is not None else {}
+    per_prompt = n
+    if prompts:  # n samples of each prompt, prompt after prompt
+        text = dl.runs.prompt_condition(run, prompts, device)
+        cond = {k: v.repeat(len(prompts), *[1] * (v.ndim - 1)) for k, v in cond.items()}
+        cond.update({k: v.repeat_interleave(n, 0) for k, v in text.items()})
+        n = n * len(prompts)
     x, info = dl.sampling.sample_batched(den, path, n, shape, seed=seed, batch_size=batch, device=device,
                                          x=dl.runs.source_sample(cfg, n, torch.Generator().manual_seed(seed)),
-                                         cond={"label": labels} if labels is not None else None, return_info=True,
-                                         progress=n > batch, **how)
+                                         cond=cond or None, return_info=True, progress=n > batch, **how)
     if folder:
         dl.viz.save_images(x, out)
     elif out.suffix == ".npz":
@@ -228,6 +243,7 @@ def sample(
                                                     **extra))
     elif x.ndim == 4:
         nrow = dl.runs.data_info(run).get("num_classes") if labels is not None and label is None else None
+        nrow = per_prompt if prompts else nrow
         _write_atomically(out, lambda tmp: dl.viz.save_image_grid(x, tmp, nrow=nrow, scale=max(1, 128 // shape[-1])))
     else:
         _write_atomically(out, lambda tmp: dl.viz.scatter_grid({"": {f"{n} samples": x}}, tmp))

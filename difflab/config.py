@@ -35,6 +35,8 @@ class DataConfig:
     levels: int = 0  # > 1: quantize images or toy points to this many levels (categorical data for kind = "discrete")
     text: str = "pydoc"  # text: pydoc (Python's own docs, always present) | fortunes (Debian) | a text file
     length: int = 128  # text: characters per example
+    captions: str = ""  # fashion_mnist: "seen" gives every image a caption (class, shade, size; data.captions), encoded by
+    #                     the sentence encoder of the optional extra difflab[text], for a text-conditioned model
 
     def __post_init__(self):
         from .data import TOY_SETS
@@ -49,11 +51,6 @@ class DataConfig:
             raise ValueError(f"data.levels must be 0 (no quantizing) or from 2 to 256, got {self.levels}")
         if self.levels and self.name == "text":
             raise ValueError("data.levels quantizes images and toy points; text is already categorical (27 symbols)")
-
-    @property
-    def categorical(self) -> bool:
-        """Whether the data are integer tokens (text, or quantized images / toy points)."""
-        return self.name == "text" or self.levels > 0
         if self.channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {self.channels}")
         if self.source:
@@ -61,27 +58,38 @@ class DataConfig:
             if self.name != "toy":
                 raise ValueError("data.source (a toy set as the flow's source) needs toy data (data.name = 'toy'); "
                                  "leave data.source empty for the standard normal")
+        choose(self.captions, ("", "seen"), "data.captions")
+        if self.captions and (self.name != "fashion_mnist" or self.levels):
+            raise ValueError("data.captions describes Fashion-MNIST images (class, shade, size): it needs "
+                             "data.name = 'fashion_mnist' without data.levels")
+
+    @property
+    def categorical(self) -> bool:
+        """Whether the data are integer tokens (text, or quantized images / toy points)."""
+        return self.name == "text" or self.levels > 0
 
 
 @dataclass
 class ModelConfig:
-    kind: str = "unet"  # unet | mlp | transformer (token sequences: kind = "discrete" / "autoregressive")
+    kind: str = "unet"  # unet | dit (images) | mlp (vectors) | transformer (token sequences: kind = "discrete" / "autoregressive")
     channels: int = 64
     channel_mult: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 2
     attention_levels: tuple[int, ...] = (-1,)
-    patch_size: int = 1  # unet: fold p x p pixel patches into channels first (the network runs at 1/p resolution)
+    patch_size: int = 1  # unet: fold p x p pixel patches into channels first (the network runs at 1/p resolution); dit: p x p patches are its tokens
     dropout: float = 0.0
-    width: int = 256  # mlp, transformer
-    depth: int = 3  # mlp, transformer (blocks)
-    heads: int = 4  # transformer
+    width: int = 256  # mlp, transformer, dit
+    depth: int = 3  # mlp, transformer, dit (blocks)
+    heads: int = 4  # transformer, dit
     time_embedding: str = "sinusoidal"  # sinusoidal | fourier
     class_conditional: bool = False
+    text_conditional: bool = False  # unet, dit: a caption's token states by cross-attention, its sentence embedding added
+    #                                 to the time embedding (needs data.captions)
 
     def __post_init__(self):
-        choose(self.kind, ("unet", "mlp", "transformer"), "model.kind")
+        choose(self.kind, ("unet", "dit", "mlp", "transformer"), "model.kind")
         _within(self, "heads", 1, 256)
-        if self.kind == "transformer" and self.width % self.heads:
+        if self.kind in ("transformer", "dit") and self.width % self.heads:
             raise ValueError(f"model.width ({self.width}) must be divisible by model.heads ({self.heads})")
         choose(self.time_embedding, ("sinusoidal", "fourier"), "model.time_embedding")
         _within(self, "channels", 1, 4096)
@@ -91,6 +99,8 @@ class ModelConfig:
         _within(self, "patch_size", 1, 64)
         if self.width % 2:
             raise ValueError(f"model.width must be even (the time embedding has sines and cosines), got {self.width}")
+        if self.kind == "dit" and self.width % 4:
+            raise ValueError(f"model.width of a DiT must be divisible by 4 (its 2-D position embeddings), got {self.width}")
         if not self.channel_mult or not all(1 <= m <= 64 for m in self.channel_mult):
             raise ValueError(f"model.channel_mult needs one multiplier from 1 to 64 per level, got {list(self.channel_mult)}")
         levels = len(self.channel_mult)
@@ -296,9 +306,15 @@ class Config:
         for role, where in self.requires.items():
             if not isinstance(where, str) or not where:
                 raise ValueError(f"requires.{role} must name a run folder (a string), got {where!r}")
-        if self.diffusion.p_uncond and not (self.kind == "diffusion" and self.model.class_conditional):
+        if self.diffusion.p_uncond and not (self.kind == "diffusion" and (self.model.class_conditional or self.model.text_conditional)):
             raise ValueError("diffusion.p_uncond drops class labels in training: it needs a class-conditional diffusion "
-                             "model (model.class_conditional = true)")
+                             "model (model.class_conditional = true), or a text-conditional one (model.text_conditional = true)")
+        if self.model.text_conditional:
+            if self.kind != "diffusion" or self.model.kind not in ("unet", "dit"):
+                raise ValueError("model.text_conditional is for a diffusion run on images with model.kind = 'unet' or 'dit'")
+            if not self.data.captions:
+                raise ValueError("model.text_conditional = true needs captioned data: data.name = 'fashion_mnist' with "
+                                 "data.captions = 'seen'")
         token_kind = self.kind in ("discrete", "autoregressive")
         if token_kind and not self.data.categorical:
             raise ValueError(f"a {self.kind} run models categorical data: use data.name = 'text', or quantize images or "
@@ -307,7 +323,10 @@ class Config:
             raise ValueError(f"categorical data (data.name = {self.data.name!r}, data.levels = {self.data.levels}) need "
                              "kind = \"discrete\" (categorical diffusion) or \"autoregressive\"")
         if token_kind and self.model.kind == "mlp":
-            raise ValueError("model.kind for categorical data: transformer (sequences, toy points) or unet (images)")
+            raise ValueError("model.kind for categorical data: transformer (sequences, toy points), unet or dit (images)")
+        if not token_kind and self.model.kind == "transformer":
+            raise ValueError(f"model.kind = 'transformer' is the token network of discrete and autoregressive runs; a {self.kind} "
+                             "run uses 'unet' or 'dit' (images) or 'mlp' (vectors)")
         if self.discrete.p_uncond and not (token_kind and self.model.class_conditional):
             raise ValueError("discrete.p_uncond drops class labels: it needs a class-conditional discrete or "
                              "autoregressive run (model.class_conditional = true)")
@@ -502,7 +521,12 @@ def build_data(cfg: DataConfig, split: str | None = None):
     if cfg.name == "digits":
         return data.digits(cfg.split)
     if cfg.name == "fashion_mnist":
-        return data.fashion_mnist(cfg.split, **({"root": cfg.root} if cfg.root else {}))
+        images = data.fashion_mnist(cfg.split, **({"root": cfg.root} if cfg.root else {}))
+        if cfg.captions:
+            from .data.captions import captioned
+
+            return captioned(images, split=cfg.captions)
+        return images
     if cfg.name == "folder":
         if not cfg.root:
             raise ValueError("data.root must name the image folder when data.name = 'folder'")
@@ -526,10 +550,15 @@ def _quantized(cfg: DataConfig, levels: int):
 
 
 def _check_images(cfg: ModelConfig, data_shape: tuple, other: str) -> None:
-    """A U-Net needs images (C, H, W) whose sides its patch size and levels divide; `other` names the network
-    kind to use for other data."""
+    """A U-Net or a DiT needs images (C, H, W) whose sides its patch size (and the U-Net's levels) divide;
+    `other` names the network kind to use for other data."""
     if len(data_shape) != 3:
-        raise ValueError(f"model.kind = 'unet' is for images (C, H, W); this data has shape {data_shape} (use '{other}')")
+        raise ValueError(f"model.kind = {cfg.kind!r} is for images (C, H, W); this data has shape {data_shape} (use '{other}')")
+    if cfg.kind == "dit":
+        if data_shape[1] % cfg.patch_size or data_shape[2] % cfg.patch_size:
+            raise ValueError(f"images of {data_shape[1]}x{data_shape[2]} need sides divisible by model.patch_size "
+                             f"({cfg.patch_size}), the DiT's patches")
+        return
     f = cfg.patch_size * 2 ** (len(cfg.channel_mult) - 1)
     if data_shape[1] % f or data_shape[2] % f:
         raise ValueError(f"images of {data_shape[1]}x{data_shape[2]} need sides divisible by model.patch_size x "
@@ -548,14 +577,21 @@ def build_classifier(cfg: ModelConfig, data_shape: tuple, num_classes: int | Non
         if len(data_shape) != 1:
             raise ValueError(f"model.kind = 'mlp' is for vector data; this data has shape {data_shape} (use 'unet')")
         return nets.MLP(data_shape[0], cfg.width, cfg.depth, cfg.time_embedding, None, out_dim=num_classes)
+    if cfg.kind != "unet":
+        raise ValueError(f"a classifier run's network is the U-Net encoder (images) or the MLP (vectors); model.kind = "
+                         f"{cfg.kind!r} is not available for it")
     _check_images(cfg, data_shape, "mlp")
     return nets.NoisyClassifier(data_shape[0], num_classes, cfg.channels, cfg.channel_mult, cfg.num_res_blocks,
                                 cfg.attention_levels, cfg.dropout, cfg.time_embedding, cfg.patch_size)
 
 
-def build_model(cfg: ModelConfig, data_shape: tuple, num_classes: int | None):
+def build_model(cfg: ModelConfig, data_shape: tuple, num_classes: int | None, text_dim: int | None = None):
+    """The denoising network; `text_dim` is the width of the caption embeddings of a text-conditional model."""
     from . import nets
 
+    if cfg.text_conditional and not text_dim:
+        raise ValueError("model.text_conditional = true needs captioned data (data.captions = 'seen')")
+    text = {"context_dim": text_dim, "pooled_dim": text_dim} if cfg.text_conditional else {}
     classes = num_classes if cfg.class_conditional else None
     if cfg.class_conditional and not num_classes:
         raise ValueError("model.class_conditional = true needs labelled data")
@@ -564,8 +600,14 @@ def build_model(cfg: ModelConfig, data_shape: tuple, num_classes: int | None):
             raise ValueError(f"model.kind = 'mlp' is for vector data; this data has shape {data_shape} (use 'unet')")
         return nets.MLP(data_shape[0], cfg.width, cfg.depth, cfg.time_embedding, classes)
     _check_images(cfg, data_shape, "mlp")
+    if cfg.kind == "dit":
+        return nets.DiT(data_shape[0], cfg.patch_size, cfg.width, cfg.depth, cfg.heads, classes, cfg.time_embedding,
+                        dropout=cfg.dropout, **text)
+    if cfg.kind == "transformer":
+        raise ValueError("model.kind = 'transformer' is the token transformer of discrete and autoregressive runs; "
+                         "for images use 'dit' (or 'unet')")
     return nets.UNet(data_shape[0], cfg.channels, cfg.channel_mult, cfg.num_res_blocks, cfg.attention_levels,
-                     cfg.dropout, classes, cfg.time_embedding, patch_size=cfg.patch_size)
+                     cfg.dropout, classes, cfg.time_embedding, patch_size=cfg.patch_size, **text)
 
 
 def build_categorical_path(cfg: DiscreteConfig, num_symbols: int):
@@ -602,6 +644,10 @@ def build_token_network(cfg: ModelConfig, data_shape: tuple, num_states: int, nu
     if causal:
         raise ValueError("an autoregressive run needs model.kind = 'transformer'")
     _check_images(cfg, data_shape, "transformer")
+    if cfg.kind == "dit":
+        return nets.CategoricalDiT(data_shape[0], num_states, num_outputs, patch_size=cfg.patch_size, width=cfg.width,
+                                   depth=cfg.depth, heads=cfg.heads, num_classes=classes, time_embedding_kind=cfg.time_embedding,
+                                   dropout=cfg.dropout)
     return nets.CategoricalUNet(data_shape[0], num_states, num_outputs, channels=cfg.channels, channel_mult=cfg.channel_mult,
                                 num_res_blocks=cfg.num_res_blocks, attention_levels=cfg.attention_levels, dropout=cfg.dropout,
                                 num_classes=classes, time_embedding_kind=cfg.time_embedding, patch_size=cfg.patch_size)

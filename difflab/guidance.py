@@ -100,9 +100,14 @@ def _in_interval(interval, path, t: Tensor) -> Tensor | None:
 
 
 def _as_condition(value, x: Tensor, like: Tensor | None) -> Tensor:
-    """A condition for the second pass as a tensor of one row per example (a number fills every row)."""
+    """A condition for the second pass as a tensor of one row per example (a number, or a single row such as
+    the empty caption's embedding, fills every row)."""
     v = torch.as_tensor(value, device=x.device, dtype=like.dtype if like is not None else None)
-    return v.expand(like.shape if like is not None else (x.shape[0],)).clone() if v.ndim == 0 else v
+    if v.ndim == 0:
+        return v.expand(like.shape if like is not None else (x.shape[0],)).clone()
+    if v.shape[0] == 1 and x.shape[0] != 1:
+        return v.expand(x.shape[0], *v.shape[1:])
+    return v
 
 
 class ClassifierFree:

@@ -17,7 +17,8 @@ diffusion) are new objectives, not new branches in the loop.
 (N(0, I), or `source.sample`), pairs z with the data by `coupling` (within each class when the model
 is class-conditional) and regresses the model's prediction at x_t = alpha(t) x + sigma(t) z. With
 `p_uncond` > 0 each example's label is replaced by the null label -1 with that probability (Ho &
-Salimans 2021), so one network learns the conditional and the unconditional model that
+Salimans 2021) — or, with `null`, its conditioning by that null condition (a text model: the empty
+caption's embedding) — so one network learns the conditional and the unconditional model that
 classifier-free guidance combines.
 
 `CategoricalObjective` trains categorical diffusion (`difflab.discrete`): the network's softmax is
@@ -43,7 +44,7 @@ from ._random import rand, randn
 from .couplings import COUPLINGS, couple
 
 __all__ = ["Objective", "DiffusionObjective", "ClassifierObjective", "CategoricalObjective", "AutoregressiveObjective",
-           "model_inputs", "drop_labels"]
+           "model_inputs", "drop_labels", "NULL_LABEL"]
 
 Objective = Callable[[torch.nn.Module, Mapping[str, Tensor], torch.Generator], Tensor]
 
@@ -57,21 +58,36 @@ def model_inputs(batch: Mapping[str, Tensor], conditions: tuple[str, ...]) -> di
     return {c: batch[c] for c in conditions}
 
 
-def drop_labels(cond: dict, p_uncond: float, generator) -> dict:
-    """Label dropout: each example's label replaced by the null label -1 with probability `p_uncond`, which
-    teaches the same network the unconditional model (one draw per example, none when p_uncond = 0)."""
+NULL_LABEL = {"label": -1}
+
+
+def drop_labels(cond: dict, p_uncond: float, generator, null: Mapping | None = None) -> dict:
+    """Condition dropout: with probability `p_uncond` each example's conditioning is replaced by the null
+    condition (`null`: field -> value, a number or one row that every dropped example takes; the null label -1
+    by default, the empty caption's embedding for a text model), which teaches the same network the
+    unconditional model (one draw per example, none when p_uncond = 0)."""
     if not p_uncond:
         return cond
-    label = cond["label"]
-    drop = rand((label.shape[0],), generator=generator, dtype=torch.float64).to(label.device) < p_uncond
-    return {**cond, "label": torch.where(drop, torch.full_like(label, -1), label)}
+    null = NULL_LABEL if null is None else null
+    first = cond[next(iter(null))]
+    drop = rand((first.shape[0],), generator=generator, dtype=torch.float64).to(first.device) < p_uncond
+    out = dict(cond)
+    for key, value in null.items():
+        v = cond[key]
+        nv = torch.as_tensor(value, dtype=v.dtype, device=v.device)
+        nv = nv.expand(v.shape) if nv.ndim == 0 or nv.shape[0] == 1 else nv
+        out[key] = torch.where(drop.reshape(-1, *[1] * (v.ndim - 1)), nv, v)
+    return out
 
 
-def _check_dropout(p_uncond: float, conditions) -> float:
+def _check_dropout(p_uncond: float, conditions, null: Mapping | None = None) -> float:
     if not 0 <= p_uncond < 1:
-        raise ValueError(f"p_uncond (the probability of dropping a label) must lie in [0, 1), got {p_uncond}")
-    if p_uncond and "label" not in conditions:
-        raise ValueError("p_uncond drops class labels: it needs a class-conditional model (conditions with 'label')")
+        raise ValueError(f"p_uncond (the probability of dropping a condition) must lie in [0, 1), got {p_uncond}")
+    fields = list(NULL_LABEL if null is None else null)
+    if p_uncond and not set(fields) <= set(conditions):
+        what = "class labels: it needs a class-conditional model (conditions with 'label')" if null is None else \
+            f"{', '.join(fields)}: the model must be conditioned on them"
+        raise ValueError(f"p_uncond drops {what}")
     return float(p_uncond)
 
 
@@ -81,7 +97,7 @@ class DiffusionObjective:
 
     def __init__(self, path, *, prediction: str = "eps", weighting: str | Callable = "simple", time_sampler=None,
                  source=None, coupling: str = "independent", coupling_reg: float = 0.05,
-                 conditions: tuple[str, ...] = (), p_uncond: float = 0.0):
+                 conditions: tuple[str, ...] = (), p_uncond: float = 0.0, null: Mapping | None = None):
         from .targets import KINDS
 
         self.path = path
@@ -94,7 +110,8 @@ class DiffusionObjective:
         self.coupling = choose(coupling, COUPLINGS, "coupling")
         self.coupling_reg = float(coupling_reg)
         self.conditions = tuple(conditions)
-        self.p_uncond = _check_dropout(p_uncond, self.conditions)
+        self.p_uncond = _check_dropout(p_uncond, self.conditions, null)
+        self.null = null
 
     def __call__(self, model, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
         x0 = batch["x"]
@@ -107,7 +124,7 @@ class DiffusionObjective:
             z = self.source.sample(x0.shape[0], generator).to(device=x0.device, dtype=x0.dtype)
         if self.coupling != "independent":  # minibatch OT: each example with its partner (within its class)
             z = z[couple(x0, z, self.coupling, labels=cond.get("label"), reg=self.coupling_reg, generator=generator)]
-        cond = drop_labels(cond, self.p_uncond, generator)
+        cond = drop_labels(cond, self.p_uncond, generator, self.null)
         return losses.diffusion_loss(model, self.path, x0, prediction=self.prediction, weighting=self.weighting, t=t,
                                      noise=z, cond=cond)
 

@@ -89,6 +89,13 @@ def data_record(data) -> dict:
               "class_names": list(data.class_names), "range": [-1.0, 1.0] if isinstance(data, ImageData) else None}
     if isinstance(data, TokenData):  # categorical: how many symbols, and what they stand for
         record.update(symbols=data.num_symbols, alphabet=data.alphabet)
+    from .data.captions import CaptionedImages
+
+    if isinstance(data, CaptionedImages):  # what a prompt must be encoded like, and the attributes' cut points
+        from .text_encoder import NAME
+
+        record["captions"] = {"split": data.split, "encoder": NAME, "dim": data.context_dim, "length": data.length,
+                              "thresholds": data.cuts.to_dict()}
     return record
 
 
@@ -156,7 +163,14 @@ def _symbols(info: dict) -> int:
 
 
 def _diffusion_network(cfg: Config, info: dict):
-    return build_model(cfg.model, tuple(info["shape"]), info.get("num_classes"))
+    return build_model(cfg.model, tuple(info["shape"]), info.get("num_classes"), (info.get("captions") or {}).get("dim"))
+
+
+TEXT_FIELDS = ("context", "context_mask", "pooled")  # a caption's conditioning, as the batch and the networks name it
+
+
+def _conditions(cfg: Config) -> tuple[str, ...]:
+    return (("label",) if cfg.model.class_conditional else ()) + (TEXT_FIELDS if cfg.model.text_conditional else ())
 
 
 def _classifier_network(cfg: Config, info: dict):
@@ -207,9 +221,13 @@ def _build_diffusion(cfg: Config, data, model):
         raise ValueError(f"data.source {cfg.data.source!r} has shape {tuple(source.sample(1).shape[1:])} per example; "
                          f"the data have {tuple(data.shape)}")
     d = cfg.diffusion
+    # a text model's dropout replaces the caption by the empty caption (and a label, if it has one too, by -1)
+    null = None
+    if cfg.model.text_conditional:
+        null = {**data.null, **({"label": -1} if cfg.model.class_conditional else {})}
     return DiffusionObjective(path, prediction=d.prediction, weighting=d.weighting, time_sampler=build_time_sampler(d, path),
                               source=source, coupling=d.coupling, coupling_reg=d.coupling_reg,
-                              conditions=("label",) if cfg.model.class_conditional else (), p_uncond=d.p_uncond)
+                              conditions=_conditions(cfg), p_uncond=d.p_uncond, null=null)
 
 
 def _build_classifier(cfg: Config, data, model):
@@ -379,17 +397,41 @@ def load_guided(run_dir: str | Path, *, scale: float | None = None, classifier: 
     if scale is not None and classifier is not None:
         den = _classifier_guided(den, path, cfg, scale, classifier, interval, negative, rescale, device)
     elif scale is not None:
-        if not cfg.model.class_conditional:
+        if not (cfg.model.class_conditional or cfg.model.text_conditional):
             raise ValueError(f"{run_dir} is unconditional: classifier-free guidance needs a class-conditional run trained "
                              "with label dropout; for this run give a classifier with --classifier CLF_RUN")
         if not cfg.diffusion.p_uncond:
             raise ValueError(f"{run_dir} was trained without label dropout (diffusion.p_uncond = 0), so its unconditional "
                              "pass never learned anything: train with diffusion.p_uncond = 0.1 for classifier-free guidance")
-        den = guidance.classifier_free(den, scale, negative=None if negative is None else {"label": int(negative)}, path=path,
-                                       interval=interval, rescale=rescale)
+        null = None
+        if cfg.model.text_conditional:  # the empty caption, as in training (and the null label too, if any)
+            null = {**prompt_condition(run_dir, [""], device), **({"label": -1} if cfg.model.class_conditional else {})}
+        if negative is not None and not cfg.model.class_conditional:
+            raise ValueError("--negative-label needs a class-conditional run")
+        den = guidance.classifier_free(den, scale, null=null, negative=None if negative is None else {**(null or {}), "label": int(negative)},
+                                       path=path, interval=interval, rescale=rescale)
     if threshold is not None:
         den = guidance.dynamic_threshold(den, threshold)
     return (clipped(den, *value_range) if value_range else den), path, cfg
+
+
+def prompt_condition(run_dir: str | Path, prompts, device="cpu") -> dict:
+    """The conditioning of a text-conditional run for `prompts` (one row each): {"context", "context_mask",
+    "pooled"} from the run's sentence encoder, padded to the length of its training captions."""
+    info = data_info(run_dir).get("captions")
+    if not info:
+        raise ValueError(f"{run_dir} is not text-conditional (trained without data.captions): it takes no prompt")
+    from .text_encoder import NAME, SentenceEncoder
+
+    if info.get("encoder") != NAME:
+        raise ValueError(f"{run_dir} was trained on captions encoded by {info.get('encoder')}; this difflab has {NAME}")
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    encoder = SentenceEncoder(device)
+    longest = max(len(encoder.tokenizer(p)["input_ids"]) for p in prompts)
+    if longest > info["length"]:
+        _say(f"note: a prompt of {longest} tokens is cut to the {info['length']} the run was trained on")
+    enc = encoder(prompts, length=int(info["length"]))
+    return {"context": enc["context"], "context_mask": enc["mask"], "pooled": enc["pooled"]}
 
 
 def _classifier_guided(den, path, cfg: Config, scale, classifier, interval, negative, rescale, device):

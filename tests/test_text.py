@@ -1,0 +1,175 @@
+"""Text conditioning: captions that are true of their images, condition dropout to the empty caption, guidance
+with a one-row null condition, and the offline sentence encoder (against sentence-transformers itself); a
+text-conditional run from the configuration to `difflab sample --prompt`."""
+
+import importlib.util
+import random
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import difflab as dl
+from difflab.cli import app
+from difflab.data import captions as cap
+from difflab.objectives import drop_labels
+
+HAVE_ENCODER = importlib.util.find_spec("transformers") is not None and importlib.util.find_spec("all_minilm_l6_v2") is not None
+needs_encoder = pytest.mark.skipif(not HAVE_ENCODER, reason="the optional extra difflab[text] is not installed")
+
+
+def test_seen_and_held_out_wording_never_meet():
+    seen, held = cap.captions("seen"), cap.captions("held_out")
+    assert not {c.text for c in seen} & {c.text for c in held}
+    for table in (cap.SYNONYMS, cap.SHADES, cap.SIZES):
+        words = [(set(a), set(b)) for a, b in table.values()]
+        assert not set().union(*(a for a, _ in words)) & set().union(*(b for _, b in words))
+    assert not set(cap.TEMPLATES[0]) & set(cap.TEMPLATES[1])
+    # every (class, shade, size) has captions of both splits, and each caption names its class's words
+    for split, table in (("seen", seen), ("held_out", held)):
+        s = cap.SPLITS.index(split)
+        keys = {(c.label, c.shade, z) for c in table for z in ((c.size,) if c.size is not None else (0, 1, 2))}
+        assert keys == {(a, b, z) for a in range(10) for b in range(3) for z in range(3)}
+        for c in table:
+            assert any(w in c.text for w in cap.SYNONYMS[c.label][s]) and any(w in c.text for w in cap.SHADES[c.shade][s])
+            assert c.size is None or any(w in c.text for w in cap.SIZES[c.size][s])
+    assert cap.caption_for(8, 0, 0, "seen", random.Random(3)) in {c.text for c in seen}
+    assert "an image of" in {c.text[:11] for c in seen} and "a image" not in " ".join(c.text for c in seen)
+
+
+def _garments(n_per_class=6):
+    """Images whose attributes are known: class c, image k lights a block of (k + 1) * 10 pixels at intensity
+    0.2 + 0.1 k (on [0, 1])."""
+    imgs, labels = [], []
+    for c in range(10):
+        for k in range(n_per_class):
+            u = torch.zeros(784, dtype=torch.float64)
+            u[:(k + 1) * 10 + c] = 0.2 + 0.1 * k
+            imgs.append(u.reshape(1, 28, 28) * 2 - 1)
+            labels.append(c)
+    return torch.stack(imgs).float(), torch.tensor(labels)
+
+
+def test_attributes_are_measured_against_each_classs_tertiles():
+    x, y = _garments()
+    cuts = cap.thresholds(x, y)
+    shade, size = cap.attributes(x, y, cuts)
+    # within each class the k-th image is k-th darkest and smallest: tertiles give 0, 0, 1, 1, 2, 2
+    expect = torch.tensor([0, 0, 1, 1, 2, 2]).repeat(10)
+    assert torch.equal(shade, expect) and torch.equal(size, expect)
+    # the measured figures: mean intensity of lit pixels and their share
+    mean, share = cap._measure(x[:1])
+    assert abs(float(mean) - 0.2) < 1e-6 and abs(float(share) - 10 / 784) < 1e-12
+    restored = cap.Thresholds.from_dict(cuts.to_dict())
+    assert torch.equal(restored.shade, cuts.shade) and torch.equal(restored.size, cuts.size)
+    with pytest.raises(ValueError, match="at least 3"):
+        cap.thresholds(x[:20], y[:20])
+
+
+def test_every_image_gets_a_caption_that_is_true_of_it():
+    x, y = _garments()
+    cuts = cap.thresholds(x, y)
+    shade, size = cap.attributes(x, y, cuts)
+    for split in ("seen", "held_out"):
+        table = cap.captions(split)
+        idx = cap.assign(y, shade, size, table, seed=1)
+        for i, j in enumerate(idx.tolist()):
+            c = table[j]
+            assert c.label == y[i] and c.shade == shade[i] and c.size in (None, int(size[i]))
+        assert torch.equal(idx, cap.assign(y, shade, size, table, seed=1))
+
+
+def test_condition_dropout_replaces_whole_captions_by_the_null_one():
+    B, L, D = 64, 5, 3
+    cond = {"context": torch.randn(B, L, D), "context_mask": torch.ones(B, L, dtype=torch.bool), "pooled": torch.randn(B, D)}
+    null = {"context": torch.zeros(1, L, D), "context_mask": torch.tensor([[1, 1, 0, 0, 0]], dtype=torch.bool),
+            "pooled": torch.full((1, D), 7.0)}
+    out = drop_labels(cond, 0.3, torch.Generator().manual_seed(0), null)
+    dropped = (out["pooled"] == 7.0).all(1)
+    # the same draw as label dropout's: the same examples are dropped
+    labels = drop_labels({"label": torch.arange(B)}, 0.3, torch.Generator().manual_seed(0))["label"]
+    assert torch.equal(dropped, labels == -1) and 0 < int(dropped.sum()) < B
+    for k in cond:
+        assert torch.equal(out[k][~dropped], cond[k][~dropped])
+        assert torch.equal(out[k][dropped], null[k].expand_as(out[k][dropped]))
+
+
+def test_guidance_with_a_one_row_null_condition():
+    """D_w = D_c + w (D_c - D_u), D_u the denoiser at the empty caption (one row, given to every example)."""
+    def den(x, t, context, context_mask, pooled):
+        return x * 0.5 + pooled.sum(1, keepdim=True) + (context * context_mask[..., None]).sum((1, 2))[:, None]
+
+    B, L, D = 4, 3, 2
+    cond = {"context": torch.randn(B, L, D), "context_mask": torch.ones(B, L, dtype=torch.bool), "pooled": torch.randn(B, D)}
+    null = {"context": torch.randn(1, L, D), "context_mask": torch.tensor([[1, 0, 0]], dtype=torch.bool), "pooled": torch.randn(1, D)}
+    x, t = torch.randn(B, 2), torch.full((B,), 0.5)
+    for batched in (True, False):
+        g = dl.guidance.classifier_free(den, 3.0, null=null, batched=batched)(x, t, **cond)
+        dc = den(x, t, **cond)
+        du = den(x, t, **{k: v.expand(B, *v.shape[1:]) for k, v in null.items()})
+        assert torch.allclose(g, dc + 3.0 * (dc - du), atol=1e-6)
+
+
+def test_a_text_model_needs_captions_and_says_so():
+    with pytest.raises(ValueError, match="needs captioned data"):
+        dl.config.load_config("fashion_mnist", ["model.text_conditional=true"])
+    with pytest.raises(ValueError, match="fashion_mnist"):
+        dl.config.load_config("digits", ["data.captions=seen"])
+    with pytest.raises(ValueError, match="data.captions"):
+        dl.config.load_config("fashion_mnist", ["data.captions=all"])
+    with pytest.raises(ValueError, match="diffusion run on images"):
+        dl.config.load_config("fashion_mnist", ["data.captions=seen", "model.text_conditional=true", "model.kind=mlp"])
+
+
+def test_a_missing_extra_is_one_clear_line(monkeypatch, tmp_path):
+    from difflab import text_encoder
+
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(text_encoder.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'difflab\[text\]'"):
+        text_encoder.model_dir()
+
+
+@needs_encoder
+def test_the_sentence_embedding_is_sentence_transformers():
+    from difflab.text_encoder import SentenceEncoder, model_dir
+
+    texts = ["a dark ankle boot", "footwear for jogging, black", "", "a photo of a wide white handbag"]
+    enc = SentenceEncoder()
+    out = enc(texts)
+    assert out["context"].shape[:2] == out["mask"].shape and out["pooled"].shape == (4, 384)
+    assert torch.allclose(out["pooled"].norm(dim=1), torch.ones(4), atol=1e-5)
+    st = pytest.importorskip("sentence_transformers")
+    ref = torch.as_tensor(st.SentenceTransformer(str(model_dir()), device="cpu").encode(texts))
+    assert torch.allclose(out["pooled"], ref, atol=1e-5)
+    # padding to a longer length changes neither the real tokens' states nor the sentence embedding
+    longer = enc(texts, length=out["mask"].shape[1] + 4)
+    L = out["mask"].shape[1]
+    assert torch.allclose(longer["pooled"], out["pooled"], atol=1e-5)
+    assert torch.allclose(longer["context"][:, :L] * out["mask"][..., None], out["context"], atol=1e-4)
+    assert not longer["mask"][:, L:].any() and int(out["mask"][2].sum()) == 2  # "" is [CLS] [SEP]
+
+
+@needs_encoder
+def test_a_text_conditional_run_from_training_to_a_prompt_grid(tmp_path):
+    images = dl.data.fashion_mnist("train")
+    small = dl.data.ImageData(images.images[:300], images.labels[:300], images.name, images.class_names)
+    data = cap.captioned(small)
+    assert data.caption(0) == data.texts[int(data.caption_index[0])]
+    batch = data.batch(torch.tensor([0, 5]))
+    assert batch["context"].shape == (2, data.length, 384) and batch["pooled"].shape == (2, 384)
+    over = ["data.captions=seen", "model.text_conditional=true", "diffusion.p_uncond=0.2", "model.kind=dit",
+            "model.patch_size=4", "model.width=32", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=8",
+            "train.checkpoint_every=2"]
+    cfg = dl.config.load_config("fashion_mnist", over)
+    dl.runs.train(cfg, tmp_path / "t", resume=False, progress=False, data=data)
+    info = dl.runs.data_info(tmp_path / "t")
+    assert info["captions"]["dim"] == 384 and info["captions"]["length"] == data.length
+    out = tmp_path / "grid.png"
+    res = CliRunner().invoke(app, ["sample", str(tmp_path / "t"), "--prompt", "a dark ankle boot", "--prompt",
+                                          "footwear for jogging, black", "--n", "3", "--steps", "2", "--guidance", "2",
+                                          "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.exists() and "6 samples" in res.output
+    res = CliRunner().invoke(app, ["sample", str(tmp_path / "t"), "--n", "2", "--steps", "2", "--out", str(out)])
+    assert res.exit_code == 2 and "--prompt" in res.output
