@@ -388,7 +388,12 @@ def info(run: Path = typer.Argument(..., help="A run folder.")):
     typer.echo(f"kind      {cfg.kind}" + "".join(f", requires {role} = {where}" for role, where in cfg.requires.items()))
     typer.echo(f"data      {data['name']}: {data['size']} examples of shape {tuple(data['shape'])}"
                + (f", {data['num_classes']} classes" if data.get("num_classes") else ""))
-    typer.echo(f"model     {cfg.model.kind} ({'class-conditional' if cfg.model.class_conditional else 'unconditional'})")
+    conditioning = [w for w, on in (("class-conditional", cfg.model.class_conditional), ("text-conditional", cfg.model.text_conditional)) if on]
+    typer.echo(f"model     {cfg.model.kind} ({', '.join(conditioning) or 'unconditional'})")
+    if data.get("captions"):
+        c = data["captions"]
+        typer.echo(f"captions  {c['split']} wording, encoded by {c['encoder']} ({c['dim']} features, {c['length']} tokens); "
+                   f"sample with --prompt \"a dark ankle boot\"")
     if cfg.kind == "discrete":
         d = cfg.discrete
         steps = "continuous time" if d.path == "masked" else f"T = {d.steps}"

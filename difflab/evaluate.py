@@ -284,6 +284,9 @@ def run_sample_metrics(run_dir, metrics=("fid", "prdc"), *, sampler: str | None 
     """Sample `n` examples from a run (guided as `guide` asks: `runs.load_guided` keywords) and score them
     (module doc); returns a flat dict of figures."""
     cfg = diffusion_config(run_dir)
+    if cfg.model.text_conditional:
+        raise ValueError(f"{run_dir} is text-conditional: its samples are drawn for prompts; measure it with "
+                         "difflab.evaluate.run_text_metrics (benchmarks/text2image.py)")
     score, floors = _scorer(run_dir, cfg, metrics, n, seed)
     labels = _labels(run_dir, cfg, n, guide)
     x, out = _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels, grid, guide)
@@ -402,3 +405,62 @@ def write_report(run_dir, key: str, result: dict, command: str) -> Path:
         lines.append("")
     (run_dir / "eval.md").write_text("\n".join(lines))
     return path
+
+
+# -- text-conditional runs: does a sample show what its prompt says? ------------------------------------------
+
+def prompt_set(split: str = "seen", seed: int = 0) -> list:
+    """One prompt per (class, shade, size) of Fashion-MNIST (90), each naming all three, in the wording of
+    `split` ("seen": the training captions' vocabulary; "held_out": synonyms and templates never trained on),
+    drawn with a fixed seed (`data.captions`)."""
+    import random
+
+    from .data.captions import captions
+
+    rng = random.Random(seed)
+    table = [c for c in captions(split) if c.size is not None]
+    by_key: dict = {}
+    for c in table:
+        by_key.setdefault((c.label, c.shade, c.size), []).append(c)
+    return [rng.choice(by_key[k]) for k in sorted(by_key)]
+
+
+def run_text_metrics(run_dir, prompts: list, scales, *, per_prompt: int = 4, sampler: str | None = None,
+                     steps: int | None = None, seed: int = 0, batch_size: int = 500, device: str = "cpu",
+                     reference: int = 1000) -> list[dict]:
+    """For each classifier-free scale w in `scales`: `per_prompt` samples of each prompt (a `data.captions.Caption`,
+    which knows the class, shade and size it asks for), and the shipped judge's class accuracy on them, the
+    accuracy of each attribute measured from the samples' pixels against the run's training cut points (chance
+    1/3), and the Frechet distance, precision and recall of all the samples against `reference` test images."""
+    from .data.captions import Thresholds, attributes
+    from .features import image_metrics, load_feature_net
+    from .runs import load_guided, prompt_condition, sampling_settings
+    from .sampling import parse_sampler_spec, sample_batched
+
+    cfg = diffusion_config(run_dir)
+    info = data_info(run_dir)
+    if not cfg.model.text_conditional or not info.get("captions"):
+        raise ValueError(f"{run_dir} is not text-conditional: it takes no prompts")
+    cuts = Thresholds.from_dict(info["captions"]["thresholds"])
+    text = prompt_condition(run_dir, [p.text for p in prompts], device)
+    cond = {k: v.repeat_interleave(per_prompt, 0) for k, v in text.items()}
+    want = {k: torch.tensor([getattr(p, k) for p in prompts]).repeat_interleave(per_prompt) for k in ("label", "shade", "size")}
+    n = len(prompts) * per_prompt
+    net, net_info = load_feature_net("fashion_mnist", device=device)
+    real, _, _ = held_out(run_dir, "test", reference, seed)
+    how = sampling_settings(cfg, sampler, steps)
+    rows = []
+    for w in scales:
+        den, path, _ = load_guided(run_dir, scale=float(w), device=device)
+        t0 = time.time()
+        x, done = sample_batched(den, path, n, tuple(info["shape"]), seed=seed, batch_size=batch_size, device=device, cond=cond,
+                                 return_info=True, **how)
+        shade, size = attributes(x, want["label"], cuts)
+        m = image_metrics(net, real, x, labels=want["label"])
+        rows.append({"scale": float(w), "class_accuracy": m["accuracy"],
+                     "shade_accuracy": float((shade == want["shade"]).double().mean()),
+                     "size_accuracy": float((size == want["size"]).double().mean()),
+                     "fd": m["fd"], "precision": m["precision"], "recall": m["recall"], "n": n, "nfe": done.nfe,
+                     "sampler": parse_sampler_spec(sampler or cfg.sample.sampler).label, "steps": how["steps"],
+                     "sample_seconds": round(time.time() - t0, 1)})
+    return rows

@@ -50,7 +50,8 @@ SIZES = {0: (("slim", "narrow"), ("thin", "small")),
          2: (("wide", "large"), ("bulky", "broad"))}
 TEMPLATES = (("a {shade} {item}", "a photo of a {size} {shade} {item}", "{item}, {shade}, {size}",
               "a {size} {item} in {shade}", "an image of a {shade} {size} {item}"),
-             ("{item} that is {shade}", "{item}, {shade}", "picture showing a {size}, {shade} {item}"))
+             ("{item} that is {shade}", "{item}, {shade}", "picture showing a {size}, {shade} {item}",
+              "{item} in a {size} cut, {shade}"))
 
 
 def _article(text: str) -> str:
