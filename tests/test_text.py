@@ -79,6 +79,15 @@ def test_every_image_gets_a_caption_that_is_true_of_it():
         assert torch.equal(idx, cap.assign(y, shade, size, table, seed=1))
 
 
+def test_the_prompt_sets_ask_for_every_class_shade_and_size_once():
+    from difflab.evaluate import prompt_set
+
+    for split in ("seen", "held_out"):
+        ps = prompt_set(split)
+        assert sorted((p.label, p.shade, p.size) for p in ps) == [(a, b, c) for a in range(10) for b in range(3) for c in range(3)]
+        assert all(p.split == split for p in ps) and [p.text for p in ps] == [p.text for p in prompt_set(split)]
+
+
 def test_condition_dropout_replaces_whole_captions_by_the_null_one():
     B, L, D = 64, 5, 3
     cond = {"context": torch.randn(B, L, D), "context_mask": torch.ones(B, L, dtype=torch.bool), "pooled": torch.randn(B, D)}
@@ -173,3 +182,13 @@ def test_a_text_conditional_run_from_training_to_a_prompt_grid(tmp_path):
     assert out.exists() and "6 samples" in res.output
     res = CliRunner().invoke(app, ["sample", str(tmp_path / "t"), "--n", "2", "--steps", "2", "--out", str(out)])
     assert res.exit_code == 2 and "--prompt" in res.output
+    res = CliRunner().invoke(app, ["info", str(tmp_path / "t")])
+    assert res.exit_code == 0 and "text-conditional" in res.output and "384 features" in res.output
+    from difflab.evaluate import prompt_set, run_text_metrics
+
+    rows = run_text_metrics(tmp_path / "t", prompt_set("held_out")[:6], [0, 2], per_prompt=2, steps=2, reference=40)
+    assert [r["scale"] for r in rows] == [0.0, 2.0] and rows[0]["nfe"] == 2 and rows[1]["nfe"] == 4
+    for r in rows:
+        assert r["n"] == 12 and all(0 <= r[k] <= 1 for k in ("class_accuracy", "shade_accuracy", "size_accuracy"))
+    with pytest.raises(ValueError, match="text-conditional"):
+        dl.evaluate.run_sample_metrics(tmp_path / "t", ("fid",), n=4, steps=2)
