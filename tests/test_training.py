@@ -278,7 +278,7 @@ def test_resume_refuses_a_different_configuration(tmp_path):
     [
         (["train.stepz=3"], "unknown configuration key 'train.stepz'; valid keys: train.steps"),
         (["train.steps=2.5"], "train.steps must be an integer"),
-        (["model.kind=cnn"], "unknown model.kind 'cnn'; valid choices: unet, mlp"),
+        (["model.kind=cnn"], "unknown model.kind 'cnn'; valid choices: unet, dit, mlp"),
         (["diffusion.prediction=noise"], "valid choices: eps, x0, v, score, velocity"),
         (["data.name=mnist"], "unknown data.name"),
         (["train.batch_size=0"], "train.batch_size must be >= 1"),
