@@ -421,12 +421,12 @@ def prompt_condition(run_dir: str | Path, prompts, device="cpu") -> dict:
     info = data_info(run_dir).get("captions")
     if not info:
         raise ValueError(f"{run_dir} is not text-conditional (trained without data.captions): it takes no prompt")
-    from .text_encoder import NAME, SentenceEncoder
+    from .text_encoder import NAME, shared
 
     if info.get("encoder") != NAME:
         raise ValueError(f"{run_dir} was trained on captions encoded by {info.get('encoder')}; this difflab has {NAME}")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    encoder = SentenceEncoder(device)
+    encoder = shared(str(device))
     longest = max(len(encoder.tokenizer(p)["input_ids"]) for p in prompts)
     if longest > info["length"]:
         _say(f"note: a prompt of {longest} tokens is cut to the {info['length']} the run was trained on")

@@ -15,6 +15,7 @@ without it a one-line error says how to install it. The cache is `$DIFFLAB_CACHE
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["SentenceEncoder", "model_dir", "INSTALL", "DIM"]
+__all__ = ["SentenceEncoder", "shared", "model_dir", "INSTALL", "DIM"]
 
 PACKAGE = "all_minilm_l6_v2"
 NAME = "all-MiniLM-L6-v2"
@@ -109,3 +110,9 @@ class SentenceEncoder:
             return {"context": torch.zeros(0, length, self.dim), "mask": torch.zeros(0, length, dtype=torch.bool),
                     "pooled": torch.zeros(0, self.dim)}
         return {k: torch.cat(v) for k, v in out.items()}
+
+
+@functools.lru_cache(maxsize=2)
+def shared(device: str = "cpu") -> SentenceEncoder:
+    """One encoder per device for the process: a prompt, its null and a sweep of guidance scales load it once."""
+    return SentenceEncoder(device)

@@ -17,6 +17,8 @@ built from it, so on every output channel (DiT's reference `forward_with_cfg` gu
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,6 +30,7 @@ from .transformer import TransformerBlock, _modulate
 __all__ = ["DiT", "sincos_2d"]
 
 
+@functools.lru_cache(maxsize=16)  # the same few grids every forward pass; callers add it, never change it
 def sincos_2d(width: int, h: int, w: int) -> Tensor:
     """Fixed 2-D position embeddings (h * w, width): half the features the sine-cosine embedding of the row,
     half of the column, frequencies 10000^(-i / (width / 4)) (DiT's get_2d_sincos_pos_embed)."""
