@@ -225,7 +225,12 @@ def bench_samplers(run_dir, *, samplers=DEFAULT_SAMPLERS, nfes=(5, 10, 20, 50), 
     jobs = [difflab_job(den, path, spec) for spec in specs]
     if diffusers:
         jobs += [diffusers_job(name, den, path) for name in DIFFUSERS_SCHEDULERS]
-    score = lambda x: {quality_name: quality(x.clamp(-1, 1) if x.ndim == 4 else x)}  # noqa: E731
+    if hasattr(den, "decode"):  # latent diffusion: scored on the decoded images
+        def score(x, decode=den.decode):
+            with torch.no_grad():
+                return {quality_name: quality(decode(x.to(device)).clamp(-1, 1).cpu())}
+    else:
+        score = lambda x: {quality_name: quality(x.clamp(-1, 1) if x.ndim == 4 else x)}  # noqa: E731
     rows = sweep(jobs, x_T, nfes, score, seed=seed, batch_size=batch_size, cond=cond, log=log if progress else None)
     new = {(r["sampler"], r["library"], r["nfe_budget"]) for r in rows}
     rows = [r for r in earlier if (r["sampler"], r["library"], r["nfe_budget"]) not in new] + rows

@@ -207,9 +207,10 @@ def sample(
     device = _check_device(device)
     cfg = dl.runs.diffusion_config(run)
     shape = tuple(dl.runs.data_info(run)["shape"])
-    if folder and len(shape) != 3:
+    image_shape = dl.runs.sample_shape(run)
+    if folder and len(image_shape) != 3:
         _fail(f"a folder of PNGs holds images; these samples have shape {shape}: use --out FILE.npz")
-    if out.suffix == ".png" and len(shape) != 3 and shape != (2,):
+    if out.suffix == ".png" and len(image_shape) != 3 and shape != (2,):
         _fail(f"cannot draw samples of shape {shape} as a PNG; use --out FILE.npz")
     labels = _labels_for(run, cfg, label, n, classifier)
     if negative_label is not None and not 0 <= negative_label < (dl.runs.data_info(run).get("num_classes") or 0):
@@ -235,16 +236,21 @@ def sample(
     x, info = dl.sampling.sample_batched(den, path, n, shape, seed=seed, batch_size=batch, device=device,
                                          x=dl.runs.source_sample(cfg, n, torch.Generator().manual_seed(seed)),
                                          cond=cond or None, return_info=True, progress=n > batch, **how)
+    latents = None
+    if hasattr(den, "decode"):  # latent diffusion: the samples are latents; the pictures are their decodings
+        latents, x = x, torch.cat([den.decode(x[i:i + batch].to(device)).clamp(-1, 1).cpu() for i in range(0, n, batch)])
     if folder:
         dl.viz.save_images(x, out)
     elif out.suffix == ".npz":
         extra = {"labels": labels.numpy()} if labels is not None else {}
+        if latents is not None:
+            extra["latents"] = latents.numpy()
         _write_atomically(out, lambda tmp: np.savez(tmp, samples=x.numpy(), nfe=info.nfe, timesteps=info.timesteps.numpy(),
                                                     **extra))
     elif x.ndim == 4:
         nrow = dl.runs.data_info(run).get("num_classes") if labels is not None and label is None else None
         nrow = per_prompt if prompts else nrow
-        _write_atomically(out, lambda tmp: dl.viz.save_image_grid(x, tmp, nrow=nrow, scale=max(1, 128 // shape[-1])))
+        _write_atomically(out, lambda tmp: dl.viz.save_image_grid(x, tmp, nrow=nrow, scale=max(1, 128 // image_shape[-1])))
     else:
         _write_atomically(out, lambda tmp: dl.viz.scatter_grid({"": {f"{n} samples": x}}, tmp))
     typer.echo(f"wrote {out} ({n} samples, {info.nfe} network evaluations per sample)")
@@ -316,9 +322,18 @@ def eval_(
     device: str = typer.Option("cpu"),
 ):
     """Measure a trained run on held-out data; writes eval.json and eval.md into the run folder."""
-    from .evaluate import SAMPLE_METRICS, run_discrete_nll, run_guidance_sweep, run_nll, run_sample_metrics, write_report
+    from .evaluate import (SAMPLE_METRICS, run_autoencoder_metrics, run_discrete_nll, run_guidance_sweep, run_nll,
+                           run_sample_metrics, write_report)
     import difflab as dl
 
+    if dl.runs.run_kind(run) == "autoencoder":
+        if nll or elbo or guidance is not None or classifier is not None or (metrics and metrics != "reconstruction"):
+            _fail(f"{run} is an autoencoder run: `difflab eval {run}` measures its reconstructions (PSNR, Frechet distance, "
+                  "latent statistics); sample metrics belong to the latent diffusion run built on it")
+        res = run_autoencoder_metrics(run, split=split, n=n or 1000, seed=seed, batch_size=batch, device=_check_device(device))
+        write_report(run, "reconstruction", res, "difflab eval " + " ".join(sys.argv[2:]))
+        typer.echo((Path(run) / "eval.md").read_text())
+        return
     if dl.runs.run_kind(run) in ("discrete", "autoregressive"):
         if metrics or elbo or guidance is not None or classifier is not None:
             _fail(f"{run} is a {dl.runs.run_kind(run)} run: measure its bits per symbol with --nll")
@@ -390,6 +405,10 @@ def info(run: Path = typer.Argument(..., help="A run folder.")):
                + (f", {data['num_classes']} classes" if data.get("num_classes") else ""))
     conditioning = [w for w, on in (("class-conditional", cfg.model.class_conditional), ("text-conditional", cfg.model.text_conditional)) if on]
     typer.echo(f"model     {cfg.model.kind} ({', '.join(conditioning) or 'unconditional'})")
+    if data.get("latent"):
+        lt = data["latent"]
+        typer.echo(f"latent    diffusion over the latents of {lt['autoencoder']} (its checkpoint of step {lt['autoencoder_step']}), "
+                   f"scale {lt['scale']:.4f}; samples decode to images of shape {tuple(lt['image_shape'])}")
     if data.get("captions"):
         c = data["captions"]
         typer.echo(f"captions  {c['split']} wording, encoded by {c['encoder']} ({c['dim']} features, {c['length']} tokens); "
@@ -400,6 +419,9 @@ def info(run: Path = typer.Argument(..., help="A run folder.")):
         typer.echo(f"discrete  {d.path} path ({steps}), {d.loss_name} loss, samples with {d.sampler_name}")
     elif cfg.kind == "autoregressive":
         typer.echo("model     autoregressive: exact likelihood, one network call per position")
+    elif cfg.kind == "autoencoder":
+        a = cfg.autoencoder
+        typer.echo(f"autoencoder {a.latent_channels} latent channels, {a.reconstruction} reconstruction, KL weight {a.kl_weight:g}")
     else:
         typer.echo(f"diffusion {cfg.diffusion.path}, predicts {cfg.diffusion.prediction}, weighting {cfg.diffusion.weighting}")
     typer.echo(f"progress  {state.get('step', 0)} / {cfg.train.steps} steps" + (f", last loss {state['last_loss']:.4f}" if state else ""))

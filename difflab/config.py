@@ -72,6 +72,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     kind: str = "unet"  # unet | dit (images) | mlp (vectors) | transformer (token sequences: kind = "discrete" / "autoregressive")
+    #                     | vae (the autoencoder of kind = "autoencoder": channels, channel_mult, num_res_blocks)
     channels: int = 64
     channel_mult: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 2
@@ -87,7 +88,7 @@ class ModelConfig:
     #                                 to the time embedding (needs data.captions)
 
     def __post_init__(self):
-        choose(self.kind, ("unet", "dit", "mlp", "transformer"), "model.kind")
+        choose(self.kind, ("unet", "dit", "mlp", "transformer", "vae"), "model.kind")
         _within(self, "heads", 1, 256)
         if self.kind in ("transformer", "dit") and self.width % self.heads:
             raise ValueError(f"model.width ({self.width}) must be divisible by model.heads ({self.heads})")
@@ -213,6 +214,24 @@ class DiscreteConfig:
         return self.sampler or ("masked" if self.path in ("masked", "absorbing") else "ancestral")
 
 
+@dataclass
+class AutoencoderConfig:
+    """The KL-regularised autoencoder of an `autoencoder` run (the first stage of latent diffusion; its network
+    is [model] with model.kind = "vae": channels, channel_mult (one level per halving of the side), num_res_blocks)."""
+
+    latent_channels: int = 4
+    kl_weight: float = 1e-4  # the KL's weight against the summed reconstruction error (objectives.AutoencoderObjective)
+    reconstruction: str = "l2"  # l2 | l1
+
+    def __post_init__(self):
+        from .objectives import RECONSTRUCTION_LOSSES
+
+        _within(self, "latent_channels", 1, 1024)
+        choose(self.reconstruction, RECONSTRUCTION_LOSSES, "autoencoder.reconstruction")
+        if not 0 <= self.kl_weight < math.inf:
+            raise ValueError(f"autoencoder.kl_weight must be >= 0 and finite, got {self.kl_weight}")
+
+
 LR_DECAYS = ("none", "cosine", "linear")
 
 
@@ -290,12 +309,14 @@ class SampleConfig:
 @dataclass
 class Config:
     name: str = "run"
-    kind: str = "diffusion"  # what the run holds: diffusion (a denoiser on a path; flows too) | classifier (p_t(c | x_t))
+    kind: str = "diffusion"  # what the run holds: diffusion (a denoiser on a path; flows too; latent diffusion with
+    #                          requires.autoencoder) | classifier (p_t(c | x_t)) | autoencoder | discrete | autoregressive
     requires: dict = field(default_factory=dict)  # other runs this one is built on: role -> run folder
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     discrete: DiscreteConfig = field(default_factory=DiscreteConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -330,6 +351,17 @@ class Config:
         if self.discrete.p_uncond and not (token_kind and self.model.class_conditional):
             raise ValueError("discrete.p_uncond drops class labels: it needs a class-conditional discrete or "
                              "autoregressive run (model.class_conditional = true)")
+        if (self.kind == "autoencoder") != (self.model.kind == "vae"):
+            raise ValueError("an autoencoder run (kind = \"autoencoder\") has model.kind = 'vae', and only it does"
+                             if self.kind == "autoencoder" else
+                             f"model.kind = 'vae' is the network of an autoencoder run (kind = \"autoencoder\"); a {self.kind} "
+                             "run uses 'unet' or 'dit' (latent diffusion names its autoencoder run in requires.autoencoder)")
+        if self.kind == "autoencoder" and (self.data.categorical or self.data.captions or self.data.name == "toy"):
+            raise ValueError("an autoencoder run encodes images: use data.name = digits, fashion_mnist or folder, "
+                             "without data.levels or data.captions")
+        if "autoencoder" in self.requires and self.kind != "diffusion":
+            raise ValueError(f"requires.autoencoder makes a latent diffusion run (kind = \"diffusion\"); a {self.kind} run "
+                             "does not take one")
         if self.kind == "classifier" and self.model.class_conditional:
             raise ValueError("a classifier run predicts the class: model.class_conditional does not apply to it")
         if self.kind == "diffusion":

@@ -7,6 +7,12 @@ runs, the classifier's accuracy on the requested labels), for toy sets by sample
 and sliced W2, MMD, energy distance) and the true density's NLL of the samples. Each figure comes
 with its floor: the same figure for real data in place of samples.
 
+`run_autoencoder_metrics` measures an autoencoder run (the first stage of latent diffusion): PSNR of the
+reconstructions of held-out images, the Frechet distance and precision / recall of reconstructed training
+images against the same reference as samples (the floor any latent model over it can reach, beside the
+floor of real images), and the latents' per-channel mean and standard deviation with the scale a latent
+run would use.
+
 `run_nll` measures a run's negative log-likelihood on a data split by the probability-flow ODE
 (`likelihood.log_likelihood`) and, for discrete-time paths when asked, the DDPM ELBO. Images are
 dequantized and reported in bits per dimension; for toy sets with a known density the true
@@ -198,8 +204,17 @@ def _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels=None
     x, info = sample_batched(den, path, n, shape, seed=seed, batch_size=batch_size, device=device,
                              x=source_sample(cfg, n, torch.Generator().manual_seed(seed)),
                              cond={"label": labels} if labels is not None else None, return_info=True, **how)
+    x = _decoded(den, x, batch_size, device)
     return x, {"sampler": parse_sampler_spec(sampler or cfg.sample.sampler).label, "grid": how["grid"] or default_grid(path),
                "steps": how["steps"], "nfe": info.nfe, "sample_seconds": round(time.time() - t0, 1)}
+
+
+def _decoded(den, x: Tensor, batch_size: int, device) -> Tensor:
+    """Images from a latent diffusion run's samples (its denoiser's `decode`); other samples as they are."""
+    if not hasattr(den, "decode"):
+        return x
+    with torch.no_grad():
+        return torch.cat([den.decode(x[i:i + batch_size].to(device)).clamp(-1, 1).float().cpu() for i in range(0, len(x), batch_size)])
 
 
 def _labels(run_dir, cfg, n: int, guide: dict | None) -> Tensor | None:
@@ -260,7 +275,8 @@ def _scorer(run_dir, cfg, metrics, n: int, seed: int):
     keep = ["fd", "precision", "recall", "density", "coverage"] if "prdc" in metrics else ["fd"]
     if "fid" not in metrics:
         keep.remove("fd")
-    floor = image_metrics(net, real, train.images[torch.randperm(len(train), generator=g)[:n]])  # real data as "samples"
+    floor_images = train.images[torch.randperm(len(train), generator=g)[:n]]
+    floor = image_metrics(net, real, floor_images)  # real data as "samples"
     floors = {k + "_floor": floor[k] for k in keep}
 
     def score(x, labels):
@@ -275,6 +291,7 @@ def _scorer(run_dir, cfg, metrics, n: int, seed: int):
                              "classifier guidance (--classifier CLF_RUN --guidance W)")
         return out
 
+    score.floor_images = floor_images  # the training images of the floor (an autoencoder reconstructs them)
     return score, floors
 
 
@@ -365,6 +382,37 @@ _LABELS = {"bits_per_symbol": "bits / symbol", "nll_nats": "NLL (nats / example)
            "negative ELBO (nats / example)", "elbo_bpd": "bits / dim (ELBO)", "elbo_kl_gap_nats": "ELBO KL gap (nats)"}
 
 
+@torch.no_grad()
+def run_autoencoder_metrics(run_dir, *, split: str = "test", n: int | None = 1000, seed: int = 0, batch_size: int = 500,
+                            device: str = "cpu") -> dict:
+    """Reconstruction figures of an autoencoder run (module doc)."""
+    from .latent import encode_images, measure_scale
+
+    started = time.perf_counter()
+    cfg = run_config(run_dir)
+    if cfg.kind != "autoencoder":
+        raise ValueError(f"{run_dir} is a {cfg.kind} run, not an autoencoder")
+    ae, _, _ = load(run_dir, device=device)
+    x, _, _ = held_out(run_dir, split, n, seed)
+
+    def reconstruct(images):
+        z = encode_images(ae, images, batch_size=batch_size, device=device)
+        return z, torch.cat([ae.decode(z[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(z), batch_size)])
+
+    z, x_hat = reconstruct(x)
+    mse = ((x_hat.clamp(-1, 1) - x) / 2).square().flatten(1).mean(1)  # on the [0, 1] scale
+    psnr, psnr_se = _mean_se(-10 * torch.log10(mse.clamp_min(1e-12)))
+    out = {"psnr": psnr, "psnr_se": psnr_se, "mse": float(mse.mean()), "n": len(x), "split": split,
+           "latent_shape": list(z.shape[1:]), "latent_mean": [float(v) for v in z.double().mean((0, 2, 3))],
+           "latent_std": [float(v) for v in z.double().std((0, 2, 3))], "scale": measure_scale(z)}
+    if cfg.data.name in ("digits", "fashion_mnist"):  # the reconstructions' distance, where a feature net is shipped
+        score, floors = _scorer(run_dir, cfg, ("fid", "prdc"), len(x), seed)
+        res = score(reconstruct(score.floor_images)[1].clamp(-1, 1), None)
+        out.update({k: res[k] for k in ("fd", "precision", "recall")}, **{k: floors[k] for k in ("fd_floor", "precision_floor", "recall_floor")})
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
 def write_report(run_dir, key: str, result: dict, command: str) -> Path:
     """Merge `result` under `key` into run_dir/eval.json and rewrite run_dir/eval.md from it."""
     run_dir = Path(run_dir)
@@ -380,6 +428,17 @@ def write_report(run_dir, key: str, result: dict, command: str) -> Path:
     _write_json(path, allres)
     lines = [f"# Evaluation of `{run_dir}`", ""]
     for k, r in allres.items():
+        if k == "reconstruction":
+            lines += [f"## {k}", "", f"`{r.get('command', '')}`", "", "| figure | value |", "|---|---|",
+                      f"| PSNR of {r['n']} {r['split']} images | {r['psnr']:.2f} +- {r['psnr_se']:.2f} dB |"]
+            if "fd" in r:
+                for name in ("fd", "precision", "recall"):
+                    lines.append(f"| {_SAMPLE_LABELS[name]} of reconstructed training images (real images) | "
+                                 f"{r[name]:.4f} ({r[name + '_floor']:.4f}) |")
+            lines += [f"| latents | {' x '.join(map(str, r['latent_shape']))}; per channel mean "
+                      f"{', '.join(f'{v:.3f}' for v in r['latent_mean'])}, std {', '.join(f'{v:.3f}' for v in r['latent_std'])} |",
+                      f"| scale (1 / std) | {r['scale']:.4f} |", f"| time | {r['seconds']} s |", ""]
+            continue
         if k.startswith("samples"):
             lines += [f"## {k}", "", f"`{r.get('command', '')}`", "", "| figure | samples | real data (floor) |", "|---|---|---|"]
             for name, label in _SAMPLE_LABELS.items():
@@ -455,6 +514,7 @@ def run_text_metrics(run_dir, prompts: list, scales, *, per_prompt: int = 4, sam
         t0 = time.time()
         x, done = sample_batched(den, path, n, tuple(info["shape"]), seed=seed, batch_size=batch_size, device=device, cond=cond,
                                  return_info=True, **how)
+        x = _decoded(den, x, batch_size, device)
         shade, size = attributes(x, want["label"], cuts)
         m = image_metrics(net, real, x, labels=want["label"])
         rows.append({"scale": float(w), "class_accuracy": m["accuracy"],

@@ -26,6 +26,18 @@ p(x0 | x_t), and the loss is D3PM's bound ("vb"), its hybrid with the cross-entr
 `lam`), or the continuous-time masked-diffusion bound ("masked"); `AutoregressiveObjective` is the exact
 next-token negative log-likelihood of a causal network, the reference the bounds are read against.
 
+`AutoencoderObjective` trains the first stage of latent diffusion (Rombach et al. 2022; `nets.VAE`): with
+q(z | x) = N(mean, diag exp(logvar)) from the encoder and z = mean + exp(logvar / 2) eps drawn once, the
+per-example loss is
+
+    ( sum_pixels rec(x, decode(z)) + kl_weight * KL(q(z | x) || N(0, I)) ) / D,
+    KL = 1/2 sum_latents (mean^2 + exp(logvar) - 1 - logvar),
+
+rec the squared ("l2") or absolute ("l1") error and D the number of pixels (dividing by D keeps the loss's
+scale that of a per-pixel error; the ratio of the two terms is kl_weight's alone). kl_weight = 1 with l2
+is the negative ELBO of a Gaussian decoder of variance 1/2 up to constants; LDM uses a small weight
+(1e-6 with its perceptual loss) so the latents keep detail and the KL only keeps their scale in check.
+
 `ClassifierObjective` trains a noise-conditional classifier p_t(c | x_t) on the same path (Dhariwal &
 Nichol 2021): cross-entropy of `model(x_t, t)`'s logits against the labels, at x_t = alpha x + sigma z
 with t from the path's time sampler: what classifier guidance needs.
@@ -43,7 +55,7 @@ from ._checks import choose
 from ._random import rand, randn
 from .couplings import COUPLINGS, couple
 
-__all__ = ["Objective", "DiffusionObjective", "ClassifierObjective", "CategoricalObjective", "AutoregressiveObjective",
+__all__ = ["Objective", "DiffusionObjective", "ClassifierObjective", "AutoencoderObjective", "CategoricalObjective", "AutoregressiveObjective",
            "model_inputs", "drop_labels", "NULL_LABEL"]
 
 Objective = Callable[[torch.nn.Module, Mapping[str, Tensor], torch.Generator], Tensor]
@@ -153,6 +165,39 @@ class ClassifierObjective:
 
     def __repr__(self) -> str:
         return f"ClassifierObjective({self.path!r})"
+
+
+RECONSTRUCTION_LOSSES = ("l2", "l1")
+
+
+class AutoencoderObjective:
+    """The KL-regularised autoencoder's loss (module doc) for a model with `posterior(x) -> (mean, logvar)`
+    and `decode(z)`; per example, in squared (or absolute) error per pixel."""
+
+    def __init__(self, *, reconstruction: str = "l2", kl_weight: float = 1e-4):
+        self.reconstruction = choose(reconstruction, RECONSTRUCTION_LOSSES, "reconstruction loss")
+        if not 0 <= kl_weight < float("inf"):
+            raise ValueError(f"the KL weight must be >= 0 and finite, got {kl_weight}")
+        self.kl_weight = float(kl_weight)
+
+    def parts(self, model, x: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Per example: {"rec": summed reconstruction error, "kl": KL(q(z | x) || N(0, I)) in nats, "x_hat"}."""
+        mean, logvar = model.posterior(x)
+        eps = randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+        x_hat = model.decode(mean + (0.5 * logvar).exp() * eps)
+        err = (x_hat.float() - x.float())
+        err = err.square() if self.reconstruction == "l2" else err.abs()
+        m, lv = mean.float(), logvar.float()
+        kl = 0.5 * (m.square() + lv.exp() - 1 - lv).flatten(1).sum(1)
+        return {"rec": err.flatten(1).sum(1), "kl": kl, "x_hat": x_hat}
+
+    def __call__(self, model, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
+        x = batch["x"]
+        p = self.parts(model, x, generator)
+        return (p["rec"] + self.kl_weight * p["kl"]) / x[0].numel()
+
+    def __repr__(self) -> str:
+        return f"AutoencoderObjective(reconstruction={self.reconstruction!r}, kl_weight={self.kl_weight})"
 
 
 CATEGORICAL_LOSSES = ("vb", "hybrid", "masked")

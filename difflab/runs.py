@@ -11,10 +11,15 @@ model and objective for the training loop (`training.fit`, which knows nothing o
 | `diffusion`  | a network against `objectives.DiffusionObjective` (every path, prediction, weighting; flows with couplings; label dropout) | (denoiser, path, config) |
 | `discrete`   | a network giving p(x0 given x_t) over symbols against `objectives.CategoricalObjective` (D3PM bound, hybrid, masked diffusion) | (denoiser, categorical path, config) |
 | `autoregressive` | a causal transformer against `objectives.AutoregressiveObjective` (the reference for bits per symbol) | (network, None, config) |
+| `autoencoder` | a KL-regularised VAE (`nets.VAE`) against `objectives.AutoencoderObjective` | (autoencoder, None, config) |
 | `classifier` | a noise-conditional classifier against `objectives.ClassifierObjective` on the run's path | (classifier, path, config): `classifier(x_t, t, label) -> log p_t(label given x_t)` |
 
 A run that depends on other runs names them in `requires` (role -> run folder); they must be there,
-complete, before it trains or loads (`required_runs`). Anything wrong in a run folder is a
+complete, before it trains or loads (`required_runs`). A diffusion run that requires an `autoencoder` is
+latent diffusion (`difflab.latent`): it trains on the autoencoder's latents of its data (encoded once and
+cached in the autoencoder's folder, scaled to unit variance by a factor measured on them and kept in
+data.json with the autoencoder checkpoint it used), and `load` gives a `latent.LatentDenoiser` whose
+`decode` turns samples into images (`decoder(run)` for any run). Anything wrong in a run folder is a
 ValueError or FileNotFoundError with one line that says what and how to fix it.
 """
 
@@ -36,9 +41,13 @@ from .config import (Config, build_categorical_path, build_classifier, build_dat
 from .denoisers import as_denoiser, clipped
 from .training.checkpoint import CheckpointDamaged, latest_valid_checkpoint, load_tensors, load_weights, read_state
 
-__all__ = ["train", "load", "load_network", "run_config", "data_info", "run_kind", "required_runs", "source_sample",
+__all__ = ["train", "load", "load_network", "decoder", "sample_shape", "run_config", "data_info", "run_kind", "required_runs", "source_sample",
            "sampling_settings", "load_guided", "diffusion_config", "data_record", "KINDS", "CheckpointDamaged",
            "sample_tokens", "tokens_to_values"]
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr)
@@ -91,6 +100,9 @@ def data_record(data) -> dict:
         record.update(symbols=data.num_symbols, alphabet=data.alphabet)
     from .data.captions import CaptionedImages
 
+    latent = getattr(data, "latent", None)
+    if latent:  # latents, not pixels: no range to clip to; what they decode to is kept beside
+        record.update(range=None, latent=latent)
     if isinstance(data, CaptionedImages):  # what a prompt must be encoded like, and the attributes' cut points
         from .text_encoder import NAME
 
@@ -108,7 +120,10 @@ def diffusion_config(run_dir: str | Path) -> Config:
     cfg = run_config(run_dir)
     if cfg.kind != "diffusion":
         hint = " (guide a diffusion run with it: --classifier " + str(run_dir) + " --guidance W)" if cfg.kind == "classifier" else ""
-        raise ValueError(f"{run_dir} is a {cfg.kind} run, not a diffusion model: it has no samples{hint}")
+        if cfg.kind == "autoencoder":
+            hint = (" (train a latent diffusion run on it with requires.autoencoder = \"" + str(run_dir) + "\"; measure its "
+                    "reconstructions with difflab eval " + str(run_dir) + ")")
+        raise ValueError(f"{run_dir} is {_a(cfg.kind)} run, not a diffusion model: it has no samples{hint}")
     return cfg
 
 
@@ -126,9 +141,11 @@ def required_runs(cfg: Config, run_dir: str | Path) -> dict[str, Path]:
     beside `run_dir`."""
     run_dir = Path(run_dir)
     need = KINDS[cfg.kind].requires
-    if need and set(cfg.requires) != set(need):
+    allowed = {**need, **(KINDS[cfg.kind].optional or {})}
+    if need and not set(need) <= set(cfg.requires):
         raise ValueError(f"a {cfg.kind} run requires {', '.join(f'requires.{r}' for r in need)} (the run folders of its "
                          f"{', '.join(need.values())}); it names {', '.join(cfg.requires) or 'none'}")
+    need = allowed  # a role of its kind must be a run of the kind it names; other roles any run
     found = {}
     for role, where in cfg.requires.items():
         path = _find_run(where, run_dir)
@@ -137,7 +154,7 @@ def required_runs(cfg: Config, run_dir: str | Path) -> dict[str, Path]:
                                     f"{Path.cwd()} and {run_dir.parent}); train it first or fix requires.{role}")
         kind = run_kind(path)
         if role in need and kind != need[role]:
-            raise ValueError(f"requires.{role} = {where!r} is a {kind} run; a {need[role]} run is needed")
+            raise ValueError(f"requires.{role} = {where!r} is {_a(kind)} run; {_a(need[role])} run is needed")
         if latest_valid_checkpoint(path)[0] is None:
             raise FileNotFoundError(f"the run {where!r} (requires.{role}) has no checkpoint that loads yet; train it first")
         found[role] = path
@@ -154,6 +171,7 @@ class Kind:
     build: Callable  # (cfg, data, network) -> objective
     load: Callable  # (run_dir, net, cfg, data_info, clip) -> what `load` returns
     requires: dict
+    optional: dict = None  # roles it may name: role -> kind
 
 
 def _symbols(info: dict) -> int:
@@ -249,13 +267,128 @@ def _load_diffusion(run_dir, net, cfg: Config, info: dict, clip: bool):
     value_range = info.get("range")
     if value_range and clip:  # images live in [-1, 1], and so does E[x0 | x_t]
         den = clipped(den, *value_range)
+    if info.get("latent"):
+        den = _with_decoder(den, run_dir, next(net.parameters()).device)
     return den, path, cfg
 
 
-KINDS = {"diffusion": Kind(_diffusion_network, _build_diffusion, _load_diffusion, {}),
+def _autoencoder_network(cfg: Config, info: dict):
+    from .nets import VAE
+
+    m = cfg.model
+    net = VAE(info["shape"][0] if len(info["shape"]) == 3 else 0, cfg.autoencoder.latent_channels, m.channels,
+              m.channel_mult, m.num_res_blocks, m.patch_size)
+    if len(info["shape"]) != 3:
+        raise ValueError(f"an autoencoder encodes images (C, H, W); these data have shape {tuple(info['shape'])}")
+    try:
+        net.latent_shape(tuple(info["shape"]))
+    except ValueError:
+        raise ValueError(f"images of {info['shape'][1]}x{info['shape'][2]} need sides divisible by model.patch_size x "
+                         f"2^(levels - 1) = {net.factor} (model.channel_mult has {len(m.channel_mult)} levels); use fewer "
+                         "levels or a smaller patch") from None
+    return net
+
+
+def _build_autoencoder(cfg: Config, data, model):
+    from .objectives import AutoencoderObjective
+
+    a = cfg.autoencoder
+    return AutoencoderObjective(reconstruction=a.reconstruction, kl_weight=a.kl_weight)
+
+
+def _load_autoencoder(run_dir, net, cfg: Config, info: dict, clip: bool):
+    return net, None, cfg
+
+
+KINDS = {"diffusion": Kind(_diffusion_network, _build_diffusion, _load_diffusion, {}, {"autoencoder": "autoencoder"}),
+         "autoencoder": Kind(_autoencoder_network, _build_autoencoder, _load_autoencoder, {}),
          "classifier": Kind(_classifier_network, _build_classifier, _load_classifier, {}),
          "discrete": Kind(_discrete_network, _build_discrete, _load_discrete, {}),
          "autoregressive": Kind(_autoregressive_network, _build_autoregressive, _load_autoregressive, {})}
+
+
+# -- latent diffusion ----------------------------------------------------------------------------
+
+def _latent_data(data, autoencoder_dir: Path, device="cpu"):
+    """`data` with its images replaced by the autoencoder's scaled latents (module doc of `difflab.latent`); the
+    latents of each (data set, autoencoder checkpoint) are encoded once and cached in the autoencoder's folder."""
+    import copy
+
+    from .data import ImageData
+    from .latent import encode_images, measure_scale
+    from safetensors.torch import save_file
+
+    if not isinstance(data, ImageData):
+        raise ValueError(f"latent diffusion encodes images; these data ({data.name}) are not images")
+    ae, ae_cfg, state = load_network(autoencoder_dir, device=device)
+    ae_shape = tuple(data_info(autoencoder_dir)["shape"])
+    if ae_shape != tuple(data.shape):
+        raise ValueError(f"the autoencoder {autoencoder_dir} was trained on images of shape {ae_shape}; these data have "
+                         f"shape {tuple(data.shape)}")
+    step = int(state.get("step", 0))
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{data.name}-{len(data)}")
+    cache = Path(autoencoder_dir) / "latents" / f"{safe}-step-{step}.safetensors"
+    latents = None
+    if cache.is_file():
+        try:
+            latents = load_tensors(cache)["latents"]
+        except (CheckpointDamaged, KeyError, ValueError, OSError):
+            latents = None
+        if latents is not None and tuple(latents.shape) != (len(data), *ae.latent_shape(data.shape)):
+            latents = None
+    if latents is None:
+        latents = encode_images(ae, data.images, device=device, progress=_is_main_process())
+        if _is_main_process():  # written whole, then renamed: a crash leaves no half file
+            cache.parent.mkdir(exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+            save_file({"latents": latents.contiguous()}, str(tmp))
+            tmp.replace(cache)
+    scale = measure_scale(latents)
+    z = latents * scale
+    out = copy.copy(data)
+    out.images = z
+    out.name = f"{data.name} (latents)"
+    out.latent = {"autoencoder": str(autoencoder_dir), "autoencoder_step": step, "scale": scale,
+                  "image_shape": list(data.shape), "image_range": [-1.0, 1.0],
+                  "channel_mean": [round(float(v), 6) for v in z.double().mean((0, 2, 3))],
+                  "channel_std": [round(float(v), 6) for v in z.double().std((0, 2, 3))]}
+    return out
+
+
+def _latent_of(run_dir: Path, info: dict, device="cpu"):
+    """The `latent.Latent` (autoencoder at the checkpoint the run was trained with, and scale) of a latent run."""
+    from .latent import Latent
+
+    rec = info["latent"]
+    cfg = run_config(run_dir)
+    ae_dir = required_runs(cfg, run_dir)["autoencoder"]
+    ae, _, _ = load_network(ae_dir, device=device, step=int(rec["autoencoder_step"]))
+    return Latent(ae, float(rec["scale"]))
+
+
+def _with_decoder(den, run_dir, device="cpu"):
+    from .latent import LatentDenoiser
+
+    return LatentDenoiser(den, _latent_of(Path(run_dir), data_info(run_dir), device))
+
+
+def decoder(run_dir: str | Path, device="cpu"):
+    """z -> images for a latent diffusion run's samples (`Latent.decode`), the identity for any other run."""
+    info = data_info(run_dir)
+    if not info.get("latent"):
+        return lambda x: x
+    latent = _latent_of(Path(run_dir), info, device)
+
+    @torch.no_grad()
+    def decode(z):
+        return latent.decode(z.to(device)).clamp(-1, 1)
+    return decode
+
+
+def sample_shape(run_dir: str | Path) -> tuple:
+    """The shape of one sample as the sampler draws it (a latent run's latents) and as it ends up (images)."""
+    info = data_info(run_dir)
+    return tuple(info["latent"]["image_shape"]) if info.get("latent") else tuple(info["shape"])
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -318,8 +451,11 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bo
     from .training import fit
 
     run_dir = Path(run_dir)
-    required_runs(cfg, run_dir)
+    needed = required_runs(cfg, run_dir)
     data = data if data is not None else build_data(cfg.data)
+    if "autoencoder" in needed:
+        data = _latent_data(data, needed["autoencoder"])
+        _check_same_latents(run_dir, data, resume)
     with torch.random.fork_rng(devices=[]):  # the initial weights depend on the run's seed alone
         torch.manual_seed(derive_seed(cfg.train.seed, "init"))
         model = KINDS[cfg.kind].network(cfg, data_record(data))
@@ -332,14 +468,35 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bo
 
 # -- loading -------------------------------------------------------------------------------------
 
-def load_network(run_dir: str | Path, *, ema: bool = True, device="cpu"):
+def _check_same_latents(run_dir: Path, data, resume: bool) -> None:
+    """A latent run resumes on the latents it started with: not if its autoencoder has been trained since."""
+    if not resume or not (run_dir / "data.json").is_file() or latest_valid_checkpoint(run_dir)[0] is None:
+        return
+    before = (data_info(run_dir).get("latent") or {}).get("autoencoder_step")
+    if before is not None and before != data.latent["autoencoder_step"]:
+        raise ValueError(f"{run_dir} was trained on the latents of its autoencoder at step {before}; the autoencoder is now "
+                         f"at step {data.latent['autoencoder_step']}: start over with --fresh, or use a new run folder")
+
+
+def load_network(run_dir: str | Path, *, ema: bool = True, device="cpu", step: int | None = None):
     """The run's network with its EMA (or raw) weights from the newest checkpoint that loads (saying so
-    when it passes over damaged ones), in eval mode: (net, config, checkpoint state)."""
+    when it passes over damaged ones), or from the checkpoint of `step`, in eval mode: (net, config,
+    checkpoint state)."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
     info = data_info(run_dir)
     required_runs(cfg, run_dir)
-    ckpt, damaged = latest_valid_checkpoint(run_dir)
+    if step is not None:
+        ckpt, damaged = run_dir / "checkpoints" / f"step-{step:08d}", []
+        try:
+            from .training.checkpoint import verify
+
+            verify(ckpt)
+        except (CheckpointDamaged, FileNotFoundError, OSError) as e:
+            raise ValueError(f"the checkpoint of step {step} of {run_dir} is needed (a latent run was trained on it) and does "
+                             f"not load ({str(e).splitlines()[0][:160]}); retrain the latent run with --fresh") from None
+    else:
+        ckpt, damaged = latest_valid_checkpoint(run_dir)
     if ckpt is None:
         if damaged:
             raise ValueError(f"no checkpoint of {run_dir} loads (the newest: {damaged[0][1]}); train it again with --fresh")
@@ -412,7 +569,10 @@ def load_guided(run_dir: str | Path, *, scale: float | None = None, classifier: 
                                        path=path, interval=interval, rescale=rescale)
     if threshold is not None:
         den = guidance.dynamic_threshold(den, threshold)
-    return (clipped(den, *value_range) if value_range else den), path, cfg
+    den = clipped(den, *value_range) if value_range else den
+    if data_info(run_dir).get("latent"):
+        den = _with_decoder(den, run_dir, device)
+    return den, path, cfg
 
 
 def prompt_condition(run_dir: str | Path, prompts, device="cpu") -> dict:

@@ -8,10 +8,11 @@ from .mlp import MLP
 from .attention import CrossAttention
 from .categorical import CategoricalDiT, CategoricalUNet
 from .dit import DiT
+from .autoencoder import VAE, IdentityAutoencoder
 from .transformer import TokenTransformer, TransformerBlock
 from .unet import NoisyClassifier, UNet
 
-__all__ = ["MLP", "UNet", "DiT", "TokenTransformer", "TransformerBlock", "CrossAttention", "CategoricalUNet", "CategoricalDiT", "NoisyClassifier", "SmallCNN", "SinusoidalEmbedding", "FourierEmbedding", "ClassEmbedding", "time_embedding"]
+__all__ = ["MLP", "UNet", "DiT", "VAE", "IdentityAutoencoder", "TokenTransformer", "TransformerBlock", "CrossAttention", "CategoricalUNet", "CategoricalDiT", "NoisyClassifier", "SmallCNN", "SinusoidalEmbedding", "FourierEmbedding", "ClassEmbedding", "time_embedding"]
 
 
 def count_parameters(net) -> int:
