@@ -22,6 +22,12 @@ trained for the same wall-clock minutes on this machine, then sampled at 10 and 
   options). Sampled with diffusers' `DPMSolverMultistepScheduler` (2M) and `UniPCMultistepScheduler`,
   with their defaults and with `use_karras_sigmas=True`, from the EMA UNet, with the schedule and
   prediction it was trained with.
+- latent (issue 19): latent diffusion, all within the same budget: the `fashion_mnist_vae` autoencoder for
+  `--ae-minutes` (lr decayed to 0 over them), the training set encoded once, then the `fashion_mnist_latent`
+  model on its scaled latents for the rest of the budget (same fixed-time recipe and bf16 as difflab's side;
+  `--ae-set` / `--latent-set` change either preset). Sampled with DIFFLAB_SAMPLERS over latents and scored
+  on the decoded images; the autoencoder's reconstruction FD (the floor any latent model over it can reach)
+  is reported beside.
 - Each side is scored by its best sampler at each NFE: Frechet distance, precision and recall in the
   shipped Fashion-MNIST feature network's space (`difflab.features`), `--n` samples against `--n`
   test images, beside the floor (`--n` training images in place of samples). Both sides are measured
@@ -67,6 +73,48 @@ def train_difflab(out: Path, minutes: float, bf16: bool = True, overrides: tuple
     res = dl.training.train(cfg, out, resume=False)
     return {"steps": res.step, "seconds": res.seconds, "batch_size": cfg.train.batch_size, "bf16": bf16, "overrides": list(overrides),
             "parameters": sum(p.numel() for p in dl.runs.load_network(out)[0].parameters())}
+
+
+def _clock_recipe(minutes: float, bf16: bool) -> list[str]:
+    return [f"train.max_minutes={minutes}", "train.steps=1000000", "train.checkpoint_every=500", "train.device=cpu",
+            f"train.amp_cpu={str(bf16).lower()}", "train.lr_decay=cosine"]
+
+
+def train_latent(out: Path, minutes: float, ae_minutes: float, bf16: bool = True, ae_overrides: tuple[str, ...] = (),
+                 overrides: tuple[str, ...] = DIFFLAB_BUDGET_RECIPE) -> dict:
+    """The autoencoder for `ae_minutes`, the encoding of the training set, then the latent model for what is left
+    of `minutes` (module doc)."""
+    t0 = time.time()
+    ae_cfg = dl.config.load_config("fashion_mnist_vae", [*_clock_recipe(ae_minutes, bf16), *ae_overrides])
+    ae = dl.training.train(ae_cfg, out / "vae", resume=False)
+    cfg = dl.config.load_config("fashion_mnist_latent", [f'requires.autoencoder="{out / "vae"}"', *_clock_recipe(1, bf16), *overrides])
+    dl.runs.latent_data(dl.config.build_data(cfg.data), out / "vae")  # encoded (and cached) inside the budget
+    left = minutes - (time.time() - t0) / 60
+    cfg = dl.config.load_config(cfg.to_dict(), [f"train.max_minutes={left}"])
+    res = dl.training.train(cfg, out / "latent", resume=False)
+    params = sum(sum(p.numel() for p in dl.runs.load_network(out / r)[0].parameters()) for r in ("vae", "latent"))
+    return {"steps": res.step, "autoencoder_steps": ae.step, "autoencoder_seconds": ae.seconds, "seconds": time.time() - t0,
+            "batch_size": cfg.train.batch_size, "bf16": bf16, "overrides": list(overrides), "ae_overrides": list(ae_overrides),
+            "parameters": params, "reconstruction": reconstruction_figures(out / "vae")}
+
+
+def reference(n: int, seed: int = 0):
+    """(feature net, n test images as the reference, n training images for the floor), the same for every side."""
+    net, _ = load_feature_net("fashion_mnist")
+    g = torch.Generator().manual_seed(10_000 + seed)
+    test, train = dl.data.fashion_mnist("test").images, dl.data.fashion_mnist("train").images
+    return net, test[torch.randperm(len(test), generator=g)[:n]], train[torch.randperm(len(train), generator=g)[:n]]
+
+
+@torch.no_grad()
+def reconstruction_figures(ae_dir: Path, n: int = 1000) -> dict:
+    """FD, precision, recall of the autoencoder's reconstructions of the floor's training images, and their PSNR."""
+    net, real, pick = reference(n)
+    ae, _, _ = dl.load(ae_dir)
+    rec = ae.decode(ae.encode(pick)).clamp(-1, 1)
+    m = image_metrics(net, real, rec)
+    psnr = float((-10 * torch.log10(((rec - pick) / 2).square().flatten(1).mean(1))).mean())
+    return {"fd": m["fd"], "precision": m["precision"], "recall": m["recall"], "psnr": psnr}
 
 
 def baseline_unet():
@@ -160,44 +208,63 @@ def fmt_fd(row: dict) -> str:
 
 def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0, diffusers_train: dict | None = None,
           labels=None, noise_seeds: int = 1) -> dict:
-    """Both sides' samplers at each NFE through difflab's harness (`dl.bench.sweep`): the same starting noise,
-    each example's noise from its own generator, stochastic samplers averaged over `noise_seeds`."""
-    from diffusers import UNet2DModel
+    """Every side's samplers at each NFE through difflab's harness (`dl.bench.sweep`): the same starting noise
+    for the pixel sides (a latent side draws its own, of its latents' shape), each example's noise from its own
+    generator, stochastic samplers averaged over `noise_seeds`."""
+    net, real, pick = reference(n, seed)
+    floor = image_metrics(net, real, pick)
 
-    net, _ = load_feature_net("fashion_mnist")
-    g = torch.Generator().manual_seed(10_000 + seed)
-    test, train = dl.data.fashion_mnist("test").images, dl.data.fashion_mnist("train").images
-    real = test[torch.randperm(len(test), generator=g)[:n]]
-    floor = image_metrics(net, real, train[torch.randperm(len(train), generator=g)[:n]])
-    jobs = []
+    def wanted(spec):
+        return labels is None or spec in labels
+
+    def difflab_jobs(den, path):
+        extra = [spec for spec in labels or () if spec not in DIFFLAB_SAMPLERS and spec not in DIFFUSERS_SCHEDULERS]
+        return [dl.bench.difflab_job(den, path, spec) for spec in DIFFLAB_SAMPLERS if wanted(spec)] + \
+               [dl.bench.difflab_job(den, path, spec) for spec in extra]
+
+    groups = []  # (side name or None to keep the job's library, jobs, starting noise, decode)
+    pixel_jobs = []
     if "difflab" in sides:
         den, path, _ = dl.load(out / "difflab")
         x_T = dl.sampling.prior_noise(path, n, (1, 28, 28), seed)
-        jobs += [dl.bench.difflab_job(den, path, spec) for spec in DIFFLAB_SAMPLERS if labels is None or spec in labels]
-        jobs += [dl.bench.difflab_job(den, path, spec) for spec in labels or () if spec not in DIFFLAB_SAMPLERS
-                 and spec not in DIFFUSERS_SCHEDULERS]
+        pixel_jobs += difflab_jobs(den, path)
     else:
         x_T = dl.sampling.prior_noise(dl.paths.DiscreteVP.linear(1000), n, (1, 28, 28), seed)  # sigma(1) = 1 on both sides
     if "diffusers" in sides:
+        from diffusers import UNet2DModel
+
         unet = UNet2DModel.from_pretrained(out / "diffusers").eval()
         dt = diffusers_train or {}
         param = {"schedule": dt.get("schedule", "linear"), "prediction": dt.get("prediction", "epsilon")}
-        jobs += [diffusers_side_job(unet, name, **param) for name in DIFFUSERS_SCHEDULERS if labels is None or name in labels]
-
-    def figures(x):
-        m = image_metrics(net, real, x.clamp(-1, 1))
-        return {key: m[key] for key in ("fd", "precision", "recall")}
+        pixel_jobs += [diffusers_side_job(unet, name, **param) for name in DIFFUSERS_SCHEDULERS if wanted(name)]
+    if pixel_jobs:
+        groups.append((None, pixel_jobs, x_T, None))
+    if "latent" in sides:
+        den, path, _ = dl.load(out / "latent" / "latent")
+        shape = tuple(dl.runs.data_info(out / "latent" / "latent")["shape"])
+        groups.append(("latent", difflab_jobs(den, path), dl.sampling.prior_noise(path, n, shape, seed), den.decode))
 
     def log(line):
         print(line, flush=True)
 
-    # diffusers: Karras sigmas on cosine betas repeat timesteps (IndexError, AssertionError); a failure is a row
-    rows = dl.bench.sweep(jobs, x_T, nfes, figures, seed=seed, batch_size=500, noise_seeds=noise_seeds, log=log,
-                          errors=(ValueError, IndexError, AssertionError))
-    for r in rows:
-        r["side"] = r.pop("library")
-        r.setdefault("noise_seeds", 1)
-        r.setdefault("fd_std", 0.0)
+    rows = []
+    for side, jobs, start, decode in groups:
+        def figures(x, decode=decode):
+            if decode is not None:
+                with torch.no_grad():
+                    x = torch.cat([decode(x[i:i + 500]) for i in range(0, len(x), 500)])
+            m = image_metrics(net, real, x.clamp(-1, 1))
+            return {key: m[key] for key in ("fd", "precision", "recall")}
+
+        # diffusers: Karras sigmas on cosine betas repeat timesteps (IndexError, AssertionError); a failure is a row
+        got = dl.bench.sweep(jobs, start, nfes, figures, seed=seed, batch_size=500, noise_seeds=noise_seeds, log=log,
+                             errors=(ValueError, IndexError, AssertionError))
+        for r in got:
+            library = r.pop("library")
+            r["side"] = side or library
+            r.setdefault("noise_seeds", 1)
+            r.setdefault("fd_std", 0.0)
+        rows += got
     return {"n": n, "floor": {k: floor[k] for k in ("fd", "precision", "recall")}, "rows": [r for r in rows if "error" not in r]}
 
 
@@ -207,24 +274,40 @@ def report(result: dict) -> str:
     lines = [f"# Quality per CPU-minute: {result['minutes']} min of training each, {result['scores']['n']} samples", "",
              "| side | parameters | batch | bf16 | steps in budget | images seen | recipe changes |", "|---|---|---|---|---|---|---|"]
     for side, t in tr.items():
-        changes = (", ".join(t.get("overrides", [])) if side == "difflab"
+        changes = (", ".join(t.get("overrides", [])) if side != "diffusers"
                    else f"lr {t['lr']:g}, warm-up {t['warmup']}, decay {t.get('decay', 'none')}, "
                         f"{t.get('schedule', 'linear')} betas, {t.get('prediction', 'epsilon')}")
-        lines.append(f"| {side} | {t['parameters'] / 1e6:.2f}M | {t['batch_size']} | {t.get('bf16', False)} | {t['steps']} | "
+        steps = f"{t['steps']}" + (f" (+ {t['autoencoder_steps']} autoencoder steps in {t['autoencoder_seconds'] / 60:.1f} min)"
+                                   if "autoencoder_steps" in t else "")
+        lines.append(f"| {side} | {t['parameters'] / 1e6:.2f}M | {t['batch_size']} | {t.get('bf16', False)} | {steps} | "
                      f"{t['steps'] * t['batch_size']:,} | {changes or 'none'} |")
     fl = result["scores"]["floor"]
-    lines += ["", f"Floor (real training images): FD {fl['fd']:.3f}, precision {fl['precision']:.3f}, recall {fl['recall']:.3f}", ""]
-    if set(tr) == {"difflab", "diffusers"}:
-        lines += ["| NFE | difflab best | FD | precision | recall | diffusers best | FD | precision | recall | FD ratio |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", f"Floor (real training images): FD {fl['fd']:.3f}, precision {fl['precision']:.3f}, recall {fl['recall']:.3f}"]
+    for side, t in tr.items():
+        if "reconstruction" in t:
+            r = t["reconstruction"]
+            lines.append(f"{side}: the autoencoder's reconstructions of the same training images: FD {r['fd']:.3f}, precision "
+                         f"{r['precision']:.3f}, recall {r['recall']:.3f}, PSNR {r['psnr']:.2f} dB (the floor of its latent model)")
+    lines.append("")
+    if len(tr) > 1:
+        names = list(tr)
+        lines += ["| NFE | " + " | ".join(f"{s} best | FD | P / R | s per sample" for s in names)
+                  + (" | FD ratio to diffusers |" if "diffusers" in tr else " |"),
+                  "|---|" + "---|---|---|---|" * len(names) + ("---|" if "diffusers" in tr else "")]
         for nfe in sorted({r["nfe"] for r in rows}):
-            best = {side: min((r for r in rows if r["side"] == side and r["nfe"] == nfe), key=lambda r: r["fd"]) for side in tr}
-            a, b = best["difflab"], best["diffusers"]
-            lines.append(f"| {nfe} | {a['sampler']} | {fmt_fd(a)} | {a['precision']:.3f} | {a['recall']:.3f} | {b['sampler']} | "
-                         f"{fmt_fd(b)} | {b['precision']:.3f} | {b['recall']:.3f} | {a['fd'] / b['fd']:.2f} |")
+            best = {side: min((r for r in rows if r["side"] == side and r["nfe"] == nfe), key=lambda r: r["fd"], default=None)
+                    for side in names}
+            cells = [f"{b['sampler']} | {fmt_fd(b)} | {b['precision']:.3f} / {b['recall']:.3f} | {b['seconds_per_sample']:.4f}"
+                     if b else "- | - | - | -" for b in best.values()]
+            ratio = ""
+            if "diffusers" in tr and best["diffusers"]:
+                ratio = " | " + ", ".join(f"{s} {best[s]['fd'] / best['diffusers']['fd']:.2f}" for s in names
+                                          if s != "diffusers" and best[s])
+            lines.append(f"| {nfe} | " + " | ".join(cells) + ratio + " |")
         lines += ["", "Every sampler:", ""]
-    lines += ["| side | sampler | NFE | FD | precision | recall |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['side']} | {r['sampler']} | {r['nfe']} | {fmt_fd(r)} | {r['precision']:.3f} | {r['recall']:.3f} |" for r in rows]
+    lines += ["| side | sampler | NFE | FD | precision | recall | s per sample |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['side']} | {r['sampler']} | {r['nfe']} | {fmt_fd(r)} | {r['precision']:.3f} | {r['recall']:.3f} | "
+              f"{r['seconds_per_sample']:.4f} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -238,6 +321,12 @@ def main():
     ap.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
                     help="a change to difflab's fashion_mnist preset, as for `difflab train --set` (repeatable; "
                          f"default: {' '.join(DIFFLAB_BUDGET_RECIPE)})")
+    ap.add_argument("--ae-minutes", type=float, default=5.0, help="latent side: the autoencoder's share of --minutes")
+    ap.add_argument("--ae-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="latent side: a change to the fashion_mnist_vae preset (repeatable)")
+    ap.add_argument("--latent-set", action="append", default=None, metavar="KEY=VALUE",
+                    help="latent side: a change to the fashion_mnist_latent preset (repeatable; default: "
+                         f"{' '.join(DIFFLAB_BUDGET_RECIPE)})")
     ap.add_argument("--lr", type=float, default=2e-3, help="the diffusers baseline's learning rate")
     ap.add_argument("--batch", type=int, default=128, help="the diffusers baseline's batch size")
     ap.add_argument("--decay", default="cosine", choices=("none", "cosine", "linear"),
@@ -257,11 +346,14 @@ def main():
                          "(e.g. ddpm, dpmpp_2m_sde@karras:rho=4:eta=0.5)")
     a = ap.parse_args()
     a.set = DIFFLAB_BUDGET_RECIPE if a.set is None else tuple(a.set)
+    a.latent_set = DIFFLAB_BUDGET_RECIPE if a.latent_set is None else tuple(a.latent_set)
     if a.noise_seeds < 1:
         ap.error(f"--noise-seeds must be at least 1, got {a.noise_seeds}")
     sides = tuple(a.sides.split(","))
-    if not set(sides) <= {"difflab", "diffusers"} or not sides:
-        ap.error(f"--sides takes difflab and/or diffusers, got {a.sides!r}")
+    if not set(sides) <= {"difflab", "diffusers", "latent"} or not sides:
+        ap.error(f"--sides takes difflab, diffusers and/or latent, got {a.sides!r}")
+    if "latent" in sides and not 0 < a.ae_minutes < a.minutes:
+        ap.error(f"--ae-minutes must lie between 0 and --minutes ({a.minutes}), got {a.ae_minutes}")
     a.out.mkdir(parents=True, exist_ok=True)
     results_file = a.out / "train_budget.json"
     # Sides trained earlier into --out are kept, so one side can be retrained and both scored again.
@@ -272,6 +364,8 @@ def main():
     else:
         if "difflab" in sides:
             train["difflab"] = train_difflab(a.out / "difflab", a.minutes, a.bf16, a.set)
+        if "latent" in sides:
+            train["latent"] = train_latent(a.out / "latent", a.minutes, a.ae_minutes, a.bf16, tuple(a.ae_set), a.latent_set)
         if "diffusers" in sides:
             train["diffusers"] = train_diffusers(a.out / "diffusers", a.minutes, lr=a.lr, batch_size=a.batch, bf16=a.bf16,
                                                  decay=a.decay, schedule=a.schedule, prediction=a.prediction)

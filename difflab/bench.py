@@ -194,6 +194,9 @@ def bench_samplers(run_dir, *, samplers=DEFAULT_SAMPLERS, nfes=(5, 10, 20, 50), 
     specs = [parse_sampler_spec(s) for s in samplers]  # every name checked before anything runs
     earlier = _earlier_rows(run_dir / "bench_samplers.json", n, seed) if append else []
     cfg = diffusion_config(run_dir)
+    from .runs import check_unconditioned_samples
+
+    check_unconditioned_samples(run_dir)
     den, path, _ = load(run_dir, device=device)
     info = data_info(run_dir)
     shape = tuple(info["shape"])

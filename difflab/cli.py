@@ -184,6 +184,11 @@ def sample(
     batch: int = typer.Option(500, min=1, help="Samples per batch (the samples do not depend on it)."),
     out: Path = typer.Option(Path("samples.png"), help="Output: FILE.png (a grid of images, or a 2-D scatter), FILE.npz (arrays) "
                                     "or a folder DIR/ (one PNG per image, for external FID tools)."),
+    base_sampler: str = typer.Option(None, help="A cascade's base stage: its sampler spec (default: the cascade's "
+                                     "cascade.base_sampler, else the base run's own); --sampler, --steps are the second stage's."),
+    base_steps: int = typer.Option(None, min=1, help="A cascade's base stage: its steps."),
+    low_res_noise: float = typer.Option(None, help="A cascade: the augmentation level of the low-resolution images "
+                                        "before the second stage (default: the cascade's cascade.low_res_noise)."),
     device: str = typer.Option("cpu"),
 ):
     """Sample a trained run with any sampler."""
@@ -191,6 +196,17 @@ def sample(
 
     import difflab as dl
 
+    if dl.runs.run_kind(run) == "cascade":
+        given = [k for k, v in {"--grid": grid, "--classifier": classifier, "--guidance-interval": guidance_interval,
+                                "--negative-label": negative_label, "--guidance-rescale": guidance_rescale or None,
+                                "--dynamic-threshold": dynamic_threshold, "--prompt": prompt or None}.items() if v is not None]
+        if given:
+            _fail(f"{', '.join(given)}: not available for a cascade (it takes --label, --guidance, --sampler, --steps, "
+                  "--base-sampler, --base-steps, --low-res-noise)")
+        return _sample_cascade(run, sampler, steps, base_sampler, base_steps, low_res_noise, n, seed, label, guidance, batch,
+                               out, device)
+    if base_sampler is not None or base_steps is not None or low_res_noise is not None:
+        _fail("--base-sampler, --base-steps and --low-res-noise are options of a cascade run")
     if dl.runs.run_kind(run) in ("discrete", "autoregressive"):
         unused = {"--grid": grid, "--classifier": classifier, "--guidance-interval": guidance_interval,
                   "--negative-label": negative_label, "--guidance-rescale": guidance_rescale or None,
@@ -206,6 +222,7 @@ def sample(
         _fail(f"--out must end in .png or .npz, or name a folder; got {out}")
     device = _check_device(device)
     cfg = dl.runs.diffusion_config(run)
+    dl.runs.check_unconditioned_samples(run)
     shape = tuple(dl.runs.data_info(run)["shape"])
     image_shape = dl.runs.sample_shape(run)
     if folder and len(image_shape) != 3:
@@ -254,6 +271,48 @@ def sample(
     else:
         _write_atomically(out, lambda tmp: dl.viz.scatter_grid({"": {f"{n} samples": x}}, tmp))
     typer.echo(f"wrote {out} ({n} samples, {info.nfe} network evaluations per sample)")
+
+
+def _sample_cascade(run: Path, sampler, steps, base_sampler, base_steps, level, n, seed, label, guidance, batch, out: Path,
+                    device):
+    """`difflab sample` on a cascade: both stages; the PNG shows each low-resolution sample (upsampled) above its
+    full-resolution one, the .npz holds both."""
+    import numpy as np
+    import torch
+
+    import difflab as dl
+
+    folder = out.suffix == "" or out.is_dir()
+    if not folder and out.suffix not in (".png", ".npz"):
+        _fail(f"--out must end in .png or .npz, or name a folder; got {out}")
+    device = _check_device(device)
+    info = dl.runs.data_info(run)
+    labels = None
+    if label is not None or info.get("num_classes"):
+        stages = [dl.runs.run_config(info["cascade"][r]).model.class_conditional for r in ("base", "super_resolution")]
+        if any(stages):
+            labels = _labels_for(run, dl.runs.run_config(info["cascade"]["base" if stages[0] else "super_resolution"]),
+                                 label, n)
+        elif label is not None:
+            _fail(f"--label: neither stage of {run} is class-conditional")
+    x, y, how = dl.runs.cascade_sample(run, n, labels=labels, guidance=guidance, sampler=sampler, steps=steps,
+                                       base_sampler=base_sampler, base_steps=base_steps, level=level, seed=seed,
+                                       batch_size=batch, device=device, progress=n > batch)
+    if folder:
+        dl.viz.save_images(x, out)
+    elif out.suffix == ".npz":
+        extra = {"labels": labels.numpy()} if labels is not None else {}
+        _write_atomically(out, lambda tmp: np.savez(tmp, samples=x.numpy(), low_res=y.numpy(), **extra))
+    else:
+        f = info["cascade"]["factor"]
+        up = dl.data.upsample(y, f)
+        k = 8 if labels is None else (info.get("num_classes") or 8)
+        rows = [t for i in range(0, n, k) for t in (up[i:i + k], x[i:i + k])]
+        pad = [torch.cat([r, -torch.ones(k - len(r), *r.shape[1:])]) if len(r) < k else r for r in rows]
+        _write_atomically(out, lambda tmp: dl.viz.save_image_grid(torch.cat(pad), tmp, nrow=k, scale=max(1, 128 // x.shape[-1])))
+    b, s = how["base"], how["super_resolution"]
+    typer.echo(f"wrote {out} ({n} samples: base {b['sampler']} with {b['steps']} steps, super-resolution {s['sampler']} "
+               f"with {s['steps']} steps at augmentation level {how['level']:g})")
 
 
 def _sample_tokens(run: Path, sampler, steps, n, seed, label, guidance, batch, out: Path, device):
@@ -334,6 +393,8 @@ def eval_(
         write_report(run, "reconstruction", res, "difflab eval " + " ".join(sys.argv[2:]))
         typer.echo((Path(run) / "eval.md").read_text())
         return
+    if dl.runs.run_kind(run) == "cascade" and (nll or elbo or "nll" in metrics or "elbo" in metrics):
+        _fail(f"{run} is a cascade: it has no likelihood here; measure its samples with --metrics fid,prdc")
     if dl.runs.run_kind(run) in ("discrete", "autoregressive"):
         if metrics or elbo or guidance is not None or classifier is not None:
             _fail(f"{run} is a {dl.runs.run_kind(run)} run: measure its bits per symbol with --nll")
@@ -419,6 +480,11 @@ def info(run: Path = typer.Argument(..., help="A run folder.")):
         typer.echo(f"discrete  {d.path} path ({steps}), {d.loss_name} loss, samples with {d.sampler_name}")
     elif cfg.kind == "autoregressive":
         typer.echo("model     autoregressive: exact likelihood, one network call per position")
+    elif cfg.kind == "cascade":
+        c = data["cascade"]
+        typer.echo(f"cascade   base {c['base']} ({tuple(c['low_res_shape'])}) -> super-resolution {c['super_resolution']} "
+                   f"(x{c['factor']}), augmentation level {cfg.cascade.low_res_noise:g}; trains nothing")
+        return
     elif cfg.kind == "autoencoder":
         a = cfg.autoencoder
         typer.echo(f"autoencoder {a.latent_channels} latent channels, {a.reconstruction} reconstruction, KL weight {a.kl_weight:g}")

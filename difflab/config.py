@@ -35,6 +35,8 @@ class DataConfig:
     levels: int = 0  # > 1: quantize images or toy points to this many levels (categorical data for kind = "discrete")
     text: str = "pydoc"  # text: pydoc (Python's own docs, always present) | fortunes (Debian) | a text file
     length: int = 128  # text: characters per example
+    downsample: int = 1  # > 1: images averaged over f x f blocks (28x28 -> 14x14 for f = 2): a cascade's low-resolution base
+    low_res: int = 0  # >= 2: super-resolution data: each image with its f-times smaller block average as the condition low_res
     captions: str = ""  # fashion_mnist: "seen" gives every image a caption (class, shade, size; data.captions), encoded by
     #                     the sentence encoder of the optional extra difflab[text], for a text-conditioned model
 
@@ -58,7 +60,16 @@ class DataConfig:
             if self.name != "toy":
                 raise ValueError("data.source (a toy set as the flow's source) needs toy data (data.name = 'toy'); "
                                  "leave data.source empty for the standard normal")
+        _within(self, "downsample", 1, 64)
+        if self.low_res and not 2 <= self.low_res <= 64:
+            raise ValueError(f"data.low_res must be 0 (no super-resolution) or a factor from 2 to 64, got {self.low_res}")
+        if (self.downsample > 1 or self.low_res) and (self.name in ("toy", "text") or self.levels):
+            raise ValueError("data.downsample and data.low_res change the resolution of images: they need image data "
+                             "(digits, fashion_mnist, folder) without data.levels")
         choose(self.captions, ("", "seen"), "data.captions")
+        if self.captions and (self.downsample > 1 or self.low_res):
+            raise ValueError("captions describe full-resolution Fashion-MNIST images: data.captions does not combine with "
+                             "data.downsample or data.low_res")
         if self.captions and (self.name != "fashion_mnist" or self.levels):
             raise ValueError("data.captions describes Fashion-MNIST images (class, shade, size): it needs "
                              "data.name = 'fashion_mnist' without data.levels")
@@ -129,6 +140,8 @@ class DiffusionConfig:
     coupling: str = "independent"  # independent | exact | sinkhorn: how data and source batches are paired (flows)
     coupling_reg: float = 0.05  # sinkhorn: entropic regulariser relative to the mean cost
     p_uncond: float = 0.0  # label dropout: the probability of training on the null label (for classifier-free guidance)
+    low_res_noise: float = 0.0  # super-resolution (data.low_res): noise-conditioning augmentation, the low-resolution
+    #                             image noised on the path to a level s ~ U[0, low_res_noise] (the network is told s); 0 = off
 
     def __post_init__(self):
         from .couplings import COUPLINGS
@@ -153,6 +166,29 @@ class DiffusionConfig:
             raise ValueError(f"diffusion.coupling_reg must be finite, got {self.coupling_reg}")
         if not 0 <= self.p_uncond < 1:
             raise ValueError(f"diffusion.p_uncond must lie in [0, 1) (0.1 is usual), got {self.p_uncond}")
+        if not 0 <= self.low_res_noise <= 1:
+            raise ValueError(f"diffusion.low_res_noise (the largest augmentation level, a time on the path) must lie in "
+                             f"[0, 1], got {self.low_res_noise}")
+
+
+@dataclass
+class CascadeConfig:
+    """A cascade (kind = "cascade"; Ho et al. 2021): requires.base draws low-resolution images, requires.super_resolution
+    draws full-resolution images given them. The [sample] section is the super-resolution stage's."""
+
+    base_sampler: str = ""  # the base stage's sampler (a spec); empty: the base run's own
+    base_steps: int = 0  # 0: the base run's own
+    low_res_noise: float = 0.0  # the augmentation level the base's samples are noised to before the second stage
+    #                             (at most the super-resolution run's diffusion.low_res_noise; Ho et al.: 0.1-0.3 helps)
+
+    def __post_init__(self):
+        if self.base_sampler:
+            from .sampling import parse_sampler_spec
+
+            parse_sampler_spec(self.base_sampler)
+        _within(self, "base_steps", 0, 100_000)
+        if not 0 <= self.low_res_noise <= 1:
+            raise ValueError(f"cascade.low_res_noise must lie in [0, 1] (a time on the path), got {self.low_res_noise}")
 
 
 DISCRETE_PATHS = ("masked", "absorbing", "uniform", "multinomial", "gaussian")
@@ -311,12 +347,14 @@ class Config:
     name: str = "run"
     kind: str = "diffusion"  # what the run holds: diffusion (a denoiser on a path; flows too; latent diffusion with
     #                          requires.autoencoder) | classifier (p_t(c | x_t)) | autoencoder | discrete | autoregressive
+    #                          | cascade (names its stages: requires.base, requires.super_resolution; trains nothing)
     requires: dict = field(default_factory=dict)  # other runs this one is built on: role -> run folder
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     discrete: DiscreteConfig = field(default_factory=DiscreteConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -362,6 +400,12 @@ class Config:
         if "autoencoder" in self.requires and self.kind != "diffusion":
             raise ValueError(f"requires.autoencoder makes a latent diffusion run (kind = \"diffusion\"); a {self.kind} run "
                              "does not take one")
+        if self.data.low_res and self.kind != "diffusion":
+            raise ValueError(f"data.low_res makes super-resolution data for a diffusion run; a {self.kind} run does not take it")
+        if self.diffusion.low_res_noise and not self.data.low_res:
+            raise ValueError("diffusion.low_res_noise augments a super-resolution run's low-resolution input: it needs data.low_res")
+        if self.data.low_res and "autoencoder" in self.requires:
+            raise ValueError("a super-resolution run works on pixels: data.low_res does not combine with requires.autoencoder")
         if self.kind == "classifier" and self.model.class_conditional:
             raise ValueError("a classifier run predicts the class: model.class_conditional does not apply to it")
         if self.kind == "diffusion":
@@ -550,6 +594,8 @@ def build_data(cfg: DataConfig, split: str | None = None):
         return categorical.text(cfg.text, cfg.length, cfg.split)
     if cfg.levels:
         return _quantized(dataclasses.replace(cfg, levels=0), cfg.levels)
+    if cfg.downsample > 1 or cfg.low_res:
+        return _resized(cfg)
     if cfg.name == "digits":
         return data.digits(cfg.split)
     if cfg.name == "fashion_mnist":
@@ -566,6 +612,27 @@ def build_data(cfg: DataConfig, split: str | None = None):
     import torch
 
     return data.TensorData(data.toy(cfg.toy, cfg.toy_size, torch.Generator().manual_seed(12345)), name=f"toy:{cfg.toy}")
+
+
+def _resized(cfg: DataConfig):
+    """The configured images averaged over data.downsample blocks, and with data.low_res their low-resolution
+    versions as a condition (`data.LowResImages`)."""
+    from .data import ImageData, LowResImages, downsample
+
+    raw = build_data(dataclasses.replace(cfg, downsample=1, low_res=0))
+    images, name = raw.images, raw.name
+    if cfg.downsample > 1:
+        try:
+            images = downsample(images, cfg.downsample)
+        except ValueError as e:
+            raise ValueError(f"data.downsample = {cfg.downsample}: {e}") from None
+        name = f"{name} at 1/{cfg.downsample}"
+    if cfg.low_res:
+        try:
+            return LowResImages(images, raw.labels, f"{name} with 1/{cfg.low_res} low-res", raw.class_names, factor=cfg.low_res)
+        except ValueError as e:
+            raise ValueError(f"data.low_res = {cfg.low_res}: {e}") from None
+    return ImageData(images, raw.labels, name, raw.class_names)
 
 
 TOY_RANGE = (-3.0, 3.0)  # the window toy points are quantized in (the swiss roll spans about +-2.8)
@@ -617,19 +684,25 @@ def build_classifier(cfg: ModelConfig, data_shape: tuple, num_classes: int | Non
                                 cfg.attention_levels, cfg.dropout, cfg.time_embedding, cfg.patch_size)
 
 
-def build_model(cfg: ModelConfig, data_shape: tuple, num_classes: int | None, text_dim: int | None = None):
-    """The denoising network; `text_dim` is the width of the caption embeddings of a text-conditional model."""
+def build_model(cfg: ModelConfig, data_shape: tuple, num_classes: int | None, text_dim: int | None = None,
+                low_res_channels: int = 0):
+    """The denoising network; `text_dim` is the width of the caption embeddings of a text-conditional model,
+    `low_res_channels` the channels of a super-resolution model's low-resolution input."""
     from . import nets
 
     if cfg.text_conditional and not text_dim:
         raise ValueError("model.text_conditional = true needs captioned data (data.captions = 'seen')")
     text = {"context_dim": text_dim, "pooled_dim": text_dim} if cfg.text_conditional else {}
+    if low_res_channels:
+        text["low_res_channels"] = int(low_res_channels)
     classes = num_classes if cfg.class_conditional else None
     if cfg.class_conditional and not num_classes:
         raise ValueError("model.class_conditional = true needs labelled data")
     if cfg.kind == "mlp":
         if len(data_shape) != 1:
             raise ValueError(f"model.kind = 'mlp' is for vector data; this data has shape {data_shape} (use 'unet')")
+        if low_res_channels:
+            raise ValueError("a super-resolution model (data.low_res) needs model.kind = 'unet' or 'dit'")
         return nets.MLP(data_shape[0], cfg.width, cfg.depth, cfg.time_embedding, classes)
     _check_images(cfg, data_shape, "mlp")
     if cfg.kind == "dit":

@@ -197,6 +197,9 @@ def _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels=None
     from .runs import load_guided, sampling_settings, source_sample
     from .sampling import default_grid, parse_sampler_spec, sample_batched
 
+    from .runs import check_unconditioned_samples
+
+    check_unconditioned_samples(run_dir)
     how = sampling_settings(cfg, sampler, steps, grid)
     den, path, _ = load_guided(run_dir, device=device, **(guide or {}))
     shape = tuple(data_info(run_dir)["shape"])
@@ -299,7 +302,11 @@ def run_sample_metrics(run_dir, metrics=("fid", "prdc"), *, sampler: str | None 
                        grid: str | None = None, n: int = 1000, seed: int = 0, device: str = "cpu", batch_size: int = 500,
                        guide: dict | None = None) -> dict:
     """Sample `n` examples from a run (guided as `guide` asks: `runs.load_guided` keywords) and score them
-    (module doc); returns a flat dict of figures."""
+    (module doc); returns a flat dict of figures. A cascade run is sampled through both stages (`guide` may
+    hold only a scale)."""
+    if run_config(run_dir).kind == "cascade":
+        return _cascade_metrics(run_dir, metrics, sampler=sampler, steps=steps, n=n, seed=seed, device=device,
+                                batch_size=batch_size, guide=guide, grid=grid)
     cfg = diffusion_config(run_dir)
     if cfg.model.text_conditional:
         raise ValueError(f"{run_dir} is text-conditional: its samples are drawn for prompts; measure it with "
@@ -311,6 +318,28 @@ def run_sample_metrics(run_dir, metrics=("fid", "prdc"), *, sampler: str | None 
     if guide and guide.get("scale") is not None:
         out["guidance"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in guide.items() if v is not None}
     out.update(score(x, labels))
+    out.update(floors)
+    return out
+
+
+def _cascade_metrics(run_dir, metrics, *, sampler, steps, n, seed, device, batch_size, guide, grid) -> dict:
+    from .runs import cascade_sample
+
+    info = data_info(run_dir)
+    if grid is not None or any(v for k, v in (guide or {}).items() if k != "scale" and v is not None):
+        raise ValueError("a cascade is measured with --guidance W, --sampler and --steps (its second stage's); "
+                         "grids and the other guidance options apply to single runs")
+    stages = {r: run_config(info["cascade"][r]) for r in ("base", "super_resolution")}
+    score, floors = _scorer(run_dir, stages["super_resolution"], metrics, n, seed)
+    labels = torch.arange(n) % info["num_classes"] if any(c.model.class_conditional for c in stages.values()) else None
+    x, _, how = cascade_sample(run_dir, n, labels=labels, guidance=(guide or {}).get("scale"), sampler=sampler, steps=steps,
+                               seed=seed, batch_size=batch_size, device=device)
+    b, s = how["base"], how["super_resolution"]
+    out = {"sampler": f"{b['sampler']} then {s['sampler']}", "steps": s["steps"], "grid": s["grid"] or "default",
+           "nfe": None, "base_steps": b["steps"], "level": how["level"], "sample_seconds": how["sample_seconds"], "n": n}
+    if guide and guide.get("scale") is not None:
+        out["guidance"] = {"scale": guide["scale"]}
+    out.update(score(x.clamp(-1, 1), labels))
     out.update(floors)
     return out
 
@@ -445,6 +474,10 @@ def write_report(run_dir, key: str, result: dict, command: str) -> Path:
                 if name in r:
                     floor = r.get(name + "_floor")
                     lines.append(f"| {label} | {r[name]:.4f} | {'' if floor is None else f'{floor:.4f}'} |")
+            if "base_steps" in r:  # a cascade
+                lines += [f"| samplers | {r['sampler']}, {r['base_steps']} + {r['steps']} steps, augmentation level "
+                          f"{r['level']:g}, {r['sample_seconds']} s for {r['n']} |", ""]
+                continue
             lines += [f"| sampler | {r['sampler']}, {r['steps']} steps on the {r.get('grid', 'default')} grid, {r['nfe']} NFE, "
                       f"{r['sample_seconds']} s for {r['n']} |", ""]
             continue

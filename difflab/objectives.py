@@ -19,7 +19,11 @@ is class-conditional) and regresses the model's prediction at x_t = alpha(t) x +
 `p_uncond` > 0 each example's label is replaced by the null label -1 with that probability (Ho &
 Salimans 2021) — or, with `null`, its conditioning by that null condition (a text model: the empty
 caption's embedding) — so one network learns the conditional and the unconditional model that
-classifier-free guidance combines.
+classifier-free guidance combines. A super-resolution model is conditioned on the batch's "low_res" (the
+image's block average); with `low_res_noise` > 0 that image is first noised on the same path to a level
+s ~ U[0, low_res_noise] (noise-conditioning augmentation, Ho et al. 2021: the second stage of a cascade
+must not trust a perfect low-resolution image the first stage never draws), and the network is told s as
+"low_res_level" (0 without augmentation).
 
 `CategoricalObjective` trains categorical diffusion (`difflab.discrete`): the network's softmax is
 p(x0 | x_t), and the loss is D3PM's bound ("vb"), its hybrid with the cross-entropy ("hybrid", weight
@@ -109,7 +113,8 @@ class DiffusionObjective:
 
     def __init__(self, path, *, prediction: str = "eps", weighting: str | Callable = "simple", time_sampler=None,
                  source=None, coupling: str = "independent", coupling_reg: float = 0.05,
-                 conditions: tuple[str, ...] = (), p_uncond: float = 0.0, null: Mapping | None = None):
+                 conditions: tuple[str, ...] = (), p_uncond: float = 0.0, null: Mapping | None = None,
+                 low_res_noise: float = 0.0):
         from .targets import KINDS
 
         self.path = path
@@ -124,6 +129,21 @@ class DiffusionObjective:
         self.conditions = tuple(conditions)
         self.p_uncond = _check_dropout(p_uncond, self.conditions, null)
         self.null = null
+        if not 0 <= low_res_noise <= 1:
+            raise ValueError(f"low_res_noise (the largest augmentation level, a time on the path) must lie in [0, 1], got {low_res_noise}")
+        if low_res_noise and "low_res" not in self.conditions:
+            raise ValueError("low_res_noise augments the low-resolution condition: the model must be conditioned on low_res")
+        self.low_res_noise = float(low_res_noise)
+
+    def _augment(self, cond: dict, generator) -> dict:
+        """The low-resolution condition noised to a random level on the path, and the level (module doc)."""
+        y = cond["low_res"]
+        n = y.shape[0]
+        if not self.low_res_noise:
+            return {**cond, "low_res_level": torch.zeros(n, device=y.device)}
+        s = (rand((n,), generator=generator, dtype=torch.float64) * self.low_res_noise).to(y.device)
+        eps = randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
+        return {**cond, "low_res": self.path.perturb(y, s, eps), "low_res_level": s.float()}
 
     def __call__(self, model, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
         x0 = batch["x"]
@@ -136,6 +156,8 @@ class DiffusionObjective:
             z = self.source.sample(x0.shape[0], generator).to(device=x0.device, dtype=x0.dtype)
         if self.coupling != "independent":  # minibatch OT: each example with its partner (within its class)
             z = z[couple(x0, z, self.coupling, labels=cond.get("label"), reg=self.coupling_reg, generator=generator)]
+        if "low_res" in cond:
+            cond = self._augment(cond, generator)
         cond = drop_labels(cond, self.p_uncond, generator, self.null)
         return losses.diffusion_loss(model, self.path, x0, prediction=self.prediction, weighting=self.weighting, t=t,
                                      noise=z, cond=cond)
@@ -143,6 +165,7 @@ class DiffusionObjective:
     def __repr__(self) -> str:
         extra = f", coupling={self.coupling!r}" if self.coupling != "independent" else ""
         extra += f", p_uncond={self.p_uncond}" if self.p_uncond else ""
+        extra += f", low_res_noise={self.low_res_noise}" if self.low_res_noise else ""
         return (f"DiffusionObjective({self.path!r}, prediction={self.prediction!r}, weighting={self.weighting!r}"
                 f"{extra}, conditions={self.conditions})")
 

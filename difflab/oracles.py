@@ -38,7 +38,7 @@ from torch import Tensor
 from ._checks import append_dims, batch_times, check_finite, check_times
 from ._random import randn
 
-__all__ = ["GaussianMixture", "Gaussian", "ring_mixture", "labelled_ring"]
+__all__ = ["GaussianMixture", "Gaussian", "GaussianSuperResolution", "ring_mixture", "labelled_ring"]
 
 
 class GaussianMixture:
@@ -331,3 +331,75 @@ def labelled_ring(num_classes: int = 3, modes_per_class: int = 2, radius: float 
     K = num_classes * modes_per_class
     mix = ring_mixture(K, radius, std)
     return GaussianMixture(mix.means, std, labels=torch.arange(K) % num_classes)
+
+
+class GaussianSuperResolution:
+    r"""The exact oracles of a cascade on Gaussian images: x0 ~ N(mu, Sigma) over images (C, H, W) flattened,
+    and its low-resolution image y = P x0, the f x f block average (`data.downsample`).
+
+    - `base`: y ~ N(P mu, P Sigma P^T), the first stage's data (a `Gaussian` over flattened (C, H/f, W/f)).
+    - `denoiser(path)`: E[x0 | x_t, low_res] for the second stage, where low_res = o = a y + s eps is y noised to
+      the level `low_res_level` on `path` (a = alpha(level), s = sigma(level); o = y at level 0). x0 given o
+      is Gaussian:
+
+          m_o = mu + a Sigma P^T V^{-1} (o - a P mu),  C_o = Sigma - a^2 Sigma P^T V^{-1} P Sigma,
+          V = a^2 P Sigma P^T + s^2 I,
+
+      and E[x0 | x_t, o] = m_o + C_o alpha (alpha^2 C_o + sigma^2 I)^{-1} (x_t - alpha m_o) (C_o = U diag(lam) U^T:
+      the gain is alpha lam / (alpha^2 lam + sigma^2) along each eigenvector; at level 0 C_o P^T = 0, so every
+      sample's block average is exactly y).
+    - `conditional(y, level)`: (m_o, C_o) for a clean y, to test samples against.
+    """
+
+    def __init__(self, mean, covariance, shape, factor: int = 2):
+        from .data.images import downsample
+
+        self.shape, self.factor = tuple(shape), int(factor)
+        d = math.prod(self.shape)
+        self.mean = torch.as_tensor(mean, dtype=torch.float64).reshape(d)
+        self.cov = torch.as_tensor(covariance, dtype=torch.float64).reshape(d, d)
+        eye = torch.eye(d, dtype=torch.float64)
+        self.P = downsample(eye.reshape(d, *self.shape), self.factor).reshape(d, -1).T  # (m, d)
+        self.low_shape = tuple(downsample(torch.zeros(1, *self.shape), self.factor).shape[1:])
+        self.base = Gaussian(self.P @ self.mean, covariance=self.P @ self.cov @ self.P.T)
+
+    def _posterior(self, o: Tensor, a: float, s: float) -> tuple[Tensor, Tensor]:
+        """(m_o per row of o (n, m), C_o) for observations o = a y + s eps."""
+        P, S, mu = self.P, self.cov, self.mean
+        V = a * a * P @ S @ P.T + s * s * torch.eye(P.shape[0], dtype=torch.float64)
+        K = a * torch.linalg.solve(V, P @ S).T  # Sigma P^T V^{-1} a, (d, m)
+        return mu + (o - a * (P @ mu)) @ K.T, S - a * K @ P @ S
+
+    def conditional(self, y: Tensor, level: float = 0.0, path=None) -> tuple[Tensor, Tensor]:
+        a, s = (1.0, 0.0) if not level else (float(path.alpha(level)), float(path.sigma(level)))
+        return self._posterior(y.reshape(y.shape[0], -1).double(), a, s)
+
+    def denoiser(self, path):
+        def D(x_t: Tensor, t, low_res: Tensor, low_res_level=None, **cond) -> Tensor:
+            n = x_t.shape[0]
+            x = x_t.reshape(n, -1).double()
+            t = batch_times(t, x_t).to(torch.float64)
+            al, sg = append_dims(path.alpha(t), 2).double(), append_dims(path.sigma(t), 2).double()
+            o = low_res.reshape(low_res.shape[0], -1).double().expand(n, -1)
+            levels = torch.zeros(n, dtype=torch.float64) if low_res_level is None else \
+                torch.as_tensor(low_res_level, dtype=torch.float64).reshape(-1).expand(n).cpu()
+            out = torch.empty_like(x)
+            for lv in levels.unique():  # one posterior covariance per augmentation level
+                rows = (levels == lv).nonzero().reshape(-1).to(x.device)
+                a, s = (1.0, 0.0) if not lv else (float(path.alpha(lv)), float(path.sigma(lv)))
+                m, C = self._posterior(o[rows].cpu(), a, s)
+                lam, U = torch.linalg.eigh(C)
+                lam = lam.clamp_min(0)
+                m, lam, U = m.to(x.device), lam.to(x.device), U.to(x.device)
+                gain = al[rows] * lam / (al[rows] ** 2 * lam + sg[rows] ** 2)
+                out[rows] = m + (((x[rows] - al[rows] * m) @ U) * gain) @ U.T
+            return out.reshape(x_t.shape).to(x_t.dtype)
+        return D
+
+    def base_denoiser(self, path):
+        """The first stage's exact denoiser over images (C, H/f, W/f)."""
+        inner = self.base.denoiser(path)
+
+        def D(y_t: Tensor, t, **cond) -> Tensor:
+            return inner(y_t.reshape(y_t.shape[0], -1).double(), t).reshape(y_t.shape).to(y_t.dtype)
+        return D

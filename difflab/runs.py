@@ -12,6 +12,7 @@ model and objective for the training loop (`training.fit`, which knows nothing o
 | `discrete`   | a network giving p(x0 given x_t) over symbols against `objectives.CategoricalObjective` (D3PM bound, hybrid, masked diffusion) | (denoiser, categorical path, config) |
 | `autoregressive` | a causal transformer against `objectives.AutoregressiveObjective` (the reference for bits per symbol) | (network, None, config) |
 | `autoencoder` | a KL-regularised VAE (`nets.VAE`) against `objectives.AutoencoderObjective` | (autoencoder, None, config) |
+| `cascade`    | nothing: it names its stages, requires.base and requires.super_resolution (a diffusion run on data.low_res) | (cascade.Cascade, None, config) |
 | `classifier` | a noise-conditional classifier against `objectives.ClassifierObjective` on the run's path | (classifier, path, config): `classifier(x_t, t, label) -> log p_t(label given x_t)` |
 
 A run that depends on other runs names them in `requires` (role -> run folder); they must be there,
@@ -41,7 +42,7 @@ from .config import (Config, build_categorical_path, build_classifier, build_dat
 from .denoisers import as_denoiser, clipped
 from .training.checkpoint import CheckpointDamaged, latest_valid_checkpoint, load_tensors, load_weights, read_state
 
-__all__ = ["train", "load", "load_network", "decoder", "sample_shape", "run_config", "data_info", "run_kind", "required_runs", "source_sample",
+__all__ = ["train", "load", "load_network", "decoder", "sample_shape", "latent_data", "cascade_sample", "run_config", "data_info", "run_kind", "required_runs", "source_sample",
            "sampling_settings", "load_guided", "diffusion_config", "data_record", "KINDS", "CheckpointDamaged",
            "sample_tokens", "tokens_to_values"]
 
@@ -100,6 +101,10 @@ def data_record(data) -> dict:
         record.update(symbols=data.num_symbols, alphabet=data.alphabet)
     from .data.captions import CaptionedImages
 
+    from .data import LowResImages
+
+    if isinstance(data, LowResImages):  # a super-resolution model's condition
+        record["low_res"] = {"factor": data.factor, "shape": list(data.low_res_shape)}
     latent = getattr(data, "latent", None)
     if latent:  # latents, not pixels: no range to clip to; what they decode to is kept beside
         record.update(range=None, latent=latent)
@@ -109,6 +114,14 @@ def data_record(data) -> dict:
         record["captions"] = {"split": data.split, "encoder": NAME, "dim": data.context_dim, "length": data.length,
                               "thresholds": data.cuts.to_dict()}
     return record
+
+
+def check_unconditioned_samples(run_dir: str | Path) -> None:
+    """A super-resolution run draws images only given low-resolution ones: it is sampled through a cascade."""
+    if data_info(run_dir).get("low_res"):
+        raise ValueError(f"{run_dir} is a super-resolution run: it draws images given low-resolution ones; sample a "
+                         "cascade that names it (kind = \"cascade\" with requires.base and requires.super_resolution: "
+                         "configs/fashion_mnist_cascade.toml)")
 
 
 def run_kind(run_dir: str | Path) -> str:
@@ -181,14 +194,17 @@ def _symbols(info: dict) -> int:
 
 
 def _diffusion_network(cfg: Config, info: dict):
-    return build_model(cfg.model, tuple(info["shape"]), info.get("num_classes"), (info.get("captions") or {}).get("dim"))
+    low_res = (info.get("low_res") or {}).get("shape")
+    return build_model(cfg.model, tuple(info["shape"]), info.get("num_classes"), (info.get("captions") or {}).get("dim"),
+                       low_res[0] if low_res else 0)
 
 
 TEXT_FIELDS = ("context", "context_mask", "pooled")  # a caption's conditioning, as the batch and the networks name it
 
 
 def _conditions(cfg: Config) -> tuple[str, ...]:
-    return (("label",) if cfg.model.class_conditional else ()) + (TEXT_FIELDS if cfg.model.text_conditional else ())
+    return (("label",) if cfg.model.class_conditional else ()) + (TEXT_FIELDS if cfg.model.text_conditional else ()) + \
+        (("low_res",) if cfg.data.low_res else ())
 
 
 def _classifier_network(cfg: Config, info: dict):
@@ -245,7 +261,7 @@ def _build_diffusion(cfg: Config, data, model):
         null = {**data.null, **({"label": -1} if cfg.model.class_conditional else {})}
     return DiffusionObjective(path, prediction=d.prediction, weighting=d.weighting, time_sampler=build_time_sampler(d, path),
                               source=source, coupling=d.coupling, coupling_reg=d.coupling_reg,
-                              conditions=_conditions(cfg), p_uncond=d.p_uncond, null=null)
+                              conditions=_conditions(cfg), p_uncond=d.p_uncond, null=null, low_res_noise=d.low_res_noise)
 
 
 def _build_classifier(cfg: Config, data, model):
@@ -302,6 +318,7 @@ def _load_autoencoder(run_dir, net, cfg: Config, info: dict, clip: bool):
 
 KINDS = {"diffusion": Kind(_diffusion_network, _build_diffusion, _load_diffusion, {}, {"autoencoder": "autoencoder"}),
          "autoencoder": Kind(_autoencoder_network, _build_autoencoder, _load_autoencoder, {}),
+         "cascade": Kind(None, None, None, {"base": "diffusion", "super_resolution": "diffusion"}),
          "classifier": Kind(_classifier_network, _build_classifier, _load_classifier, {}),
          "discrete": Kind(_discrete_network, _build_discrete, _load_discrete, {}),
          "autoregressive": Kind(_autoregressive_network, _build_autoregressive, _load_autoregressive, {})}
@@ -309,7 +326,7 @@ KINDS = {"diffusion": Kind(_diffusion_network, _build_diffusion, _load_diffusion
 
 # -- latent diffusion ----------------------------------------------------------------------------
 
-def _latent_data(data, autoencoder_dir: Path, device="cpu"):
+def latent_data(data, autoencoder_dir: Path, device="cpu"):
     """`data` with its images replaced by the autoencoder's scaled latents (module doc of `difflab.latent`); the
     latents of each (data set, autoencoder checkpoint) are encoded once and cached in the autoencoder's folder."""
     import copy
@@ -391,6 +408,107 @@ def sample_shape(run_dir: str | Path) -> tuple:
     return tuple(info["latent"]["image_shape"]) if info.get("latent") else tuple(info["shape"])
 
 
+# -- cascades --------------------------------------------------------------------------------------
+
+def _cascade_record(cfg: Config, run_dir: Path) -> dict:
+    """data.json of a cascade: its stages checked to fit (the super-resolution run takes the base's images, a
+    level it was trained with), and what it draws."""
+    stages = required_runs(cfg, run_dir)
+    base, sr = stages["base"], stages["super_resolution"]
+    bi, si = data_info(base), data_info(sr)
+    low = (si.get("low_res") or {})
+    if not low:
+        raise ValueError(f"requires.super_resolution = {cfg.requires['super_resolution']!r} is not a super-resolution run "
+                         "(train one with data.low_res = 2)")
+    if tuple(sample_shape(base)) != tuple(low["shape"]):
+        raise ValueError(f"the base {cfg.requires['base']!r} draws images of shape {tuple(sample_shape(base))}; the "
+                         f"super-resolution run takes low-resolution images of shape {tuple(low['shape'])}")
+    trained = run_config(sr).diffusion.low_res_noise
+    if cfg.cascade.low_res_noise > trained:
+        raise ValueError(f"cascade.low_res_noise = {cfg.cascade.low_res_noise} is above the levels the super-resolution "
+                         f"run was trained with (diffusion.low_res_noise = {trained}): at most {trained}")
+    if run_config(base).model.text_conditional or run_config(sr).model.text_conditional:
+        raise ValueError("a cascade of text-conditional stages is not supported yet: use class-conditional or unconditional stages")
+    return {"name": f"cascade: {bi['name']} -> {si['name']}", "shape": list(si["shape"]), "size": si["size"],
+            "num_classes": si.get("num_classes"), "class_names": si.get("class_names", []), "range": si.get("range"),
+            "cascade": {"base": str(base), "super_resolution": str(sr), "factor": low["factor"],
+                        "low_res_shape": list(low["shape"])}}
+
+
+def _write_cascade(cfg: Config, run_dir: Path, resume: bool):
+    """A cascade trains nothing: its folder holds config.json and data.json naming its stages."""
+    from .training import TrainResult
+
+    record = _cascade_record(cfg, run_dir)
+    if resume and (run_dir / "config.json").is_file() and _identity(_filled(run_config(run_dir).to_dict())) != \
+            _identity(json.loads(json.dumps(cfg.to_dict()))):
+        raise ValueError(f"{run_dir} holds a different cascade; use a new run folder or --fresh")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name, obj in (("config.json", cfg.to_dict()), ("data.json", record)):
+        tmp = run_dir / f".{name}.tmp"
+        tmp.write_text(json.dumps(obj, indent=1))
+        tmp.replace(run_dir / name)
+    if _is_main_process():
+        _say(f"{run_dir}: a cascade of {cfg.requires['base']} and {cfg.requires['super_resolution']} (it trains nothing; "
+             "sample it with difflab sample)")
+    return TrainResult(run_dir, 0, float("nan"), 0.0)
+
+
+def _load_cascade(run_dir: Path, *, device="cpu", scale: float | None = None, sampler: str | None = None,
+                  steps: int | None = None, base_sampler: str | None = None, base_steps: int | None = None,
+                  level: float | None = None):
+    """(cascade.Cascade, None, config) of a cascade run: each stage loaded (guided by `scale` where it is
+    class-conditional with label dropout) with its sampling settings: the base's own unless cascade.base_sampler /
+    base_steps or `base_sampler` / `base_steps` say otherwise, the super-resolution stage's from the cascade's
+    [sample] section and `sampler` / `steps`."""
+    from .cascade import Cascade
+
+    cfg = run_config(run_dir)
+    rec = _cascade_record(cfg, run_dir)
+    base_dir, sr_dir = Path(rec["cascade"]["base"]), Path(rec["cascade"]["super_resolution"])
+    stage = {}
+    for role, d in (("base", base_dir), ("super_resolution", sr_dir)):
+        c = run_config(d)
+        guided = scale is not None and c.model.class_conditional and c.diffusion.p_uncond > 0
+        den, path, _ = load_guided(d, scale=scale if guided else None, device=device)
+        stage[role] = (den, path, c)
+    b = cfg.cascade
+    base_cfg = stage["base"][2]
+    base_settings = sampling_settings(base_cfg, base_sampler or b.base_sampler or None, base_steps or b.base_steps or None)
+    sr_settings = sampling_settings(cfg, sampler, steps)
+    level = b.low_res_noise if level is None else float(level)
+    trained = stage["super_resolution"][2].diffusion.low_res_noise
+    if level > trained:
+        raise ValueError(f"the augmentation level {level} is above the levels the super-resolution run was trained with "
+                         f"(up to {trained})")
+    base_den = stage["base"][0]
+    cascade = Cascade(base_den, stage["base"][1], stage["super_resolution"][0], stage["super_resolution"][1],
+                      rec["cascade"]["low_res_shape"], rec["shape"], level=level, base_settings=base_settings,
+                      sr_settings=sr_settings, base_shape=data_info(base_dir)["shape"],
+                      decode_base=getattr(base_den, "decode", None), clip=tuple(rec["range"]) if rec.get("range") else None)
+    cascade.conditional = {role: stage[role][2].model.class_conditional for role in stage}
+    return cascade, None, cfg
+
+
+def cascade_sample(run_dir: str | Path, n: int, *, labels=None, guidance: float | None = None, sampler: str | None = None,
+                   steps: int | None = None, base_sampler: str | None = None, base_steps: int | None = None,
+                   level: float | None = None, seed: int = 0, batch_size: int = 500, device="cpu", progress: bool = False):
+    """(x, y, info): n samples of a cascade run and the low-resolution images they came from; `labels` go to each
+    class-conditional stage, `guidance` (classifier-free w) to each stage trained with label dropout."""
+    import time
+
+    cascade, _, cfg = _load_cascade(Path(run_dir), device=device, scale=guidance, sampler=sampler, steps=steps,
+                                    base_sampler=base_sampler, base_steps=base_steps, level=level)
+    if labels is not None and not any(cascade.conditional.values()):
+        raise ValueError(f"{run_dir}: neither stage is class-conditional: labels do not apply")
+    cond = {role: ({"label": labels} if labels is not None and on else None) for role, on in cascade.conditional.items()}
+    t0 = time.time()
+    x, y = cascade.sample(n, seed=seed, batch_size=batch_size, base_cond=cond["base"], sr_cond=cond["super_resolution"],
+                          device=device, progress=progress)
+    return x, y, {"base": cascade.base_settings, "super_resolution": cascade.sr_settings, "level": cascade.level,
+                  "sample_seconds": round(time.time() - t0, 1)}
+
+
 # -- training ------------------------------------------------------------------------------------
 
 # Keys that may change when a run is resumed: they do not change what is computed.
@@ -451,10 +569,12 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bo
     from .training import fit
 
     run_dir = Path(run_dir)
+    if cfg.kind == "cascade":
+        return _write_cascade(cfg, run_dir, resume)
     needed = required_runs(cfg, run_dir)
     data = data if data is not None else build_data(cfg.data)
     if "autoencoder" in needed:
-        data = _latent_data(data, needed["autoencoder"])
+        data = latent_data(data, needed["autoencoder"])
         _check_same_latents(run_dir, data, resume)
     with torch.random.fork_rng(devices=[]):  # the initial weights depend on the run's seed alone
         torch.manual_seed(derive_seed(cfg.train.seed, "init"))
@@ -517,6 +637,8 @@ def load(run_dir: str | Path, *, ema: bool = True, device="cpu", clip: bool = Tr
     denoiser takes `label=` when class-conditional and, for image data, is clipped to the data's range
     [-1, 1] (`denoisers.clipped`) unless `clip=False` (likelihoods need the smooth, unclipped
     denoiser: clipping zeroes its Jacobian)."""
+    if run_kind(run_dir) == "cascade":
+        return _load_cascade(Path(run_dir), device=device)
     net, cfg, _ = load_network(run_dir, ema=ema, device=device)
     return KINDS[cfg.kind].load(Path(run_dir), net, cfg, data_info(run_dir), clip)
 

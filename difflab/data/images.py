@@ -69,9 +69,47 @@ class ImageData(TensorData):
             raise ValueError(f"images must have shape (N, C, H, W); got {tuple(self.images.shape)}")
 
 
+def downsample(x: Tensor, factor: int) -> Tensor:
+    """Block averages: (..., C, H, W) -> (..., C, H / f, W / f), each pixel the mean of an f x f block (the
+    low-resolution image of a cascade; linear, so a Gaussian stays Gaussian)."""
+    f = int(factor)
+    H, W = x.shape[-2:]
+    if f < 1 or H % f or W % f:
+        raise ValueError(f"cannot average {H}x{W} images over {f}x{f} blocks: the factor must divide both sides")
+    return x.unflatten(-2, (H // f, f)).unflatten(-1, (W // f, f)).mean((-3, -1))
+
+
+def upsample(x: Tensor, factor: int) -> Tensor:
+    """Nearest-neighbour upsampling by f (each pixel repeated over an f x f block): downsample(upsample(y)) = y."""
+    f = int(factor)
+    return x.repeat_interleave(f, -2).repeat_interleave(f, -1)
+
+
 def to_unit(x: Tensor) -> Tensor:
     """[0, 255] or [0, 1]-scaled pixels are mapped to [-1, 1] by x -> 2x - 1 after scaling to [0, 1]."""
     return x * 2 - 1
+
+
+@dataclass
+class LowResImages(ImageData):
+    """Images with their low-resolution versions for a super-resolution model: batch(index) -> {"x", "label",
+    "low_res": `downsample(x, factor)`} (computed per batch: it is cheap)."""
+
+    factor: int = 2
+
+    def __post_init__(self):
+        super().__post_init__()
+        downsample(self.images[:1], self.factor)  # the factor must divide the sides
+
+    def batch(self, index: Tensor) -> dict[str, Tensor]:
+        out = super().batch(index)
+        out["low_res"] = downsample(out["x"], self.factor)
+        return out
+
+    @property
+    def low_res_shape(self) -> tuple:
+        c, h, w = self.shape
+        return c, h // self.factor, w // self.factor
 
 
 def to_uint8(x: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import check_context
-from .embeddings import ClassEmbedding, VectorEmbedding, time_embedding
+from .embeddings import ClassEmbedding, LowResConditioning, VectorEmbedding, time_embedding
 from .transformer import TransformerBlock, _modulate
 
 __all__ = ["DiT", "sincos_2d"]
@@ -51,7 +51,8 @@ class DiT(nn.Module):
 
     def __init__(self, in_channels: int = 1, patch_size: int = 2, width: int = 192, depth: int = 6, heads: int = 3,
                  num_classes: int | None = None, time_embedding_kind: str = "sinusoidal", out_channels: int | None = None,
-                 mlp_ratio: float = 4.0, dropout: float = 0.0, context_dim: int | None = None, pooled_dim: int | None = None):
+                 mlp_ratio: float = 4.0, dropout: float = 0.0, context_dim: int | None = None, pooled_dim: int | None = None,
+                 low_res_channels: int = 0):
         super().__init__()
         if int(patch_size) != patch_size or patch_size < 1:
             raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
@@ -61,11 +62,12 @@ class DiT(nn.Module):
         self.out_channels = int(out_channels or in_channels)
         self.context_dim = int(context_dim) if context_dim else None
         p = self.patch
-        self.embed = nn.Conv2d(self.in_channels, width, p, stride=p)
+        self.embed = nn.Conv2d(self.in_channels + low_res_channels, width, p, stride=p)
         self.time = nn.Sequential(time_embedding(time_embedding_kind, width), nn.Linear(width, width), nn.SiLU(),
                                   nn.Linear(width, width))
         self.classes = ClassEmbedding(num_classes, width) if num_classes else None
         self.pooled = VectorEmbedding(pooled_dim, width) if pooled_dim else None
+        self.low_res = LowResConditioning(low_res_channels, width, width, time_embedding_kind) if low_res_channels else None
         self.blocks = nn.ModuleList(TransformerBlock(width, heads, width, mlp_ratio, dropout, zero_init=True,
                                                      context_dim=self.context_dim) for _ in range(depth))
         self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
@@ -77,7 +79,7 @@ class DiT(nn.Module):
         # DiT's initialisation: Xavier-uniform linear layers (the patch embedding as one), N(0, 0.02) class and
         # time embeddings, and zero for every adaLN modulation, every cross-attention output and the output layer
         zero = {id(m) for b in self.blocks for m in (b.ada, *([b.cross.proj] if b.cross is not None else []))}
-        zero |= {id(self.ada), id(self.out)}
+        zero |= {id(self.ada), id(self.out)} | ({id(self.low_res.level[3])} if self.low_res is not None else set())
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 if id(m) in zero:
@@ -94,7 +96,8 @@ class DiT(nn.Module):
             nn.init.normal_(self.classes.table.weight, std=0.02)
 
     def forward(self, x: Tensor, t: Tensor, label: Tensor | None = None, context: Tensor | None = None,
-                context_mask: Tensor | None = None, pooled: Tensor | None = None) -> Tensor:
+                context_mask: Tensor | None = None, pooled: Tensor | None = None, low_res: Tensor | None = None,
+                low_res_level: Tensor | None = None) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"DiT expects images of shape (batch, {self.in_channels}, H, W); got {tuple(x.shape)}")
         B, _, H, W = x.shape
@@ -105,13 +108,17 @@ class DiT(nn.Module):
         if pooled is not None and self.pooled is None:
             raise ValueError("this network takes no pooled conditioning vector: drop pooled=, or build it with pooled_dim")
         h, w = H // p, W // p
-        tokens = self.embed(x).flatten(2).transpose(1, 2) + sincos_2d(self.width, h, w).to(x.device)
+        if self.low_res is None and low_res is not None:
+            raise ValueError("this network takes no low-resolution image: drop low_res=, or build it with low_res_channels")
+        tokens = self.embed(x if self.low_res is None else self.low_res.concat(x, low_res)).flatten(2).transpose(1, 2) + sincos_2d(self.width, h, w).to(x.device)
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
         c = self.time(t.reshape(-1).expand(B) if t.numel() == 1 else t.reshape(B))
         if self.classes is not None:
             c = c + self.classes(label, B, x.device)
         if self.pooled is not None:
             c = c + self.pooled(pooled, B)
+        if self.low_res is not None:
+            c = c + self.low_res.embed(low_res_level, B, x.device)
         for block in self.blocks:
             tokens = block(tokens, c, None, context, context_mask)
         shift, scale = self.ada(F.silu(c))[:, None, :].chunk(2, dim=-1)

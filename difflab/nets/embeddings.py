@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import choose
@@ -87,3 +88,34 @@ class VectorEmbedding(nn.Module):
         if v.shape != (batch, self.in_dim):
             raise ValueError(f"the pooled conditioning vector must have shape ({batch}, {self.in_dim}), got {tuple(v.shape)}")
         return self.proj(v.to(self.proj[0].weight.dtype))
+
+
+class LowResConditioning(nn.Module):
+    """Super-resolution conditioning (Ho et al. 2021, "Cascaded Diffusion Models"; Saharia et al. 2022): the
+    low-resolution image (B, C, h, w) is upsampled (nearest) to x_t's size and concatenated to it as `channels`
+    extra input channels (`concat`), and its noise-conditioning augmentation level (a time on the path, 0 for
+    a clean image) is embedded like the time and added to the time embedding (`embed`; its last layer starts
+    at zero, so the level is ignored until training makes use of it)."""
+
+    def __init__(self, channels: int, emb_dim: int, base: int, kind: str = "sinusoidal"):
+        super().__init__()
+        self.channels = int(channels)
+        self.level = nn.Sequential(time_embedding(kind, base), nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        nn.init.zeros_(self.level[3].weight)
+        nn.init.zeros_(self.level[3].bias)
+
+    def concat(self, x: Tensor, low_res: Tensor | None) -> Tensor:
+        B, _, H, W = x.shape
+        if low_res is None:
+            raise ValueError("this is a super-resolution network: give the low-resolution image as low_res= (B, "
+                             f"{self.channels}, h, w)")
+        if low_res.ndim != 4 or low_res.shape[0] not in (1, B) or low_res.shape[1] != self.channels or H % low_res.shape[2] \
+                or W % low_res.shape[3] or H // low_res.shape[2] != W // low_res.shape[3]:
+            raise ValueError(f"low_res must be (batch, {self.channels}, h, w) with h, w dividing {H}, {W} by the same factor; "
+                             f"got {tuple(low_res.shape)}")
+        up = F.interpolate(low_res.to(x.dtype), size=(H, W), mode="nearest").expand(B, -1, -1, -1)
+        return torch.cat([x, up], dim=1)
+
+    def embed(self, level: Tensor | None, batch: int, device) -> Tensor:
+        level = torch.zeros((), device=device) if level is None else torch.as_tensor(level, device=device, dtype=torch.float32)
+        return self.level(level.reshape(-1).expand(batch) if level.numel() == 1 else level.reshape(batch))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import CrossAttention, check_context
-from .embeddings import ClassEmbedding, VectorEmbedding, time_embedding
+from .embeddings import ClassEmbedding, LowResConditioning, VectorEmbedding, time_embedding
 
 
 def _groups(channels: int, max_groups: int = 32) -> int:
@@ -121,7 +121,9 @@ class UNet(nn.Module):
     always has it); num_classes: adds a class embedding with a learned null class (label -1);
     context_dim: cross-attention to a context sequence (B, L, context_dim) after every self-attention
     (`context=`, `context_mask=`); pooled_dim: a conditioning vector (B, pooled_dim) added to the time
-    embedding (`pooled=`).
+    embedding (`pooled=`); low_res_channels: a super-resolution network, given the low-resolution image
+    (`low_res=`, upsampled and concatenated to x_t) and its noise-augmentation level (`low_res_level=`)
+    (`embeddings.LowResConditioning`).
     patch_size p > 1 folds each p x p patch into channels before the first layer (pixel unshuffle)
     and unfolds the output the same way, so the whole network runs at 1/p of the resolution: on
     small CPUs most of a U-Net's time is its full-resolution convolutions (Hoogeboom et al. 2023's
@@ -132,7 +134,7 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, channels: int = 64, channel_mult=(1, 2, 2), num_res_blocks: int = 2,
                  attention_levels=(-1,), dropout: float = 0.0, num_classes: int | None = None,
                  time_embedding_kind: str = "sinusoidal", out_channels: int | None = None, patch_size: int = 1,
-                 context_dim: int | None = None, pooled_dim: int | None = None):
+                 context_dim: int | None = None, pooled_dim: int | None = None, low_res_channels: int = 0):
         super().__init__()
         levels = len(channel_mult)
         if levels < 1 or num_res_blocks < 1:
@@ -148,7 +150,8 @@ class UNet(nn.Module):
         self.classes = ClassEmbedding(num_classes, emb_dim) if num_classes else None
         self.context_dim = int(context_dim) if context_dim else None
         self.pooled = VectorEmbedding(pooled_dim, emb_dim) if pooled_dim else None
-        self.conv_in = nn.Conv2d(in_channels * p * p, channels, 3, padding=1)
+        self.low_res = LowResConditioning(low_res_channels, emb_dim, channels, time_embedding_kind) if low_res_channels else None
+        self.conv_in = nn.Conv2d((in_channels + low_res_channels) * p * p, channels, 3, padding=1)
 
         self.down, skips, c = down_path(channels, channel_mult, num_res_blocks, attn, emb_dim, dropout, self.context_dim)
 
@@ -169,7 +172,8 @@ class UNet(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(_groups(c), c), nn.SiLU(), _zero(nn.Conv2d(c, (out_channels or in_channels) * p * p, 3, padding=1)))
 
     def forward(self, x: Tensor, t: Tensor, label: Tensor | None = None, context: Tensor | None = None,
-                context_mask: Tensor | None = None, pooled: Tensor | None = None) -> Tensor:
+                context_mask: Tensor | None = None, pooled: Tensor | None = None, low_res: Tensor | None = None,
+                low_res_level: Tensor | None = None) -> Tensor:
         B, C, H, W = x.shape if x.ndim == 4 else (None,) * 4
         if x.ndim != 4 or C != self.in_channels:
             raise ValueError(f"UNet expects images of shape (batch, {self.in_channels}, H, W); got {tuple(x.shape)}")
@@ -185,6 +189,11 @@ class UNet(nn.Module):
             emb = emb + self.classes(label, B, x.device)
         if self.pooled is not None:
             emb = emb + self.pooled(pooled, B)
+        if self.low_res is not None:
+            x = self.low_res.concat(x, low_res)
+            emb = emb + self.low_res.embed(low_res_level, B, x.device)
+        elif low_res is not None:
+            raise ValueError("this network takes no low-resolution image: drop low_res=, or build it with low_res_channels")
         h = self.conv_in(F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x)
         hs = [h]
         for block in self.down:
