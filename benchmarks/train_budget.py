@@ -28,6 +28,12 @@ trained for the same wall-clock minutes on this machine, then sampled at 10 and 
   `--ae-set` / `--latent-set` change either preset). Sampled with DIFFLAB_SAMPLERS over latents and scored
   on the decoded images; the autoencoder's reconstruction FD (the floor any latent model over it can reach)
   is reported beside.
+- cascade (issue 19): the `fashion_mnist_base` model (14x14) for `--base-minutes`, then the `fashion_mnist_sr`
+  super-resolution stage (14 -> 28, noise-conditioning augmentation up to level 0.5) for the rest, joined by a
+  `fashion_mnist_cascade` run (augmentation level `--level` at sampling). At an NFE budget N each stage takes
+  N / 2 steps of the same sampler (the same number of network evaluations as a one-stage model; the stages'
+  networks cost about the same per evaluation). `--ablation` also trains a second stage without augmentation
+  (the same minutes, outside the budget) and scores the cascade with it and at other levels.
 - Each side is scored by its best sampler at each NFE: Frechet distance, precision and recall in the
   shipped Fashion-MNIST feature network's space (`difflab.features`), `--n` samples against `--n`
   test images, beside the floor (`--n` training images in place of samples). Both sides are measured
@@ -89,13 +95,57 @@ def train_latent(out: Path, minutes: float, ae_minutes: float, bf16: bool = True
     ae = dl.training.train(ae_cfg, out / "vae", resume=False)
     cfg = dl.config.load_config("fashion_mnist_latent", [f'requires.autoencoder="{out / "vae"}"', *_clock_recipe(1, bf16), *overrides])
     dl.runs.latent_data(dl.config.build_data(cfg.data), out / "vae")  # encoded (and cached) inside the budget
-    left = minutes - (time.time() - t0) / 60
+    left = max(minutes - (time.time() - t0) / 60, 0.05)
     cfg = dl.config.load_config(cfg.to_dict(), [f"train.max_minutes={left}"])
     res = dl.training.train(cfg, out / "latent", resume=False)
     params = sum(sum(p.numel() for p in dl.runs.load_network(out / r)[0].parameters()) for r in ("vae", "latent"))
     return {"steps": res.step, "autoencoder_steps": ae.step, "autoencoder_seconds": ae.seconds, "seconds": time.time() - t0,
             "batch_size": cfg.train.batch_size, "bf16": bf16, "overrides": list(overrides), "ae_overrides": list(ae_overrides),
             "parameters": params, "reconstruction": reconstruction_figures(out / "vae")}
+
+
+def train_cascade(out: Path, minutes: float, base_minutes: float, level: float, bf16: bool = True,
+                  base_overrides: tuple[str, ...] = DIFFLAB_BUDGET_RECIPE, sr_overrides: tuple[str, ...] = DIFFLAB_BUDGET_RECIPE,
+                  ablation: bool = False) -> dict:
+    """The 14x14 base for `base_minutes`, the super-resolution stage for the rest of `minutes`, the cascade run
+    (module doc); with `ablation` a second stage without augmentation too (outside the budget)."""
+    t0 = time.time()
+    base = dl.training.train(dl.config.load_config("fashion_mnist_base", [*_clock_recipe(base_minutes, bf16), *base_overrides]),
+                             out / "base", resume=False)
+    left = max(minutes - (time.time() - t0) / 60, 0.05)
+    sr = dl.training.train(dl.config.load_config("fashion_mnist_sr", [*_clock_recipe(left, bf16), *sr_overrides]),
+                           out / "sr", resume=False)
+    seconds = time.time() - t0
+    stages = lambda sr_dir, lv: dl.config.load_config("fashion_mnist_cascade", [  # noqa: E731
+        f'requires.base="{out / "base"}"', f'requires.super_resolution="{sr_dir}"', f"cascade.low_res_noise={lv}"])
+    dl.training.train(stages(out / "sr", level), out / "cascade", resume=False)
+    info = {"steps": base.step + sr.step, "base_steps": base.step, "sr_steps": sr.step, "base_seconds": base.seconds,
+            "seconds": seconds, "batch_size": 64, "bf16": bf16, "level": level,
+            "overrides": [f"base: {' '.join(base_overrides)}", f"sr: {' '.join(sr_overrides)}"],
+            "parameters": sum(sum(p.numel() for p in dl.runs.load_network(out / r)[0].parameters()) for r in ("base", "sr"))}
+    if ablation:
+        plain = dl.training.train(dl.config.load_config("fashion_mnist_sr", [*_clock_recipe(left, bf16), *sr_overrides,
+                                                                             "diffusion.low_res_noise=0"]),
+                                  out / "sr_plain", resume=False)
+        dl.training.train(stages(out / "sr_plain", 0.0), out / "cascade_plain", resume=False)
+        info["sr_plain_steps"] = plain.step
+    return info
+
+
+def cascade_job(cascade, spec, level: float | None = None, label: str | None = None) -> dl.bench.Job:
+    """A cascade as a harness job: at a budget of N network evaluations, N / 2 steps of `spec` in each stage."""
+    spec = dl.sampling.parse_sampler_spec(spec)
+    level = cascade.level if level is None else level
+
+    def draw(x_T, nfe, gens, cond):
+        kw = spec.kwargs(max(1, nfe // 2))
+        y, done = dl.sample(cascade.base, cascade.base_path, x=x_T, generator=gens, return_info=True, **kw)
+        low = dl.cascade.low_res_condition(y.clamp(-1, 1), cascade.sr_path, level, gens)
+        x, done2 = dl.sample(cascade.sr, cascade.sr_path, (len(y), *cascade.shape), generator=gens, cond=low,
+                             return_info=True, **kw)
+        return x, done.nfe + done2.nfe
+
+    return dl.bench.Job(label or spec.label, "cascade", draw, spec.stochastic)
 
 
 def reference(n: int, seed: int = 0):
@@ -239,6 +289,19 @@ def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0
         pixel_jobs += [diffusers_side_job(unet, name, **param) for name in DIFFUSERS_SCHEDULERS if wanted(name)]
     if pixel_jobs:
         groups.append((None, pixel_jobs, x_T, None))
+    if "cascade" in sides:
+        import difflab.cascade  # noqa: F401
+
+        cascade, _, _ = dl.load(out / "cascade" / "cascade")
+        start = dl.sampling.prior_noise(cascade.base_path, n, cascade.base_shape, seed)
+        jobs = [cascade_job(cascade, spec) for spec in DIFFLAB_SAMPLERS if wanted(spec)]
+        groups.append(("cascade", jobs, start, None))
+        if (out / "cascade" / "cascade_plain").is_dir() and labels is None:  # the ablation: levels, and no augmentation
+            plain, _, _ = dl.load(out / "cascade" / "cascade_plain")
+            spec = "dpmpp_2m_sde@karras"
+            jobs = [cascade_job(cascade, spec, lv, f"{spec}, level {lv:g}") for lv in (0.0, 0.1, 0.3)]
+            jobs.append(cascade_job(plain, spec, 0.0, f"{spec}, second stage without augmentation"))
+            groups.append(("cascade ablation", jobs, start, None))
     if "latent" in sides:
         den, path, _ = dl.load(out / "latent" / "latent")
         shape = tuple(dl.runs.data_info(out / "latent" / "latent")["shape"])
@@ -271,6 +334,7 @@ def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0
 def report(result: dict) -> str:
     rows = result["scores"]["rows"]
     tr = {side: t for side, t in result["train"].items() if any(r["side"] == side for r in rows)}
+    main_rows = [r for r in rows if r["side"] in tr]
     lines = [f"# Quality per CPU-minute: {result['minutes']} min of training each, {result['scores']['n']} samples", "",
              "| side | parameters | batch | bf16 | steps in budget | images seen | recipe changes |", "|---|---|---|---|---|---|---|"]
     for side, t in tr.items():
@@ -279,6 +343,8 @@ def report(result: dict) -> str:
                         f"{t.get('schedule', 'linear')} betas, {t.get('prediction', 'epsilon')}")
         steps = f"{t['steps']}" + (f" (+ {t['autoencoder_steps']} autoencoder steps in {t['autoencoder_seconds'] / 60:.1f} min)"
                                    if "autoencoder_steps" in t else "")
+        if "base_steps" in t:
+            steps = f"{t['base_steps']} base ({t['base_seconds'] / 60:.1f} min) + {t['sr_steps']} super-resolution"
         lines.append(f"| {side} | {t['parameters'] / 1e6:.2f}M | {t['batch_size']} | {t.get('bf16', False)} | {steps} | "
                      f"{t['steps'] * t['batch_size']:,} | {changes or 'none'} |")
     fl = result["scores"]["floor"]
@@ -294,7 +360,7 @@ def report(result: dict) -> str:
         lines += ["| NFE | " + " | ".join(f"{s} best | FD | P / R | s per sample" for s in names)
                   + (" | FD ratio to diffusers |" if "diffusers" in tr else " |"),
                   "|---|" + "---|---|---|---|" * len(names) + ("---|" if "diffusers" in tr else "")]
-        for nfe in sorted({r["nfe"] for r in rows}):
+        for nfe in sorted({r["nfe"] for r in main_rows}):
             best = {side: min((r for r in rows if r["side"] == side and r["nfe"] == nfe), key=lambda r: r["fd"], default=None)
                     for side in names}
             cells = [f"{b['sampler']} | {fmt_fd(b)} | {b['precision']:.3f} / {b['recall']:.3f} | {b['seconds_per_sample']:.4f}"
@@ -327,6 +393,10 @@ def main():
     ap.add_argument("--latent-set", action="append", default=None, metavar="KEY=VALUE",
                     help="latent side: a change to the fashion_mnist_latent preset (repeatable; default: "
                          f"{' '.join(DIFFLAB_BUDGET_RECIPE)})")
+    ap.add_argument("--base-minutes", type=float, default=12.0, help="cascade side: the base stage's share of --minutes")
+    ap.add_argument("--level", type=float, default=0.2, help="cascade side: the augmentation level at sampling")
+    ap.add_argument("--ablation", action="store_true", help="cascade side: also a second stage without augmentation "
+                    "(outside the budget), and the cascade at levels 0, 0.1, 0.3")
     ap.add_argument("--lr", type=float, default=2e-3, help="the diffusers baseline's learning rate")
     ap.add_argument("--batch", type=int, default=128, help="the diffusers baseline's batch size")
     ap.add_argument("--decay", default="cosine", choices=("none", "cosine", "linear"),
@@ -350,8 +420,10 @@ def main():
     if a.noise_seeds < 1:
         ap.error(f"--noise-seeds must be at least 1, got {a.noise_seeds}")
     sides = tuple(a.sides.split(","))
-    if not set(sides) <= {"difflab", "diffusers", "latent"} or not sides:
-        ap.error(f"--sides takes difflab, diffusers and/or latent, got {a.sides!r}")
+    if not set(sides) <= {"difflab", "diffusers", "latent", "cascade"} or not sides:
+        ap.error(f"--sides takes difflab, diffusers, latent and/or cascade, got {a.sides!r}")
+    if "cascade" in sides and not 0 < a.base_minutes < a.minutes:
+        ap.error(f"--base-minutes must lie between 0 and --minutes ({a.minutes}), got {a.base_minutes}")
     if "latent" in sides and not 0 < a.ae_minutes < a.minutes:
         ap.error(f"--ae-minutes must lie between 0 and --minutes ({a.minutes}), got {a.ae_minutes}")
     a.out.mkdir(parents=True, exist_ok=True)
@@ -364,6 +436,8 @@ def main():
     else:
         if "difflab" in sides:
             train["difflab"] = train_difflab(a.out / "difflab", a.minutes, a.bf16, a.set)
+        if "cascade" in sides:
+            train["cascade"] = train_cascade(a.out / "cascade", a.minutes, a.base_minutes, a.level, a.bf16, ablation=a.ablation)
         if "latent" in sides:
             train["latent"] = train_latent(a.out / "latent", a.minutes, a.ae_minutes, a.bf16, tuple(a.ae_set), a.latent_set)
         if "diffusers" in sides:
