@@ -104,6 +104,8 @@ def train(
         result = run_training(cfg, run_dir, resume=not fresh)
     except TrainingDiverged as e:
         _fail(str(e))
+    if cfg.kind == "cascade":  # it trains nothing (runs.train said what it wrote)
+        return
     typer.echo(f"{run_dir}: {result.step} steps, last loss {result.last_loss:.4f}, {result.seconds:.0f} s")
 
 
@@ -393,6 +395,9 @@ def eval_(
         write_report(run, "reconstruction", res, "difflab eval " + " ".join(sys.argv[2:]))
         typer.echo((Path(run) / "eval.md").read_text())
         return
+    if dl.runs.data_info(run).get("latent") and (nll or elbo or "nll" in metrics or "elbo" in metrics):
+        _fail(f"{run} is a latent diffusion run: its likelihood would be of latents, not of images; measure its samples "
+              "with --metrics fid,prdc")
     if dl.runs.run_kind(run) == "cascade" and (nll or elbo or "nll" in metrics or "elbo" in metrics):
         _fail(f"{run} is a cascade: it has no likelihood here; measure its samples with --metrics fid,prdc")
     if dl.runs.run_kind(run) in ("discrete", "autoregressive"):

@@ -69,6 +69,10 @@ def run_nll(run_dir, *, split: str = "test", n: int | None = None, method: str |
     from tqdm import tqdm
 
     diffusion_config(run_dir)
+    info = data_info(run_dir)
+    if info.get("latent") or info.get("low_res"):
+        what = "latents, not of images" if info.get("latent") else "images given their low-resolution versions"
+        raise ValueError(f"{run_dir}: its likelihood would be of {what}; measure its samples (fid, prdc) instead")
     den, path, cfg = load(run_dir, device=device, clip=False)
     x, true_logp, image = held_out(run_dir, split, n, seed)
     dims = x[0].numel()

@@ -467,11 +467,14 @@ def _load_cascade(run_dir: Path, *, device="cpu", scale: float | None = None, sa
     rec = _cascade_record(cfg, run_dir)
     base_dir, sr_dir = Path(rec["cascade"]["base"]), Path(rec["cascade"]["super_resolution"])
     stage = {}
+    configs = {"base": run_config(base_dir), "super_resolution": run_config(sr_dir)}
+    guided = {role: scale is not None and c.model.class_conditional and c.diffusion.p_uncond > 0 for role, c in configs.items()}
+    if scale is not None and not any(guided.values()):
+        raise ValueError(f"{run_dir}: neither stage is class-conditional with label dropout (diffusion.p_uncond > 0), so "
+                         "there is nothing for classifier-free guidance to steer")
     for role, d in (("base", base_dir), ("super_resolution", sr_dir)):
-        c = run_config(d)
-        guided = scale is not None and c.model.class_conditional and c.diffusion.p_uncond > 0
-        den, path, _ = load_guided(d, scale=scale if guided else None, device=device)
-        stage[role] = (den, path, c)
+        den, path, _ = load_guided(d, scale=scale if guided[role] else None, device=device)
+        stage[role] = (den, path, configs[role])
     b = cfg.cascade
     base_cfg = stage["base"][2]
     base_settings = sampling_settings(base_cfg, base_sampler or b.base_sampler or None, base_steps or b.base_steps or None)
@@ -674,6 +677,9 @@ def load_guided(run_dir: str | Path, *, scale: float | None = None, classifier: 
     if threshold is not None and not value_range:
         raise ValueError("dynamic thresholding keeps pixel values in [-1, 1]: it applies to image runs only")
     if scale is not None and classifier is not None:
+        if data_info(run_dir).get("latent"):
+            raise ValueError(f"{run_dir} samples latents; a classifier run judges images, so it cannot guide it (train the "
+                             "latent run class-conditional with diffusion.p_uncond = 0.1 for classifier-free guidance)")
         den = _classifier_guided(den, path, cfg, scale, classifier, interval, negative, rescale, device)
     elif scale is not None:
         if not (cfg.model.class_conditional or cfg.model.text_conditional):

@@ -232,3 +232,31 @@ def test_a_cascade_is_measured_like_any_run(stages):
     assert res["fd"] > 0 and res["base_steps"] == 4 and res["level"] == 0.2 and "fd_floor" in res
     with pytest.raises(ValueError, match="super-resolution run"):
         dl.evaluate.run_sample_metrics(stages / "sr", ("fid",), n=20)
+
+
+def test_difflab_train_writes_a_cascade_from_a_toml_file(stages, tmp_path):
+    from typer.testing import CliRunner
+
+    from difflab.cli import app
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'kind = "cascade"\nrequires = {{base = "{stages / "base"}", super_resolution = "{stages / "sr"}"}}\n'
+                    "[cascade]\nlow_res_noise = 0.1\n")
+    r = CliRunner().invoke(app, ["train", str(toml), "--out", str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+    assert dl.runs.data_info(tmp_path / "c")["cascade"]["factor"] == 2 and dl.runs.run_kind(tmp_path / "c") == "cascade"
+    toml.write_text(toml.read_text().replace("0.1", "0.9"))
+    r = CliRunner().invoke(app, ["train", str(toml), "--out", str(tmp_path / "d")])
+    assert r.exit_code == 2 and "above the levels" in r.output and not (tmp_path / "d").exists()
+
+
+def test_guidance_needs_a_stage_it_can_steer(stages, tmp_path):
+    cfg = dl.config.load_config(None, ["kind=cascade", f'requires.base="{stages / "sr"}"', f'requires.super_resolution="{stages / "sr"}"'])
+    with pytest.raises(ValueError, match="draws images of shape"):  # a super-resolution run is no base
+        dl.runs.train(cfg, tmp_path / "x", progress=False)
+    plain = dl.config.load_config("digits", [*SMALL, "data.downsample=2", "train.steps=1"])
+    dl.runs.train(plain, tmp_path / "base", progress=False)
+    cfg = dl.config.load_config(None, ["kind=cascade", f'requires.base="{tmp_path / "base"}"',
+                                       f'requires.super_resolution="{stages / "sr"}"'])
+    dl.runs.train(cfg, tmp_path / "c", progress=False)
+    with pytest.raises(ValueError, match="nothing for classifier-free guidance to steer"):
+        dl.runs.cascade_sample(tmp_path / "c", 2, guidance=2.0)

@@ -9,6 +9,7 @@ import torch
 
 import difflab as dl
 import difflab.evaluate
+import difflab.bench
 from difflab.latent import Latent, LatentDenoiser, measure_scale
 from difflab.nets import VAE, IdentityAutoencoder
 from difflab.objectives import AutoencoderObjective
@@ -254,3 +255,24 @@ def test_autoencoder_and_latent_configuration_errors(ae_run, tmp_path):
     assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
     with pytest.raises(ValueError, match="an autoencoder run, not a diffusion model"):
         dl.runs.diffusion_config(ae_run)
+
+
+def test_the_command_line_on_autoencoder_and_latent_runs(ae_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from difflab.cli import app
+    r = CliRunner().invoke(app, ["eval", str(ae_run), "--n", "50"])
+    assert r.exit_code == 0 and "PSNR of 50 test images" in r.output, r.output
+    assert "reconstruction" in json.loads((ae_run / "eval.json").read_text())
+    r = CliRunner().invoke(app, ["eval", str(ae_run), "--nll"])
+    assert r.exit_code == 2 and "autoencoder run" in r.output
+    r = CliRunner().invoke(app, ["info", str(ae_run)])
+    assert r.exit_code == 0 and "4 latent channels" in r.output and "KL weight" in r.output
+    run = tmp_path / "lat"
+    dl.runs.train(_latent_cfg(ae_run), run, resume=False, progress=False)
+    r = CliRunner().invoke(app, ["eval", str(run), "--nll"])
+    assert r.exit_code == 2 and "latents, not of images" in r.output
+    res = dl.bench.bench_samplers(run, samplers=("ddim",), nfes=(2,), n=10, progress=False)
+    assert res["quality"] == "FD" and res["rows"][0]["FD"] > 0  # scored on decoded 8x8 images
+    r = CliRunner().invoke(app, ["eval", str(run), "--metrics", "fid", "--n", "20", "--steps", "2"])
+    assert r.exit_code == 0, r.output
