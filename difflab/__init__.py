@@ -7,7 +7,8 @@ training loop (`training.fit`) fits any of them. The application (`config`, `run
 `bench`, `demo`, `cli`) builds these from configurations at one edge. docs/ARCHITECTURE.md is the map.
 """
 
-from . import (couplings, data, denoisers, discrete, divergence, guidance, interop, likelihood, losses, metrics, nets, objectives, oracles, paths,
+from . import (cascade, couplings, data, denoisers, discrete, divergence, guidance, interop, latent, likelihood, losses, metrics, nets,
+               objectives, oracles, paths,
                samplers, sampling, targets, training, viz)
 from .denoisers import as_denoiser
 from .likelihood import elbo, log_likelihood

@@ -77,8 +77,9 @@ class Cascade:
                            batch_size=batch_size, cond=base_cond, device=device, dtype=dtype, progress=progress,
                            **self.base_settings)
         if self.decode_base is not None:
-            with torch.no_grad():
-                y = torch.cat([self.decode_base(y[i:i + batch_size]).cpu() for i in range(0, n, batch_size)])
+            from .latent import decode_images
+
+            y = decode_images(self.decode_base, y, batch_size=batch_size, device=device or "cpu")
         if self.clip is not None:
             y = y.clamp(*self.clip)
         low = low_res_condition(y, self.sr_path, self.level, example_generators(derive_seed(seed, "cascade", "low_res"), n))

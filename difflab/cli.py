@@ -257,7 +257,7 @@ def sample(
                                          cond=cond or None, return_info=True, progress=n > batch, **how)
     latents = None
     if hasattr(den, "decode"):  # latent diffusion: the samples are latents; the pictures are their decodings
-        latents, x = x, torch.cat([den.decode(x[i:i + batch].to(device)).clamp(-1, 1).cpu() for i in range(0, n, batch)])
+        latents, x = x, dl.latent.decode_images(den.decode, x, batch_size=batch, device=device)
     if folder:
         dl.viz.save_images(x, out)
     elif out.suffix == ".npz":

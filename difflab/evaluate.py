@@ -218,10 +218,9 @@ def _draw(run_dir, cfg, n, sampler, steps, seed, device, batch_size, labels=None
 
 def _decoded(den, x: Tensor, batch_size: int, device) -> Tensor:
     """Images from a latent diffusion run's samples (its denoiser's `decode`); other samples as they are."""
-    if not hasattr(den, "decode"):
-        return x
-    with torch.no_grad():
-        return torch.cat([den.decode(x[i:i + batch_size].to(device)).clamp(-1, 1).float().cpu() for i in range(0, len(x), batch_size)])
+    from .latent import decode_images
+
+    return decode_images(den.decode, x, batch_size=batch_size, device=device) if hasattr(den, "decode") else x
 
 
 def _labels(run_dir, cfg, n: int, guide: dict | None) -> Tensor | None:
@@ -419,7 +418,7 @@ _LABELS = {"bits_per_symbol": "bits / symbol", "nll_nats": "NLL (nats / example)
 def run_autoencoder_metrics(run_dir, *, split: str = "test", n: int | None = 1000, seed: int = 0, batch_size: int = 500,
                             device: str = "cpu") -> dict:
     """Reconstruction figures of an autoencoder run (module doc)."""
-    from .latent import encode_images, measure_scale
+    from .latent import decode_images, encode_images, measure_scale
 
     started = time.perf_counter()
     cfg = run_config(run_dir)
@@ -430,7 +429,7 @@ def run_autoencoder_metrics(run_dir, *, split: str = "test", n: int | None = 100
 
     def reconstruct(images):
         z = encode_images(ae, images, batch_size=batch_size, device=device)
-        return z, torch.cat([ae.decode(z[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(z), batch_size)])
+        return z, decode_images(ae.decode, z, batch_size=batch_size, device=device)
 
     z, x_hat = reconstruct(x)
     mse = ((x_hat.clamp(-1, 1) - x) / 2).square().flatten(1).mean(1)  # on the [0, 1] scale

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["Latent", "LatentDenoiser", "measure_scale", "encode_images"]
+__all__ = ["Latent", "LatentDenoiser", "measure_scale", "encode_images", "decode_images"]
 
 
 class Latent:
@@ -74,6 +74,12 @@ def encode_images(autoencoder, images: Tensor, *, batch_size: int = 500, device=
     for i in tqdm(steps, desc="encoding", disable=not progress, leave=False):
         out.append(autoencoder.encode(images[i:i + batch_size].to(device)).float().cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def decode_images(decode, z: Tensor, *, batch_size: int = 500, device="cpu") -> Tensor:
+    """decode(z) in batches on `device`, clipped to the images' range [-1, 1], on the CPU in float32."""
+    return torch.cat([decode(z[i:i + batch_size].to(device)).clamp(-1, 1).float().cpu() for i in range(0, len(z), batch_size)])
 
 
 def measure_scale(latents: Tensor) -> float:

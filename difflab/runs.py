@@ -292,10 +292,9 @@ def _autoencoder_network(cfg: Config, info: dict):
     from .nets import VAE
 
     m = cfg.model
-    net = VAE(info["shape"][0] if len(info["shape"]) == 3 else 0, cfg.autoencoder.latent_channels, m.channels,
-              m.channel_mult, m.num_res_blocks, m.patch_size)
     if len(info["shape"]) != 3:
         raise ValueError(f"an autoencoder encodes images (C, H, W); these data have shape {tuple(info['shape'])}")
+    net = VAE(info["shape"][0], cfg.autoencoder.latent_channels, m.channels, m.channel_mult, m.num_res_blocks, m.patch_size)
     try:
         net.latent_shape(tuple(info["shape"]))
     except ValueError:
