@@ -97,6 +97,7 @@ class ModelConfig:
     class_conditional: bool = False
     text_conditional: bool = False  # unet, dit: a caption's token states by cross-attention, its sentence embedding added
     #                                 to the time embedding (needs data.captions)
+    text_tokens: bool = True  # a text-conditional model: false reads the sentence embedding alone (no cross-attention)
 
     def __post_init__(self):
         choose(self.kind, ("unet", "dit", "mlp", "transformer", "vae"), "model.kind")
@@ -374,6 +375,9 @@ class Config:
             if not self.data.captions:
                 raise ValueError("model.text_conditional = true needs captioned data: data.name = 'fashion_mnist' with "
                                  "data.captions = 'seen'")
+        elif not self.model.text_tokens:
+            raise ValueError("model.text_tokens = false says how a text-conditional model reads its caption: it needs "
+                             "model.text_conditional = true")
         token_kind = self.kind in ("discrete", "autoregressive")
         if token_kind and not self.data.categorical:
             raise ValueError(f"a {self.kind} run models categorical data: use data.name = 'text', or quantize images or "
@@ -692,7 +696,7 @@ def build_model(cfg: ModelConfig, data_shape: tuple, num_classes: int | None, te
 
     if cfg.text_conditional and not text_dim:
         raise ValueError("model.text_conditional = true needs captioned data (data.captions = 'seen')")
-    text = {"context_dim": text_dim, "pooled_dim": text_dim} if cfg.text_conditional else {}
+    text = {"pooled_dim": text_dim, **({"context_dim": text_dim} if cfg.text_tokens else {})} if cfg.text_conditional else {}
     if low_res_channels:
         text["low_res_channels"] = int(low_res_channels)
     classes = num_classes if cfg.class_conditional else None

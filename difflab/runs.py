@@ -202,8 +202,16 @@ def _diffusion_network(cfg: Config, info: dict):
 TEXT_FIELDS = ("context", "context_mask", "pooled")  # a caption's conditioning, as the batch and the networks name it
 
 
+def text_fields(cfg: Config) -> tuple[str, ...]:
+    """The caption fields a run's network reads: the token states and the sentence embedding, or (model.text_tokens =
+    false) the sentence embedding alone; none for a model without text."""
+    if not cfg.model.text_conditional:
+        return ()
+    return TEXT_FIELDS if cfg.model.text_tokens else ("pooled",)
+
+
 def _conditions(cfg: Config) -> tuple[str, ...]:
-    return (("label",) if cfg.model.class_conditional else ()) + (TEXT_FIELDS if cfg.model.text_conditional else ()) + \
+    return (("label",) if cfg.model.class_conditional else ()) + text_fields(cfg) + \
         (("low_res",) if cfg.data.low_res else ())
 
 
@@ -258,7 +266,7 @@ def _build_diffusion(cfg: Config, data, model):
     # a text model's dropout replaces the caption by the empty caption (and a label, if it has one too, by -1)
     null = None
     if cfg.model.text_conditional:
-        null = {**data.null, **({"label": -1} if cfg.model.class_conditional else {})}
+        null = {**{k: v for k, v in data.null.items() if k in text_fields(cfg)}, **({"label": -1} if cfg.model.class_conditional else {})}
     return DiffusionObjective(path, prediction=d.prediction, weighting=d.weighting, time_sampler=build_time_sampler(d, path),
                               source=source, coupling=d.coupling, coupling_reg=d.coupling_reg,
                               conditions=_conditions(cfg), p_uncond=d.p_uncond, null=null, low_res_noise=d.low_res_noise)
@@ -718,7 +726,8 @@ def prompt_condition(run_dir: str | Path, prompts, device="cpu") -> dict:
     if longest > info["length"]:
         _say(f"note: a prompt of {longest} tokens is cut to the {info['length']} the run was trained on")
     enc = encoder(prompts, length=int(info["length"]))
-    return {"context": enc["context"], "context_mask": enc["mask"], "pooled": enc["pooled"]}
+    out = {"context": enc["context"], "context_mask": enc["mask"], "pooled": enc["pooled"]}
+    return {k: out[k] for k in text_fields(run_config(run_dir))}
 
 
 def _classifier_guided(den, path, cfg: Config, scale, classifier, interval, negative, rescale, device):

@@ -192,3 +192,35 @@ def test_a_text_conditional_run_from_training_to_a_prompt_grid(tmp_path):
         assert r["n"] == 12 and all(0 <= r[k] <= 1 for k in ("class_accuracy", "shade_accuracy", "size_accuracy"))
     with pytest.raises(ValueError, match="text-conditional"):
         dl.evaluate.run_sample_metrics(tmp_path / "t", ("fid",), n=4, steps=2)
+
+
+@needs_encoder
+def test_a_pooled_only_text_model_reads_the_sentence_embedding_alone(tmp_path):
+    """model.text_tokens = false: no cross-attention; the network, the training batch, dropout's null, the prompts and
+    guidance all carry only the sentence embedding, and the samples follow it."""
+    with pytest.raises(ValueError, match="model.text_conditional = true"):
+        dl.config.load_config("fashion_mnist", ["model.text_tokens=false"])
+    images = dl.data.fashion_mnist("train")
+    data = cap.captioned(dl.data.ImageData(images.images[:300], images.labels[:300], images.name, images.class_names))
+    over = ["data.captions=seen", "model.text_conditional=true", "model.text_tokens=false", "diffusion.p_uncond=0.2",
+            "model.channels=8", "train.steps=2", "train.batch_size=8", "train.checkpoint_every=2"]
+    cfg = dl.config.load_config("fashion_mnist", over)
+    assert dl.runs.text_fields(cfg) == ("pooled",)
+    dl.runs.train(cfg, tmp_path / "p", resume=False, progress=False, data=data)
+    net, _, _ = dl.runs.load_network(tmp_path / "p")
+    assert net.context_dim is None and net.pooled is not None
+    assert not any("cross" in name.lower() for name, _ in net.named_modules())
+    cond = dl.runs.prompt_condition(tmp_path / "p", ["a dark ankle boot", "a wide white bag"])
+    assert set(cond) == {"pooled"} and cond["pooled"].shape == (2, 384)
+    x, t = torch.randn(2, 1, 28, 28), torch.full((2,), 0.5)
+    torch.manual_seed(0)
+    with torch.no_grad():  # away from the zero-initialised start, so every input can show in the output
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    assert not torch.allclose(net(x, t, **cond), net(x, t, pooled=cond["pooled"].flip(0)))  # it reads the embedding
+    den, path, _ = dl.runs.load_guided(tmp_path / "p", scale=2.0)
+    y = dl.sampling.sample_batched(den, path, 2, (1, 28, 28), seed=0, cond=cond, sampler="ddim", steps=2)
+    assert y.shape == (2, 1, 28, 28) and torch.isfinite(y).all()
+    res = CliRunner().invoke(app, ["sample", str(tmp_path / "p"), "--prompt", "a dark ankle boot", "--n", "2", "--steps", "2",
+                                   "--guidance", "2", "--out", str(tmp_path / "g.png")])
+    assert res.exit_code == 0, res.output
