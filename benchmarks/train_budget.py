@@ -355,6 +355,7 @@ def report(result: dict) -> str:
             lines.append(f"{side}: the autoencoder's reconstructions of the same training images: FD {r['fd']:.3f}, precision "
                          f"{r['precision']:.3f}, recall {r['recall']:.3f}, PSNR {r['psnr']:.2f} dB (the floor of its latent model)")
     lines.append("")
+    recommended = []
     if len(tr) > 1:
         names = list(tr)
         lines += ["| NFE | " + " | ".join(f"{s} best | FD | P / R | s per sample" for s in names)
@@ -370,7 +371,15 @@ def report(result: dict) -> str:
                 ratio = " | " + ", ".join(f"{s} {best[s]['fd'] / best['diffusers']['fd']:.2f}" for s in names
                                           if s != "diffusers" and best[s])
             lines.append(f"| {nfe} | " + " | ".join(cells) + ratio + " |")
-        lines += ["", "Every sampler:", ""]
+            ours = {side: b for side, b in best.items() if side != "diffusers" and b}
+            if ours:  # the recommended recipe at this NFE: difflab's side with the lowest FD (issue 19)
+                side = min(ours, key=lambda k: ours[k]["fd"])
+                verdict = ""
+                if "diffusers" in tr and best["diffusers"]:
+                    r = ours[side]["fd"] / best["diffusers"]["fd"]
+                    verdict = f", {r:.2f} of the diffusers baseline's (goal <= 0.5: {'met' if r <= 0.5 else 'not met'})"
+                recommended.append(f"- {nfe} NFE: **{side}** with `{ours[side]['sampler']}`, FD {fmt_fd(ours[side])}{verdict}")
+        lines += ["", "Recommended recipe (the lowest FD of difflab's sides):", "", *recommended, "", "Every sampler:", ""]
     lines += ["| side | sampler | NFE | FD | precision | recall | s per sample |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['side']} | {r['sampler']} | {r['nfe']} | {fmt_fd(r)} | {r['precision']:.3f} | {r['recall']:.3f} | "
               f"{r['seconds_per_sample']:.4f} |" for r in rows]
