@@ -113,7 +113,8 @@ def main() -> None:
         return
     a.out.mkdir(parents=True, exist_ok=True)
     FIGURES.mkdir(exist_ok=True)
-    run = a.out / (a.model + ("_pooled" if a.pooled_only else ""))
+    tag = "_pooled" if a.pooled_only else ""
+    run = a.out / (a.model + tag)
     budget = [f"train.steps={a.steps}", "train.max_minutes=0"] if a.steps else [f"train.max_minutes={a.minutes}"]
     over = [*RECIPE, *budget, f"train.lr={a.lr}"] + (["model.text_tokens=false"] if a.pooled_only else [])
     if a.model == "dit":
@@ -132,7 +133,7 @@ def main() -> None:
     cond = {k: v.repeat_interleave(8, 0) for k, v in dl.runs.prompt_condition(run, PICTURE).items()}
     spec = dl.sampling.parse_sampler_spec(a.sampler)
     x = dl.sampling.sample_batched(den, path, 8 * len(PICTURE), (1, 28, 28), seed=0, cond=cond, steps=20, **spec.kwargs())
-    dl.viz.save_image_grid(x.clamp(-1, 1), FIGURES / f"text2image{'_pooled' if a.pooled_only else ''}.png", nrow=8, scale=3)
+    dl.viz.save_image_grid(x.clamp(-1, 1), FIGURES / f"text2image{tag}.png", nrow=8, scale=3)
     res["picture_prompts"] = PICTURE
     (run / "text2image_benchmark.json").write_text(json.dumps(res, indent=1))
     lines = [f"{a.model}: {res['parameters']:,} parameters, {res['steps']:,} training steps", "",

@@ -197,7 +197,8 @@ def test_a_text_conditional_run_from_training_to_a_prompt_grid(tmp_path):
 @needs_encoder
 def test_a_pooled_only_text_model_reads_the_sentence_embedding_alone(tmp_path):
     """model.text_tokens = false: no cross-attention; the network, the training batch, dropout's null, the prompts and
-    guidance all carry only the sentence embedding, and the samples follow it."""
+    guidance all carry only the sentence embedding (a null with fields the model does not read would stop training),
+    and the network's output moves with it."""
     with pytest.raises(ValueError, match="model.text_conditional = true"):
         dl.config.load_config("fashion_mnist", ["model.text_tokens=false"])
     images = dl.data.fashion_mnist("train")
