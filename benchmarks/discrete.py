@@ -17,9 +17,9 @@ pixel on quantized Fashion-MNIST, and the notes' Figure 1 on the quantized swiss
   (D3PM's bound on an absorbing path with N steps, evaluated with the same network: what an N-step sampler
   pays), and the quality of `--n-judged` samples judged by the autoregressive model (its bits per character on them:
   "generative perplexity"), with seconds per sample.
-- `fashion`: Fashion-MNIST quantized to 4 levels, a categorical U-Net (the fashion_mnist preset's), T = 1000,
-  trained `--fashion-minutes` each: discretized Gaussian, absorbing and uniform D3PM; bits per pixel on 1000
-  test images; samples.
+- `fashion`: Fashion-MNIST quantized to `--levels` levels (4), a categorical U-Net (the fashion_mnist preset's),
+  T = 1000, trained `--fashion-minutes` each: discretized Gaussian, absorbing and uniform D3PM; bits per pixel on
+  1000 test images (`--fashion-repeats` draws of the bound each); samples.
 - `swissroll`: the quantized swiss roll (32 levels per coordinate) under each forward process, and the learned
   discretized-Gaussian reverse process (the `swissroll_discrete` preset, `--swiss-minutes`).
 Writes discrete_benchmark.json / .md into --out and pictures into benchmarks/figures. Run it alone.
@@ -49,7 +49,7 @@ TEXT = {"masked": ["discrete.path=masked"],
 FASHION = {"gaussian": ["discrete.path=gaussian", "discrete.beta_min=0.02", "discrete.beta_max=1.0"],
            "absorbing": ["discrete.path=absorbing", "discrete.sampler=masked"],
            "uniform": ["discrete.path=uniform"]}
-FASHION_BASE = ["kind=discrete", "data.levels=4", "discrete.steps=1000", "discrete.loss=hybrid", "discrete.lam=0.001",
+FASHION_BASE = ["kind=discrete", "discrete.steps=1000", "discrete.loss=hybrid", "discrete.lam=0.001",
                 "train.lr=1e-3"]
 
 
@@ -115,19 +115,26 @@ def steps_part(out: Path, args) -> dict:
 
 
 def fashion_part(out: Path, args) -> dict:
-    res, pictures = {}, {}
+    """Each forward process on Fashion-MNIST quantized to `args.levels` levels; the results of earlier level
+    counts in --out are kept (keyed by the number of levels)."""
+    L, res, pictures = args.levels, {}, {}
+    prefix = "fashion" if L == 4 else f"fashion{L}"  # 4 levels: the run directories of the first measurement
     for name, overrides in FASHION.items():
-        run = out / f"fashion_{name}"
-        res[name] = train("fashion_mnist", [*FASHION_BASE, *overrides], run, args.fashion_minutes, args.skip_train)
-        res[name].update(run_discrete_nll(run, n=1000, repeats=2, seed=0, progress=False))
+        run = out / f"{prefix}_{name}"
+        res[name] = train("fashion_mnist", [*FASHION_BASE, f"data.levels={L}", *overrides], run, args.fashion_minutes,
+                          args.skip_train)
+        res[name].update(run_discrete_nll(run, n=1000, repeats=args.fashion_repeats, seed=0, progress=False))
         tokens, how = dl.runs.sample_tokens(run, 30, seed=3, batch_size=30, steps=1000)
         pictures[name] = dl.runs.tokens_to_values(run, tokens)
         res[name]["sample_nfe"] = how["nfe"]
         print(name, f"{res[name]['bits_per_symbol']:.4f} bits/pixel after {res[name]['steps']} steps", flush=True)
-    real, _ = held_out_tokens(out / "fashion_gaussian", "test", 30)
-    rows = [cat.dequantize(real, 4)] + [pictures[k] for k in FASHION]
-    dl.viz.save_image_grid(torch.cat(rows), FIGURES / "discrete_fashion.png", nrow=30, scale=2)
-    return res
+    real, _ = held_out_tokens(out / f"{prefix}_gaussian", "test", 30)
+    rows = [cat.dequantize(real, L)] + [pictures[k] for k in FASHION]
+    figure = "discrete_fashion.png" if L == 4 else f"discrete_fashion_{L}.png"
+    dl.viz.save_image_grid(torch.cat(rows), FIGURES / figure, nrow=30, scale=2)
+    file = out / "discrete_benchmark.json"
+    earlier = json.loads(file.read_text()).get("fashion", {}) if file.exists() else {}
+    return {**earlier, str(L): res}
 
 
 def swissroll_part(out: Path, args) -> dict:
@@ -204,9 +211,8 @@ def report(results: dict) -> str:
                 lines.append(f"| {key} | {r['bound_bits']:.3f} +- {r['bound_bits_se']:.3f} | {r['judged_bits']:.3f} +- "
                              f"{r.get('judged_bits_se', float('nan')):.3f} | {r['nfe']} | {r['seconds_per_sample']} |")
         lines += [f"| held-out text itself | | {steps['held_out_text_judged_bits']:.3f} | | |", ""]
-    fashion = results.get("fashion")
-    if fashion:
-        lines += ["| forward process | training steps | bits / pixel (1000 test images, 4 levels) |", "|---|---|---|"]
+    for levels, fashion in sorted((results.get("fashion") or {}).items(), key=lambda kv: int(kv[0])):
+        lines += [f"| forward process | training steps | bits / pixel (1000 test images, {levels} levels) |", "|---|---|---|"]
         for name, r in fashion.items():
             lines.append(f"| {name} | {r['steps']:,} | {r['bits_per_symbol']:.4f} +- {r['bits_per_symbol_se']:.4f} |")
         lines.append("")
@@ -219,12 +225,18 @@ def main() -> None:
     ap.add_argument("--parts", default="text,steps,fashion,swissroll")
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--fashion-minutes", type=float, default=10.0)
+    ap.add_argument("--levels", type=int, default=4, help="fashion: intensity levels of the quantized images")
+    ap.add_argument("--fashion-repeats", type=int, default=8, help="fashion: draws of the bound per test image")
     ap.add_argument("--swiss-minutes", type=float, default=2.0)
     ap.add_argument("--n", type=int, default=1000, help="held-out text windows for bits per character")
     ap.add_argument("--n-steps", type=int, default=500, help="held-out windows for the N-step bounds")
     ap.add_argument("--n-judged", type=int, default=40, help="samples per step count judged by the autoregressive model")
     ap.add_argument("--skip-train", action="store_true")
     args = ap.parse_args()
+    if not 2 <= args.levels <= 256:
+        ap.error(f"--levels must lie in 2..256, got {args.levels}")
+    if args.fashion_repeats < 1:
+        ap.error(f"--fashion-repeats must be at least 1, got {args.fashion_repeats}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     args.out.mkdir(parents=True, exist_ok=True)
     FIGURES.mkdir(exist_ok=True)
