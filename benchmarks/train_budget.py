@@ -42,9 +42,12 @@ trained for the same wall-clock minutes on this machine, then sampled at 10 and 
   (SDE-DPM-Solver++) also draws noise as it goes; its FD moves with that noise's seed (by +-0.05 at
   n = 1,000), so `--noise-seeds K` averages it over K seeds.
 - The report names the recommended recipe at each NFE: the side of difflab's (pixel, cascade, latent) with the
-  lowest FD, and its ratio to the diffusers baseline's (issue 19's goal: at most 0.5). On 2026-12-04's machine:
-  latent diffusion at 10 NFE (0.49), the cascade at 20 NFE (0.57; the pixel preset level with it).
+  lowest FD, and its ratio to the diffusers baseline's (issue 19's goal: at most 0.5). On 2026-12-04's machine,
+  with n = 5,000: the pixel preset at 10 NFE (0.42), the cascade and the pixel preset level at 20 NFE (0.56).
   Writes `train_budget.json` and `train_budget.md` into `--out`.
+- n = 1,000 (the default) shortlists samplers; it does not rank sides: the FD's bias at that size is large (the
+  floor is 0.068 at n = 1,000, 0.021 at 5,000), depends on the reference set and is smaller for less diverse
+  models. Score the shortlist again with `--n 5000 --samplers ...` before concluding (benchmarks/README.md).
 
 Run it alone: a second job on 2 cores slows both sides and the wall-clock budget means fewer steps.
 """
@@ -423,8 +426,8 @@ def main():
     ap.add_argument("--noise-seeds", type=int, default=1, metavar="K",
                     help="draw each stochastic sampler's noise from K seeds and report the mean FD (and its spread)")
     ap.add_argument("--samplers", default=None, metavar="LABELS",
-                    help="score only these comma-separated sampler labels at --nfe, keeping --out's earlier rows for "
-                         "the others (same --n); a difflab label may also be a spec name[@grid][:key=value...] "
+                    help="score only these comma-separated sampler labels at --nfe on --sides, keeping --out's earlier rows "
+                         "for the others (same --n); a difflab label may also be a spec name[@grid][:key=value...] "
                          "(e.g. ddpm, dpmpp_2m_sde@karras:rho=4:eta=0.5)")
     a = ap.parse_args()
     a.set = DIFFLAB_BUDGET_RECIPE if a.set is None else tuple(a.set)
@@ -472,7 +475,8 @@ def main():
         earlier = json.loads(results_file.read_text()).get("scores", {}) if results_file.exists() else {}
         if earlier and earlier.get("n") != a.n:
             ap.error(f"--samplers: {results_file} holds scores with n={earlier.get('n')}, not {a.n}: use its n or another --out")
-        kept = [r for r in earlier.get("rows", []) if not (r["sampler"] in labels and r["nfe"] in nfes)]
+        kept = [r for r in earlier.get("rows", [])
+                if not (r["sampler"] in labels and r["nfe"] in nfes and r["side"].split()[0] in sides)]
     scores = score(a.out, nfes, a.n, sides, diffusers_train=train.get("diffusers"), labels=labels,
                    noise_seeds=a.noise_seeds)
     scores["rows"] = sorted(kept + scores["rows"], key=lambda r: r["nfe"])
