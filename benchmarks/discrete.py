@@ -133,8 +133,15 @@ def fashion_part(out: Path, args) -> dict:
     figure = "discrete_fashion.png" if L == 4 else f"discrete_fashion_{L}.png"
     dl.viz.save_image_grid(torch.cat(rows), FIGURES / figure, nrow=30, scale=2)
     file = out / "discrete_benchmark.json"
-    earlier = json.loads(file.read_text()).get("fashion", {}) if file.exists() else {}
+    earlier = by_levels(json.loads(file.read_text()).get("fashion")) if file.exists() else {}
     return {**earlier, str(L): res}
+
+
+def by_levels(fashion: dict | None) -> dict:
+    """The fashion results keyed by level count; a results file written before `--levels` holds 4 levels' alone."""
+    if not fashion:
+        return {}
+    return fashion if all(k.isdigit() for k in fashion) else {"4": fashion}
 
 
 def swissroll_part(out: Path, args) -> dict:
@@ -211,7 +218,7 @@ def report(results: dict) -> str:
                 lines.append(f"| {key} | {r['bound_bits']:.3f} +- {r['bound_bits_se']:.3f} | {r['judged_bits']:.3f} +- "
                              f"{r.get('judged_bits_se', float('nan')):.3f} | {r['nfe']} | {r['seconds_per_sample']} |")
         lines += [f"| held-out text itself | | {steps['held_out_text_judged_bits']:.3f} | | |", ""]
-    for levels, fashion in sorted((results.get("fashion") or {}).items(), key=lambda kv: int(kv[0])):
+    for levels, fashion in sorted(by_levels(results.get("fashion")).items(), key=lambda kv: int(kv[0])):
         lines += [f"| forward process | training steps | bits / pixel (1000 test images, {levels} levels) |", "|---|---|---|"]
         for name, r in fashion.items():
             lines.append(f"| {name} | {r['steps']:,} | {r['bits_per_symbol']:.4f} +- {r['bits_per_symbol_se']:.4f} |")
