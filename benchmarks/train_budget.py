@@ -476,7 +476,7 @@ def main():
         if earlier and earlier.get("n") != a.n:
             ap.error(f"--samplers: {results_file} holds scores with n={earlier.get('n')}, not {a.n}: use its n or another --out")
         kept = [r for r in earlier.get("rows", [])
-                if not (r["sampler"] in labels and r["nfe"] in nfes and r["side"].split()[0] in sides)]
+                if not (r["sampler"] in labels and r["nfe"] in nfes and r["side"] in sides)]
     scores = score(a.out, nfes, a.n, sides, diffusers_train=train.get("diffusers"), labels=labels,
                    noise_seeds=a.noise_seeds)
     scores["rows"] = sorted(kept + scores["rows"], key=lambda r: r["nfe"])
