@@ -201,25 +201,30 @@ class DiscreteConfig:
 
     path: str = "masked"  # masked (continuous time) | absorbing | uniform | multinomial | gaussian (discretized, ordinal)
     steps: int = 1000  # T of the discrete-time paths
-    schedule: str = ""  # linear | cosine | cosine2; empty: the path's own (masked, absorbing: linear; uniform: cosine; multinomial: cosine2)
+    schedule: str = ""  # linear | cosine | cosine2; empty: the path's own (masked, absorbing: linear; uniform: cosine; multinomial: cosine2);
+    # gaussian: its beta schedule, linear (beta_min -> beta_max, the default) | mutual_information (beta_max its largest)
     loss: str = ""  # vb | hybrid | masked; empty: masked for the masked path, hybrid otherwise
     lam: float = 0.01  # the hybrid loss's weight of the cross-entropy (D3PM: 0.01 text, 0.001 images)
-    beta_min: float = 0.02  # gaussian: its linear beta schedule
+    beta_min: float = 0.02  # gaussian: its beta schedule's range
     beta_max: float = 1.0
     p_uncond: float = 0.0  # label dropout, for classifier-free guidance
     sampler: str = ""  # ancestral | masked (absorbing paths: MDLM's cache); empty: masked on absorbing paths, else ancestral
     sample_steps: int = 0  # 0: the path's T (1000 for the masked path)
 
     def __post_init__(self):
-        from .discrete import SAMPLERS, SCHEDULES
+        from .discrete import GAUSSIAN_SCHEDULES, SAMPLERS, SCHEDULES
         from .objectives import CATEGORICAL_LOSSES
 
         choose(self.path, DISCRETE_PATHS, "discrete.path")
         _within(self, "steps", 1, 100_000)
-        if self.schedule:
+        if self.schedule and self.path == "gaussian":
+            choose(self.schedule, GAUSSIAN_SCHEDULES, "discrete.schedule of the gaussian path (its beta schedule)")
+        elif self.schedule:
+            if self.schedule in GAUSSIAN_SCHEDULES and self.schedule not in SCHEDULES:
+                raise ValueError(f"discrete.schedule = {self.schedule!r} is a beta schedule of the gaussian path; the "
+                                 f"{self.path} path takes one of {', '.join(SCHEDULES)} (on absorbing paths 'linear' "
+                                 "is D3PM's mutual-information schedule)")
             choose(self.schedule, SCHEDULES, "discrete.schedule")
-            if self.path == "gaussian":
-                raise ValueError("discrete.schedule does not apply to the gaussian path (it has beta_min, beta_max)")
         if self.loss:
             choose(self.loss, CATEGORICAL_LOSSES, "discrete.loss")
         if self.loss == "masked" and self.path != "masked":
@@ -729,7 +734,8 @@ def build_categorical_path(cfg: DiscreteConfig, num_symbols: int):
         "absorbing": lambda: discrete.Absorbing(num_symbols, steps=cfg.steps, **sched),
         "uniform": lambda: discrete.Uniform(num_symbols, steps=cfg.steps, **sched),
         "multinomial": lambda: discrete.Multinomial(num_symbols, steps=cfg.steps, **sched),
-        "gaussian": lambda: discrete.DiscretizedGaussian(num_symbols, steps=cfg.steps, beta_min=cfg.beta_min, beta_max=cfg.beta_max),
+        "gaussian": lambda: discrete.DiscretizedGaussian(num_symbols, steps=cfg.steps, beta_min=cfg.beta_min, beta_max=cfg.beta_max,
+                                                         **sched),
     }
     return makers[cfg.path]()
 

@@ -17,7 +17,7 @@ F64 = torch.float64
 def paths(T=8):
     return [dd.Uniform(3, steps=T), dd.Absorbing(3, steps=T), dd.Masked(3), dd.Multinomial(3, steps=T),
             dd.DiscretizedGaussian(3, steps=T), dd.Uniform(4, steps=T, schedule="linear"),
-            dd.Absorbing(4, steps=T, schedule="cosine")]
+            dd.Absorbing(4, steps=T, schedule="cosine"), dd.DiscretizedGaussian(4, steps=T, schedule="mutual_information")]
 
 
 def random_joint(K, D, seed=0, labels=0):
@@ -82,6 +82,32 @@ def test_discretized_gaussian_is_banded_symmetric_and_reaches_uniform():
     assert torch.allclose(Q, Q.T) and torch.allclose(Q.sum(0), torch.ones(6, dtype=F64))
     assert (Q[0, 1:].diff() < 0).all()  # nearer symbols are likelier
     assert (path.q_bar(t64(1.0)) - 1 / 6).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("K", [2, 5, 8])
+def test_mutual_information_schedule_falls_linearly(K):
+    T = 50
+    path = dd.DiscretizedGaussian(K, steps=T, schedule="mutual_information", beta_max=50.0)
+    for i in range(T):  # I(x0; x_t) by enumeration of the joint (uniform x0): (1 - i / T) log K at every step
+        joint = path.q_bar(t64(i / T)) / K
+        by_hand = float((joint * (joint / (joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True))).log()).nan_to_num().sum())
+        assert by_hand == pytest.approx((1 - i / T) * math.log(K), abs=1e-7)
+    # the last step cannot reach 0 (no beta makes a step uniform): it takes beta_max and at least halves what is left
+    assert path.betas[-1] == 50.0 and float(dd.mutual_information(path.q_bar(t64(1.0)))) < 0.5 * math.log(K) / T
+    assert (path.betas.diff() >= -1e-9).all()  # each step mixes at least as much as the last
+    # the steps are the matrices of those betas: the linear path with one beta reproduces a step
+    i = 17
+    one = dd.DiscretizedGaussian(K, steps=1, beta_min=float(path.betas[i]), beta_max=float(path.betas[i]))
+    assert torch.allclose(path.transition(t64(i / T), t64((i + 1) / T)), one.q_bar(t64(1.0)), atol=1e-13)
+
+
+def test_mutual_information_of_absorbing_linear_schedule_is_linear():
+    """D3PM's remark: on an absorbing path the mutual-information schedule is a(t) = 1 - t (uniform x0)."""
+    path = dd.Absorbing(4, steps=10)
+    for i in range(11):
+        joint = path.q_bar(t64(i / 10))[:4] / 4  # x0 is one of the 4 symbols, x_t one of 5 states
+        mi = float((joint * (joint / (joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True))).log()).nan_to_num().sum())
+        assert mi == pytest.approx((1 - i / 10) * math.log(4), abs=1e-12)
 
 
 @pytest.mark.parametrize("path", [p for p in paths() if p.parameterization == "mixture"], ids=repr)

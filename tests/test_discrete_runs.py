@@ -109,7 +109,8 @@ def test_the_categorical_unet_gives_logits_per_pixel():
     ({"discrete": {"path": "uniform", "steps": 10, "sample_steps": 20}}, "cannot exceed"),
     ({"discrete": {"p_uncond": 0.1}}, "class-conditional"),
     ({"model": {"kind": "mlp"}}, "transformer"),
-    ({"discrete": {"path": "gaussian", "schedule": "cosine"}}, "beta_min"),
+    ({"discrete": {"path": "gaussian", "schedule": "cosine"}}, "beta schedule"),
+    ({"discrete": {"path": "uniform", "schedule": "mutual_information"}}, "gaussian path"),
 ])
 def test_bad_discrete_configurations_are_refused(change, message):
     with pytest.raises(ValueError, match=message):

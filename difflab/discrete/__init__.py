@@ -7,11 +7,11 @@ from .denoisers import as_denoiser
 from .guidance import classifier_free
 from .losses import bits_per_symbol, d3pm_loss, kl_categorical, masked_loss, prior_term, vb_loss
 from .oracles import Factorised, Joint
-from .paths import (SCHEDULES, Absorbing, CategoricalPath, DiscretizedGaussian, Masked, Multinomial, Uniform,
-                    categorical)
+from .paths import (GAUSSIAN_SCHEDULES, SCHEDULES, Absorbing, CategoricalPath, DiscretizedGaussian, Masked, Multinomial,
+                    Uniform, categorical, mutual_information)
 from .samplers import SAMPLERS, ancestral, in_batches, masked, sample, sample_batched
 
 __all__ = ["CategoricalPath", "Uniform", "Absorbing", "Masked", "Multinomial", "DiscretizedGaussian", "SCHEDULES",
-           "categorical", "vb_loss", "d3pm_loss", "masked_loss", "prior_term", "bits_per_symbol", "kl_categorical",
+           "GAUSSIAN_SCHEDULES", "mutual_information", "categorical", "vb_loss", "d3pm_loss", "masked_loss", "prior_term", "bits_per_symbol", "kl_categorical",
            "Factorised", "Joint", "ancestral", "masked", "sample", "sample_batched", "in_batches", "SAMPLERS", "classifier_free", "as_denoiser",
            "autoregressive"]

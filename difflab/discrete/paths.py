@@ -14,8 +14,17 @@ s/(1 + s)), s = 0.008 (D3PM uniform), "cosine2" its square (Hoogeboom et al. 202
 
 **Discretized Gaussian** (D3PM appendix A.2.2, for ordinal data): one step Q_t[i, j] proportional to
 exp(-4 (i - j)^2 / ((K - 1)^2 beta_t)) off the diagonal (normalised over offsets -(K-1)..K-1), the
-diagonal taking the rest; beta linear from beta_min to beta_max over T steps. Q_t is symmetric and
-doubly stochastic, so the stationary distribution is uniform. Its products are tabulated (float64).
+diagonal taking the rest. Q_t is symmetric and doubly stochastic, so the stationary distribution is
+uniform. Its products are tabulated (float64). Two beta schedules: "linear" from beta_min to beta_max over
+T steps (D3PM's, with 1e-4 -> 0.02 at 256 levels), and "mutual_information": each beta_t solved for
+(Brent's method on log beta) so that the mutual information between x0 and x_t, for uniform x0,
+
+    I(t) = log K + (1/K) sum_{x0, x} Q_bar(t)[x0, x] log Q_bar(t)[x0, x],
+
+falls linearly, I(i / T) = (1 - i / T) log K (D3PM section 4, their mutual-information schedule, which on an
+absorbing path is beta_t = 1 / (T - t + 1)), as far as beta <= beta_max allows. With few levels a linear beta
+schedule mixes abruptly (the off-diagonal weights are exp(-4 / ((K - 1)^2 beta)): at 8 levels and 0.02 -> 1
+the chain is uniform after a tenth of its steps); this schedule spreads the corruption over [0, 1] for any K.
 
 **The reverse step from a prediction of x0.** A denoiser gives p(x0 | x_t) per position (K
 probabilities). The reverse step is the posterior averaged over it (D3PM eq. 4, first form):
@@ -44,7 +53,7 @@ from torch import Tensor
 from .._random import Generators, rand
 
 __all__ = ["CategoricalPath", "Uniform", "Absorbing", "Masked", "Multinomial", "DiscretizedGaussian",
-           "categorical", "SCHEDULES"]
+           "categorical", "SCHEDULES", "GAUSSIAN_SCHEDULES", "mutual_information"]
 
 _COSINE_S = 0.008
 
@@ -284,10 +293,50 @@ def Masked(num_classes: int, schedule: str = "linear") -> Absorbing:
     return Absorbing(num_classes, steps=None, schedule=schedule)
 
 
-class DiscretizedGaussian(CategoricalPath):
-    """D3PM's discretized Gaussian transitions for ordinal symbols (module doc), T steps."""
+GAUSSIAN_SCHEDULES = ("linear", "mutual_information")
 
-    def __init__(self, num_classes: int, steps: int = 1000, beta_min: float = 0.02, beta_max: float = 1.0):
+
+def _gaussian_step(K: int, beta: float) -> Tensor:
+    """One discretized-Gaussian step Q with parameter beta (module doc)."""
+    i = torch.arange(K, dtype=torch.float64)
+    offsets = torch.arange(-(K - 1), K, dtype=torch.float64)
+    scale = (K - 1) ** 2 * beta
+    w = torch.exp(-4 * (i[:, None] - i[None, :]) ** 2 / scale) / torch.exp(-4 * offsets ** 2 / scale).sum()
+    w.fill_diagonal_(0.0)
+    return w + torch.diag(1 - w.sum(1))
+
+
+def mutual_information(q_bar: Tensor) -> Tensor:
+    """I(x0; x_t) in nats for uniform x0 and a doubly stochastic Q_bar (module doc)."""
+    K = q_bar.shape[-1]
+    return math.log(K) + torch.special.xlogy(q_bar, q_bar).sum((-2, -1)) / K
+
+
+def _mutual_information_betas(K: int, steps: int, beta_max: float) -> Tensor:
+    from scipy.optimize import brentq
+
+    lo, hi = math.log(1e-8), math.log(beta_max)
+    bar, betas, u = torch.eye(K, dtype=torch.float64), [], None
+    for i in range(1, steps + 1):
+        target = (1 - i / steps) * math.log(K)
+        gap = lambda v: float(mutual_information(bar @ _gaussian_step(K, math.exp(v)))) - target  # noqa: E731, B023
+        if float(mutual_information(bar)) <= target:  # beta -> 0 is the identity step
+            u = lo
+        elif u is not None and u + 0.5 < hi and gap(u - 0.5) > 0 > gap(u + 0.5):  # near the last step's beta: fewer products
+            u = brentq(gap, u - 0.5, u + 0.5, xtol=1e-9)
+        else:
+            u = hi if gap(hi) >= 0 else brentq(gap, lo, hi, xtol=1e-9)
+        betas.append(beta_max if u == hi else math.exp(u))
+        bar = bar @ _gaussian_step(K, betas[-1])
+    return torch.tensor(betas, dtype=torch.float64)
+
+
+class DiscretizedGaussian(CategoricalPath):
+    """D3PM's discretized Gaussian transitions for ordinal symbols, T steps, beta schedule "linear" (beta_min
+    -> beta_max) or "mutual_information" (beta_max its largest step) (module doc)."""
+
+    def __init__(self, num_classes: int, steps: int = 1000, beta_min: float = 0.02, beta_max: float = 1.0,
+                 schedule: str = "linear"):
         K = int(num_classes)
         if K != num_classes or K < 2:
             raise ValueError(f"a categorical path needs at least 2 symbols, got {num_classes}")
@@ -295,22 +344,17 @@ class DiscretizedGaussian(CategoricalPath):
             raise ValueError(f"the discretized Gaussian path is discrete-time: steps must be a positive integer, got {steps}")
         if not 0 < beta_min <= beta_max:
             raise ValueError(f"need 0 < beta_min <= beta_max, got {beta_min}, {beta_max}")
+        if schedule not in GAUSSIAN_SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r} for the discretized Gaussian; choose one of {', '.join(GAUSSIAN_SCHEDULES)}")
         if K ** 2 * (steps + 1) > 50_000_000:
             raise ValueError(f"the discretized Gaussian path tabulates (T + 1) K^2 = {K ** 2 * (steps + 1)} numbers; "
                              "use fewer symbols or steps")
         self.num_classes = self.num_states = K
         self.steps = int(steps)
-        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
-        betas = torch.linspace(beta_min, beta_max, self.steps, dtype=torch.float64)
-        offsets = torch.arange(-(K - 1), K, dtype=torch.float64)
-        i = torch.arange(K, dtype=torch.float64)
-        dist2 = (i[:, None] - i[None, :]) ** 2
-        Q = []
-        for b in betas:
-            w = torch.exp(-4 * dist2 / ((K - 1) ** 2 * b)) / torch.exp(-4 * offsets ** 2 / ((K - 1) ** 2 * b)).sum()
-            w.fill_diagonal_(0.0)
-            Q.append(w + torch.diag(1 - w.sum(1)))
-        self._Q = torch.stack(Q)  # Q[i - 1] is the step i - 1 -> i
+        self.beta_min, self.beta_max, self.schedule = float(beta_min), float(beta_max), schedule
+        self.betas = torch.linspace(beta_min, beta_max, self.steps, dtype=torch.float64) if schedule == "linear" \
+            else _mutual_information_betas(K, self.steps, self.beta_max)
+        self._Q = torch.stack([_gaussian_step(K, float(b)) for b in self.betas])  # Q[i - 1] is the step i - 1 -> i
         bars = [torch.eye(K, dtype=torch.float64)]
         for q in self._Q:
             bars.append(bars[-1] @ q)
@@ -343,4 +387,6 @@ class DiscretizedGaussian(CategoricalPath):
         return torch.full((self.num_classes,), 1.0 / self.num_classes, dtype=torch.float64)
 
     def __repr__(self) -> str:
-        return f"DiscretizedGaussian(K={self.num_classes}, steps={self.steps}, beta={self.beta_min}..{self.beta_max})"
+        if self.schedule == "linear":
+            return f"DiscretizedGaussian(K={self.num_classes}, steps={self.steps}, beta={self.beta_min}..{self.beta_max})"
+        return f"DiscretizedGaussian(K={self.num_classes}, steps={self.steps}, schedule='mutual_information', beta_max={self.beta_max})"
