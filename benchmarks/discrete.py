@@ -12,14 +12,16 @@ pixel on quantized Fashion-MNIST, and the notes' Figure 1 on the quantized swiss
   (MDLM's continuous-time bound), absorbing D3PM and uniform D3PM (T = 1000, hybrid loss, lambda = 0.01), and
   the autoregressive transformer of the same size. Bits per character on `--n` held-out windows: the bound's
   one-sample estimate averaged over 4 draws per window (exact for the autoregressive model), beside the unigram
-  cross-entropy. Samples of each.
+  cross-entropy. Samples of each. `--text-models masked,autoregressive` trains and measures some of them only
+  (e.g. at other `--minutes`, into another `--out`).
 - `steps`: the masked and absorbing models sampled in 1000, 100 and 20 steps: the bound of that many steps
   (D3PM's bound on an absorbing path with N steps, evaluated with the same network: what an N-step sampler
   pays), and the quality of `--n-judged` samples judged by the autoregressive model (its bits per character on them:
   "generative perplexity"), with seconds per sample.
 - `fashion`: Fashion-MNIST quantized to `--levels` levels (4), a categorical U-Net (the fashion_mnist preset's),
-  T = 1000, trained `--fashion-minutes` each: discretized Gaussian, absorbing and uniform D3PM; bits per pixel on
-  1000 test images (`--fashion-repeats` draws of the bound each); samples.
+  T = 1000, trained `--fashion-minutes` each: discretized Gaussian (linear betas 0.02 -> 1, and `gaussian_mi`, the
+  mutual-information beta schedule), absorbing and uniform D3PM (`--fashion-models` chooses); bits per pixel on
+  1000 test images (`--fashion-repeats` draws of the bound each); samples of every model trained at that level count.
 - `swissroll`: the quantized swiss roll (32 levels per coordinate) under each forward process, and the learned
   discretized-Gaussian reverse process (the `swissroll_discrete` preset, `--swiss-minutes`).
 Writes discrete_benchmark.json / .md into --out and pictures into benchmarks/figures. Run it alone.
@@ -47,6 +49,7 @@ TEXT = {"masked": ["discrete.path=masked"],
         "uniform": ["discrete.path=uniform", "discrete.loss=hybrid", "discrete.sampler=ancestral", "discrete.sample_steps=1000"],
         "autoregressive": ["kind=autoregressive"]}
 FASHION = {"gaussian": ["discrete.path=gaussian", "discrete.beta_min=0.02", "discrete.beta_max=1.0"],
+           "gaussian_mi": ["discrete.path=gaussian", "discrete.schedule=mutual_information"],
            "absorbing": ["discrete.path=absorbing", "discrete.sampler=masked"],
            "uniform": ["discrete.path=uniform"]}
 FASHION_BASE = ["kind=discrete", "discrete.steps=1000", "discrete.loss=hybrid", "discrete.lam=0.001",
@@ -70,8 +73,8 @@ def unigram(train_tokens: torch.Tensor, test_tokens: torch.Tensor) -> dict:
 
 def text_part(out: Path, args) -> dict:
     res = {}
-    for name, overrides in TEXT.items():
-        run = out / f"text_{name}"
+    for name in args.text_models:
+        run, overrides = out / f"text_{name}", TEXT[name]
         res[name] = train("text_masked", ["data.text=fortunes", *overrides], run, args.minutes, args.skip_train)
         res[name].update(run_discrete_nll(run, n=args.n, repeats=4, seed=0, progress=False))
         kw = {} if name == "autoregressive" else {"steps": 1000}
@@ -79,7 +82,7 @@ def text_part(out: Path, args) -> dict:
         res[name]["samples"] = dl.runs.tokens_to_values(run, tokens)
         print(name, f"{res[name]['bits_per_symbol']:.3f} bits/char after {res[name]['steps']} steps", flush=True)
     train_tokens = cat.text("fortunes", 128, "train").images
-    test_tokens, _ = held_out_tokens(out / "text_masked", "test", args.n)
+    test_tokens, _ = held_out_tokens(out / f"text_{args.text_models[0]}", "test", args.n)
     res["unigram"] = unigram(train_tokens, test_tokens)
     return res
 
@@ -115,22 +118,28 @@ def steps_part(out: Path, args) -> dict:
 
 
 def fashion_part(out: Path, args) -> dict:
-    """Each forward process on Fashion-MNIST quantized to `args.levels` levels, keyed by the number of levels."""
+    """The forward processes of `args.fashion_models` on Fashion-MNIST quantized to `args.levels` levels, keyed by
+    the number of levels. The picture shows every model of that level count whose run is in `out`."""
     L, res, pictures = args.levels, {}, {}
     prefix = "fashion" if L == 4 else f"fashion{L}"  # 4 levels: the run directories of the first measurement
-    for name, overrides in FASHION.items():
+    for name in args.fashion_models:
         run = out / f"{prefix}_{name}"
-        res[name] = train("fashion_mnist", [*FASHION_BASE, f"data.levels={L}", *overrides], run, args.fashion_minutes,
+        res[name] = train("fashion_mnist", [*FASHION_BASE, f"data.levels={L}", *FASHION[name]], run, args.fashion_minutes,
                           args.skip_train)
         res[name].update(run_discrete_nll(run, n=1000, repeats=args.fashion_repeats, seed=0, progress=False))
-        tokens, how = dl.runs.sample_tokens(run, 30, seed=3, batch_size=30, steps=1000)
-        pictures[name] = dl.runs.tokens_to_values(run, tokens)
-        res[name]["sample_nfe"] = how["nfe"]
         print(name, f"{res[name]['bits_per_symbol']:.4f} bits/pixel after {res[name]['steps']} steps", flush=True)
-    real, _ = held_out_tokens(out / f"{prefix}_gaussian", "test", 30)
-    rows = [cat.dequantize(real, L)] + [pictures[k] for k in FASHION]
+    for name in FASHION:
+        run = out / f"{prefix}_{name}"
+        if (run / "config.json").exists():
+            tokens, how = dl.runs.sample_tokens(run, 30, seed=3, batch_size=30, steps=1000)
+            pictures[name] = dl.runs.tokens_to_values(run, tokens)
+            if name in res:
+                res[name]["sample_nfe"] = how["nfe"]
+    real, _ = held_out_tokens(out / f"{prefix}_{args.fashion_models[0]}", "test", 30)
+    rows = [cat.dequantize(real, L)] + list(pictures.values())
     figure = "discrete_fashion.png" if L == 4 else f"discrete_fashion_{L}.png"
     dl.viz.save_image_grid(torch.cat(rows), FIGURES / figure, nrow=30, scale=2)
+    print(f"{FIGURES / figure}: rows real, " + ", ".join(pictures), flush=True)
     return {str(L): res}
 
 
@@ -197,13 +206,14 @@ def report(results: dict) -> str:
     if text:
         uni = text["unigram"]
         lines += ["| model (same network, same minutes) | training steps | bits / char (held out) | kind of figure |", "|---|---|---|---|"]
-        for name in ("autoregressive", "masked", "absorbing", "uniform"):
+        models = [name for name in ("autoregressive", "masked", "absorbing", "uniform") if name in text]
+        for name in models:
             r = text[name]
             kind = "exact NLL" if name == "autoregressive" else "upper bound (4 one-sample draws per window)"
             lines.append(f"| {name} | {r['steps']:,} | {r['bits_per_symbol']:.3f} +- {r['bits_per_symbol_se']:.3f} | {kind} |")
         lines += [f"| unigram (training frequencies) | - | {uni['cross_entropy_bits']:.3f} | cross-entropy on the held-out text |", ""]
         lines += ["Samples (the first of three per model; masked and absorbing with 1000 steps, the cache on):", ""]
-        for name in ("autoregressive", "masked", "absorbing", "uniform"):
+        for name in models:
             lines.append(f"- {name}: `{text[name]['samples'][0]}`")
         lines.append("")
     steps = results.get("steps")
@@ -228,8 +238,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/discrete"))
     ap.add_argument("--parts", default="text,steps,fashion,swissroll")
     ap.add_argument("--minutes", type=float, default=20.0)
+    ap.add_argument("--text-models", default=",".join(TEXT), help=f"text: which of {', '.join(TEXT)} to train and measure")
     ap.add_argument("--fashion-minutes", type=float, default=10.0)
     ap.add_argument("--levels", type=int, default=4, help="fashion: intensity levels of the quantized images")
+    ap.add_argument("--fashion-models", default="gaussian,absorbing,uniform",
+                    help=f"fashion: which of {', '.join(FASHION)} to train and measure")
     ap.add_argument("--fashion-repeats", type=int, default=8, help="fashion: draws of the bound per test image")
     ap.add_argument("--swiss-minutes", type=float, default=2.0)
     ap.add_argument("--n", type=int, default=1000, help="held-out text windows for bits per character")
@@ -239,6 +252,12 @@ def main() -> None:
     args = ap.parse_args()
     if not 2 <= args.levels <= 256:
         ap.error(f"--levels must lie in 2..256, got {args.levels}")
+    args.text_models = [m for m in args.text_models.split(",") if m]
+    if not args.text_models or set(args.text_models) - set(TEXT):
+        ap.error(f"--text-models takes some of {', '.join(TEXT)}, got {','.join(args.text_models) or 'none'}")
+    args.fashion_models = [m for m in args.fashion_models.split(",") if m]
+    if not args.fashion_models or set(args.fashion_models) - set(FASHION):
+        ap.error(f"--fashion-models takes some of {', '.join(FASHION)}, got {','.join(args.fashion_models) or 'none'}")
     if args.fashion_repeats < 1:
         ap.error(f"--fashion-repeats must be at least 1, got {args.fashion_repeats}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -249,8 +268,10 @@ def main() -> None:
     parts = {"text": text_part, "steps": steps_part, "fashion": fashion_part, "swissroll": swissroll_part}
     for part in [p for p in args.parts.split(",") if p]:
         got = parts[part](args.out, args)
-        # the fashion part measures one level count a run: the other counts' results stay
-        results[part] = {**by_levels(results.get("fashion")), **got} if part == "fashion" else got
+        if part == "fashion":  # one level count a run, some models: the other counts' and models' results stay
+            old = by_levels(results.get("fashion"))
+            got = {**old, **{L: {**old.get(L, {}), **models} for L, models in got.items()}}
+        results[part] = got
         file.write_text(json.dumps(results, indent=1))
     (args.out / "discrete_benchmark.md").write_text(report(results))
     print(report(results))
