@@ -19,8 +19,8 @@ pixel on quantized Fashion-MNIST, and the notes' Figure 1 on the quantized swiss
   pays), and the quality of `--n-judged` samples judged by the autoregressive model (its bits per character on them:
   "generative perplexity"), with seconds per sample.
 - `fashion`: Fashion-MNIST quantized to `--levels` levels (4), a categorical U-Net (the fashion_mnist preset's),
-  T = 1000, trained `--fashion-minutes` each: discretized Gaussian (linear betas 0.02 -> 1, and `gaussian_mi`, the
-  mutual-information beta schedule), absorbing and uniform D3PM (`--fashion-models` chooses); bits per pixel on
+  T = 1000, trained `--fashion-minutes` each: discretized Gaussian (linear betas 0.02 -> 1; `gaussian_mi`, the
+  mutual-information beta schedule; `gaussian_logistic`, that and D3PM's discretized-logistic output), absorbing and uniform D3PM (`--fashion-models` chooses); bits per pixel on
   1000 test images (`--fashion-repeats` draws of the bound each); samples of every model trained at that level count.
 - `swissroll`: the quantized swiss roll (32 levels per coordinate) under each forward process, and the learned
   discretized-Gaussian reverse process (the `swissroll_discrete` preset, `--swiss-minutes`).
@@ -50,6 +50,7 @@ TEXT = {"masked": ["discrete.path=masked"],
         "autoregressive": ["kind=autoregressive"]}
 FASHION = {"gaussian": ["discrete.path=gaussian", "discrete.beta_min=0.02", "discrete.beta_max=1.0"],
            "gaussian_mi": ["discrete.path=gaussian", "discrete.schedule=mutual_information"],
+           "gaussian_logistic": ["discrete.path=gaussian", "discrete.schedule=mutual_information", "discrete.output=logistic"],
            "absorbing": ["discrete.path=absorbing", "discrete.sampler=masked"],
            "uniform": ["discrete.path=uniform"]}
 FASHION_BASE = ["kind=discrete", "discrete.steps=1000", "discrete.loss=hybrid", "discrete.lam=0.001",

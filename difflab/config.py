@@ -208,11 +208,14 @@ class DiscreteConfig:
     beta_min: float = 0.02  # gaussian: its beta schedule's range
     beta_max: float = 1.0
     p_uncond: float = 0.0  # label dropout, for classifier-free guidance
+    output: str = "logits"  # images: the network's p(x0 | x_t) per pixel, logits (K free numbers) | logistic (D3PM's
+    #                         truncated discretized logistic, 2 numbers: for ordinal levels, e.g. with path = "gaussian")
     sampler: str = ""  # ancestral | masked (absorbing paths: MDLM's cache); empty: masked on absorbing paths, else ancestral
     sample_steps: int = 0  # 0: the path's T (1000 for the masked path)
 
     def __post_init__(self):
         from .discrete import GAUSSIAN_SCHEDULES, SAMPLERS, SCHEDULES
+        from .nets.categorical import OUTPUTS
         from .objectives import CATEGORICAL_LOSSES
 
         choose(self.path, DISCRETE_PATHS, "discrete.path")
@@ -225,6 +228,7 @@ class DiscreteConfig:
                                  f"{self.path} path takes one of {', '.join(SCHEDULES)} (on absorbing paths 'linear' "
                                  "is D3PM's mutual-information schedule)")
             choose(self.schedule, SCHEDULES, "discrete.schedule")
+        choose(self.output, OUTPUTS, "discrete.output")
         if self.loss:
             choose(self.loss, CATEGORICAL_LOSSES, "discrete.loss")
         if self.loss == "masked" and self.path != "masked":
@@ -390,6 +394,9 @@ class Config:
         if self.data.categorical and not token_kind:
             raise ValueError(f"categorical data (data.name = {self.data.name!r}, data.levels = {self.data.levels}) need "
                              "kind = \"discrete\" (categorical diffusion) or \"autoregressive\"")
+        if self.discrete.output == "logistic" and not (self.kind == "discrete" and self.model.kind in ("unet", "dit")):
+            raise ValueError("discrete.output = 'logistic' is a discrete run's image network over ordinal levels: it needs "
+                             "kind = \"discrete\" with model.kind = 'unet' or 'dit' (text has no order: keep 'logits')")
         if token_kind and self.model.kind == "mlp":
             raise ValueError("model.kind for categorical data: transformer (sequences, toy points), unet or dit (images)")
         if not token_kind and self.model.kind == "transformer":
@@ -741,9 +748,10 @@ def build_categorical_path(cfg: DiscreteConfig, num_symbols: int):
 
 
 def build_token_network(cfg: ModelConfig, data_shape: tuple, num_states: int, num_outputs: int, num_classes: int | None,
-                        *, causal: bool = False):
+                        *, causal: bool = False, output: str = "logits"):
     """The network of a discrete or autoregressive run: logits over `num_outputs` symbols per position, from
-    tokens of `num_states` states; a transformer over the positions, or the U-Net for images (C, H, W)."""
+    tokens of `num_states` states; a transformer over the positions, or the U-Net for images (C, H, W), whose
+    `output` is free logits or D3PM's discretized logistic (`nets.categorical`)."""
     from . import nets
 
     classes = num_classes if cfg.class_conditional else None
@@ -760,9 +768,9 @@ def build_token_network(cfg: ModelConfig, data_shape: tuple, num_states: int, nu
         raise ValueError("an autoregressive run needs model.kind = 'transformer'")
     _check_images(cfg, data_shape, "transformer")
     if cfg.kind == "dit":
-        return nets.CategoricalDiT(data_shape[0], num_states, num_outputs, patch_size=cfg.patch_size, width=cfg.width,
+        return nets.CategoricalDiT(data_shape[0], num_states, num_outputs, output, patch_size=cfg.patch_size, width=cfg.width,
                                    depth=cfg.depth, heads=cfg.heads, num_classes=classes, time_embedding_kind=cfg.time_embedding,
                                    dropout=cfg.dropout)
-    return nets.CategoricalUNet(data_shape[0], num_states, num_outputs, channels=cfg.channels, channel_mult=cfg.channel_mult,
+    return nets.CategoricalUNet(data_shape[0], num_states, num_outputs, output, channels=cfg.channels, channel_mult=cfg.channel_mult,
                                 num_res_blocks=cfg.num_res_blocks, attention_levels=cfg.attention_levels, dropout=cfg.dropout,
                                 num_classes=classes, time_embedding_kind=cfg.time_embedding, patch_size=cfg.patch_size)

@@ -221,7 +221,8 @@ def _classifier_network(cfg: Config, info: dict):
 
 def _discrete_network(cfg: Config, info: dict):
     path = build_categorical_path(cfg.discrete, _symbols(info))
-    return build_token_network(cfg.model, tuple(info["shape"]), path.num_states, path.num_classes, info.get("num_classes"))
+    return build_token_network(cfg.model, tuple(info["shape"]), path.num_states, path.num_classes, info.get("num_classes"),
+                               output=cfg.discrete.output)
 
 
 def _autoregressive_network(cfg: Config, info: dict):

@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -97,6 +98,47 @@ def test_the_categorical_unet_gives_logits_per_pixel():
     assert out.shape == (2, 1, 8, 8, 4) and torch.equal(out, torch.zeros_like(out))
 
 
+def test_logistic_logits_are_the_renormalised_discretized_logistic():
+    from scipy.special import expit
+
+    loc, log_scale, K = torch.tensor([-1.0, -0.3, 0.2, 0.9]), torch.tensor([2.5, 1.0, 0.0, -3.0]), 6
+    got = torch.softmax(dl.nets.categorical.logistic_logits(loc.double(), log_scale.double(), K), -1)
+    for i in range(4):  # the mass of each bin [c_k - w/2, c_k + w/2] under the logistic, renormalised over the K bins
+        c, w, scale = -1 + 2 * np.arange(K) / (K - 1), 2 / (K - 1), math.exp(float(log_scale[i]) - 2)
+        mass = expit((c + w / 2 - float(loc[i])) / scale) - expit((c - w / 2 - float(loc[i])) / scale)
+        assert torch.allclose(got[i], torch.as_tensor(mass / mass.sum()), atol=1e-12)
+    far = dl.nets.categorical.logistic_logits(torch.tensor([0.99]), torch.tensor([-20.0]), 256)  # a very narrow logistic
+    assert torch.isfinite(torch.softmax(far, -1)).all() and int(far.argmax()) == 254
+
+
+@pytest.mark.parametrize("net", ["unet", "dit"])
+def test_the_logistic_output_starts_as_a_bump_around_the_noisy_level(net):
+    K = 5
+    make = dl.nets.CategoricalUNet if net == "unet" else dl.nets.CategoricalDiT
+    kw = dict(channels=16, channel_mult=(1, 2), num_res_blocks=1) if net == "unet" else dict(patch_size=2, width=32, depth=1, heads=2)
+    model = make(1, K + 1, K, "logistic", **kw)  # K levels and a [MASK] state
+    x = torch.randint(0, K + 1, (2, 1, 8, 8))
+    out = model(x, torch.rand(2))
+    assert out.shape == (2, 1, 8, 8, K)
+    level = torch.where(x < K, x * 2.0 / (K - 1) - 1, torch.zeros(()))  # the body starts at zero: mu = tanh(x_t), s = 0
+    want = dl.nets.categorical.logistic_logits(torch.tanh(level), torch.zeros(x.shape), K)
+    assert torch.allclose(out, want)
+    with pytest.raises(ValueError, match="output"):
+        make(1, K, K, "gaussian", **kw)
+
+
+def test_a_gaussian_run_with_the_logistic_output(tmp_path):
+    cfg = config(data={"name": "digits", "levels": 8}, model={"kind": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1},
+                 discrete={"path": "gaussian", "steps": 10, "schedule": "mutual_information", "output": "logistic"},
+                 train={"steps": 2})
+    dl.runs.train(cfg, tmp_path / "g", progress=False)
+    den, path, _ = dl.runs.load(tmp_path / "g")
+    p0 = den(torch.randint(0, 8, (3, 1, 8, 8)), torch.full((3,), 0.5, dtype=torch.float64))
+    assert p0.shape == (3, 1, 8, 8, 8) and torch.allclose(p0.sum(-1).double(), torch.ones(3, 1, 8, 8, dtype=torch.float64), atol=1e-5)
+    tokens, _ = dl.runs.sample_tokens(tmp_path / "g", 2)
+    assert tokens.shape == (2, 1, 8, 8) and int(tokens.max()) < 8
+
+
 # --- configuration -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("change, message", [
@@ -111,6 +153,8 @@ def test_the_categorical_unet_gives_logits_per_pixel():
     ({"model": {"kind": "mlp"}}, "transformer"),
     ({"discrete": {"path": "gaussian", "schedule": "cosine"}}, "beta schedule"),
     ({"discrete": {"path": "uniform", "schedule": "mutual_information"}}, "gaussian path"),
+    ({"discrete": {"output": "logistic"}}, "ordinal levels"),
+    ({"discrete": {"output": "bins"}}, "discrete.output"),
 ])
 def test_bad_discrete_configurations_are_refused(change, message):
     with pytest.raises(ValueError, match=message):
