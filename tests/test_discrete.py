@@ -334,3 +334,17 @@ def test_clear_errors():
     for p in (dd.Uniform(3, steps=10), dd.DiscretizedGaussian(3, steps=10)):
         with pytest.raises(ValueError, match="forward in time"):
             p.transition(t64(0.5), t64(0.2))
+
+
+def test_a_network_driving_a_probability_into_denormals_keeps_finite_gradients():
+    """The bound's gradient -q / p overflowed float32 for p ~ 1e-44 and the softmax's backward made it NaN
+    (a uniform D3PM on Fashion-MNIST diverged so): the denoiser's softmax runs in float64."""
+    path = dd.Uniform(4, steps=10)
+    logits = torch.zeros(1, 2, 2, 4)
+    logits[..., 0, 0] = -100.0  # the true x0 of the first position, exp(-100) ~ 4e-44
+    logits.requires_grad_(True)
+    den = dd.as_denoiser(lambda x_t, t: logits)
+    loss = dd.d3pm_loss(den, path, torch.tensor([[[0, 1], [2, 3]]]), t=torch.tensor([1]), lam=0.01)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(logits.grad).all()
+    assert float(loss) > 100 * 10  # T x -log p(x0 | x_1) of that position: the model pays for it

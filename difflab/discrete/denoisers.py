@@ -1,5 +1,7 @@
 """A network's logits as a categorical denoiser: `(x_t, t, **cond) -> p(x0 | x_t)`, softmax over the last
-axis in float32 (whatever precision the network ran in)."""
+axis in float64 (whatever precision the network ran in). Not float32: a probability the network drives into
+float32's denormals (a logit 100 below the others) makes the bound's gradient -q / p overflow to inf, and the
+softmax's backward turns that into NaN; in float64 the same gradient stays finite."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ class CategoricalDenoiser:
         self.net = net
 
     def __call__(self, x_t: Tensor, t, **cond) -> Tensor:
-        return torch.softmax(self.net(x_t, t, **cond).float(), dim=-1)
+        return torch.softmax(self.net(x_t, t, **cond).double(), dim=-1)
 
     def __repr__(self) -> str:
         return f"CategoricalDenoiser({type(self.net).__name__})"
