@@ -45,6 +45,7 @@ et al. 2024, MD4) with its schedule alpha(t) = a(t); with `steps=T` it is D3PM's
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -312,7 +313,10 @@ def mutual_information(q_bar: Tensor) -> Tensor:
     return math.log(K) + torch.special.xlogy(q_bar, q_bar).sum((-2, -1)) / K
 
 
-def _mutual_information_betas(K: int, steps: int, beta_max: float) -> Tensor:
+@functools.lru_cache(maxsize=8)
+def _mutual_information_betas(K: int, steps: int, beta_max: float) -> tuple[float, ...]:
+    """The schedule's betas (module doc), solved once per (K, T, beta_max): a run builds its path for the network,
+    the objective and the loader."""
     from scipy.optimize import brentq
 
     lo, hi = math.log(1e-8), math.log(beta_max)
@@ -328,7 +332,7 @@ def _mutual_information_betas(K: int, steps: int, beta_max: float) -> Tensor:
             u = hi if gap(hi) >= 0 else brentq(gap, lo, hi, xtol=1e-9)
         betas.append(beta_max if u == hi else math.exp(u))
         bar = bar @ _gaussian_step(K, betas[-1])
-    return torch.tensor(betas, dtype=torch.float64)
+    return tuple(betas)
 
 
 class DiscretizedGaussian(CategoricalPath):
@@ -353,7 +357,7 @@ class DiscretizedGaussian(CategoricalPath):
         self.steps = int(steps)
         self.beta_min, self.beta_max, self.schedule = float(beta_min), float(beta_max), schedule
         self.betas = torch.linspace(beta_min, beta_max, self.steps, dtype=torch.float64) if schedule == "linear" \
-            else _mutual_information_betas(K, self.steps, self.beta_max)
+            else torch.tensor(_mutual_information_betas(K, self.steps, self.beta_max), dtype=torch.float64)
         self._Q = torch.stack([_gaussian_step(K, float(b)) for b in self.betas])  # Q[i - 1] is the step i - 1 -> i
         bars = [torch.eye(K, dtype=torch.float64)]
         for q in self._Q:
