@@ -136,6 +136,7 @@ class DiffusionConfig:
     flow_sigma_min: float = 0.0  # linear: the width of Lipman et al.'s tube around the data at t = 0
     prediction: str = "eps"  # eps | x0 | v | score | velocity
     weighting: str = "simple"  # simple | elbo | sigma2 | likelihood | min_snr
+    snr_gamma: float = 5.0  # min_snr: the cap gamma in min(SNR, gamma) (Hang et al. 2023 use 5)
     time_sampler: str = "default"  # default (uniform on the path's times) | log_normal
     t_min: float = 1e-3
     coupling: str = "independent"  # independent | exact | sinkhorn: how data and source batches are paired (flows)
@@ -165,6 +166,9 @@ class DiffusionConfig:
             raise ValueError(f"diffusion.t_min must be in (0, 1), got {self.t_min}")
         if not self.coupling_reg < math.inf:
             raise ValueError(f"diffusion.coupling_reg must be finite, got {self.coupling_reg}")
+        if not 0 < self.snr_gamma < math.inf:
+            raise ValueError(f"diffusion.snr_gamma (min_snr's cap on the signal-to-noise ratio) must be positive and finite "
+                             f"(5 is usual), got {self.snr_gamma}")
         if not 0 <= self.p_uncond < 1:
             raise ValueError(f"diffusion.p_uncond must lie in [0, 1) (0.1 is usual), got {self.p_uncond}")
         if not 0 <= self.low_res_noise <= 1:

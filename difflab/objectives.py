@@ -111,8 +111,8 @@ class DiffusionObjective:
     """Denoising regression / flow matching on `path` (module doc); `conditions` names the batch fields
     the model is conditioned on (e.g. ("label",)), passed to it as keywords."""
 
-    def __init__(self, path, *, prediction: str = "eps", weighting: str | Callable = "simple", time_sampler=None,
-                 source=None, coupling: str = "independent", coupling_reg: float = 0.05,
+    def __init__(self, path, *, prediction: str = "eps", weighting: str | Callable = "simple", snr_gamma: float = 5.0,
+                 time_sampler=None, source=None, coupling: str = "independent", coupling_reg: float = 0.05,
                  conditions: tuple[str, ...] = (), p_uncond: float = 0.0, null: Mapping | None = None,
                  low_res_noise: float = 0.0):
         from .targets import KINDS
@@ -123,6 +123,9 @@ class DiffusionObjective:
         if isinstance(weighting, str):
             losses.check_weighting(weighting, path, self.time_sampler)
         self.weighting = weighting
+        if not 0 < snr_gamma < float("inf"):
+            raise ValueError(f"snr_gamma (min_snr's cap on the signal-to-noise ratio) must be positive and finite, got {snr_gamma}")
+        self.snr_gamma = float(snr_gamma)
         self.source = source
         self.coupling = choose(coupling, COUPLINGS, "coupling")
         self.coupling_reg = float(coupling_reg)
@@ -160,12 +163,13 @@ class DiffusionObjective:
             cond = self._augment(cond, generator)
         cond = drop_labels(cond, self.p_uncond, generator, self.null)
         return losses.diffusion_loss(model, self.path, x0, prediction=self.prediction, weighting=self.weighting, t=t,
-                                     noise=z, cond=cond)
+                                     noise=z, cond=cond, gamma=self.snr_gamma)
 
     def __repr__(self) -> str:
         extra = f", coupling={self.coupling!r}" if self.coupling != "independent" else ""
         extra += f", p_uncond={self.p_uncond}" if self.p_uncond else ""
         extra += f", low_res_noise={self.low_res_noise}" if self.low_res_noise else ""
+        extra += f", snr_gamma={self.snr_gamma}" if self.weighting == "min_snr" else ""
         return (f"DiffusionObjective({self.path!r}, prediction={self.prediction!r}, weighting={self.weighting!r}"
                 f"{extra}, conditions={self.conditions})")
 

@@ -268,7 +268,8 @@ def _build_diffusion(cfg: Config, data, model):
     null = None
     if cfg.model.text_conditional:
         null = {**{k: v for k, v in data.null.items() if k in text_fields(cfg)}, **({"label": -1} if cfg.model.class_conditional else {})}
-    return DiffusionObjective(path, prediction=d.prediction, weighting=d.weighting, time_sampler=build_time_sampler(d, path),
+    return DiffusionObjective(path, prediction=d.prediction, weighting=d.weighting, snr_gamma=d.snr_gamma,
+                              time_sampler=build_time_sampler(d, path),
                               source=source, coupling=d.coupling, coupling_reg=d.coupling_reg,
                               conditions=_conditions(cfg), p_uncond=d.p_uncond, null=null, low_res_noise=d.low_res_noise)
 

@@ -63,6 +63,28 @@ def test_published_weightings():
     assert torch.equal(L.loss_weight("simple", "v", path, t), torch.ones(5, dtype=torch.float64))
 
 
+def test_the_objective_caps_the_snr_at_its_gamma():
+    """A min_snr objective's loss is the simple loss times min(SNR, gamma) / (SNR + 1) per example (v-prediction), for
+    the gamma it was given, from the configuration too; gamma must be positive and finite."""
+    path = dl.paths.Cosine()
+    x = torch.randn(8, 1, 4, 4, generator=gen(0))
+    zero = lambda x_t, t: torch.zeros_like(x_t)  # noqa: E731  the error is the target itself
+    simple = dl.objectives.DiffusionObjective(path, prediction="v")(zero, {"x": x}, gen(5))
+    t = dl.objectives.DiffusionObjective(path).time_sampler(8, generator=gen(5)).to(torch.float64)  # drawn first
+    snr = torch.exp(path.log_snr(t))
+    for gamma in (0.5, 5.0):
+        capped = dl.objectives.DiffusionObjective(path, prediction="v", weighting="min_snr", snr_gamma=gamma)(zero, {"x": x}, gen(5))
+        torch.testing.assert_close(capped, simple * (snr.clamp(max=gamma) / (snr + 1)).float())
+    cfg = dl.config.load_config("fashion_mnist", ["diffusion.weighting=min_snr", "diffusion.snr_gamma=2"])
+    assert cfg.diffusion.snr_gamma == 2
+    assert dl.runs.KINDS["diffusion"].build(cfg, dl.data.digits("test"), None).snr_gamma == 2
+    for bad in (0, -1, float("inf")):
+        with pytest.raises(ValueError, match="snr_gamma"):
+            dl.config.load_config("fashion_mnist", [f"diffusion.snr_gamma={bad}"])
+        with pytest.raises(ValueError, match="snr_gamma"):
+            dl.objectives.DiffusionObjective(path, weighting="min_snr", snr_gamma=bad)
+
+
 def test_denoising_score_matching_is_the_notes_objective():
     """sigma^2 weighting on a score network: lambda/sigma^2 ||sigma s + Z||^2 with lambda = sigma^2 (notes)."""
     path = dl.paths.VE()
