@@ -21,7 +21,8 @@ trained for the same wall-clock minutes on this machine, then sampled at 10 and 
   --prediction v_prediction` trains it on cosine betas with v-prediction instead (DDPMScheduler's own
   options). Sampled with diffusers' `DPMSolverMultistepScheduler` (2M) and `UniPCMultistepScheduler`,
   with their defaults and with `use_karras_sigmas=True`, from the EMA UNet, with the schedule and
-  prediction it was trained with.
+  prediction it was trained with. `--snr-gamma G` trains it with min-SNR-G loss weighting (as diffusers'
+  `train_text_to_image.py --snr_gamma`; difflab's preset uses min-SNR-5 since 2026-12-05).
 - latent (issue 19): latent diffusion, all within the same budget: the `fashion_mnist_vae` autoencoder for
   `--ae-minutes` (lr decayed to 0 over them), the training set encoded once, then the `fashion_mnist_latent`
   model on its scaled latents for the rest of the budget (same fixed-time recipe and bf16 as difflab's side;
@@ -32,7 +33,7 @@ trained for the same wall-clock minutes on this machine, then sampled at 10 and 
   super-resolution stage (14 -> 28, noise-conditioning augmentation up to level 0.5) for the rest, joined by a
   `fashion_mnist_cascade` run (augmentation level `--level` at sampling). At an NFE budget N each stage takes
   N / 2 steps of the same sampler (the same number of network evaluations as a one-stage model; the stages'
-  networks cost about the same per evaluation). `--ablation` also trains a second stage without augmentation
+  networks cost about the same per evaluation). `--cascade-set` changes both stages' presets. `--ablation` also trains a second stage without augmentation
   (the same minutes, outside the budget) and scores the cascade with it and at other levels.
 - Each side is scored by its best sampler at each NFE: Frechet distance, precision and recall in the
   shipped Fashion-MNIST feature network's space (`difflab.features`), `--n` samples against `--n`
@@ -42,8 +43,8 @@ trained for the same wall-clock minutes on this machine, then sampled at 10 and 
   (SDE-DPM-Solver++) also draws noise as it goes; its FD moves with that noise's seed (by +-0.05 at
   n = 1,000), so `--noise-seeds K` averages it over K seeds.
 - The report names the recommended recipe at each NFE: the side of difflab's (pixel, cascade, latent) with the
-  lowest FD, and its ratio to the diffusers baseline's (issue 19's goal: at most 0.5). On 2026-12-04's machine,
-  with n = 5,000: the pixel preset at 10 NFE (0.42), the cascade and the pixel preset level at 20 NFE (0.56).
+  lowest FD, and its ratio to the diffusers baseline's (issue 19's goal: at most 0.5). With n = 5,000 (2026-12-05,
+  the preset with min-SNR weighting): the pixel preset at 10 NFE (0.38) and at 20 NFE (0.55).
   Writes `train_budget.json` and `train_budget.md` into `--out`.
 - n = 1,000 (the default) shortlists samplers; it does not rank sides: the FD's bias at that size is large (the
   floor is 0.068 at n = 1,000, 0.021 at 5,000), depends on the reference set and is smaller for less diverse
@@ -183,10 +184,10 @@ def baseline_unet():
 
 def train_diffusers(out: Path, minutes: float, *, lr: float = 1e-3, batch_size: int = 128, warmup: int = 100,
                     seed: int = 0, bf16: bool = True, decay: str = "none", schedule: str = "linear",
-                    prediction: str = "epsilon") -> dict:
+                    prediction: str = "epsilon", snr_gamma: float | None = None) -> dict:
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_constant_schedule_with_warmup
-    from diffusers.training_utils import EMAModel
+    from diffusers.training_utils import EMAModel, compute_snr
     from tqdm import tqdm
 
     torch.manual_seed(seed)
@@ -214,7 +215,12 @@ def train_diffusers(out: Path, minutes: float, *, lr: float = 1e-3, batch_size: 
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 pred = unet(scheduler.add_noise(x0, noise, t), t).sample
             target = noise if prediction == "epsilon" else scheduler.get_velocity(x0, noise, t)
-            loss = torch.nn.functional.mse_loss(pred.float(), target)
+            if snr_gamma is None:
+                loss = torch.nn.functional.mse_loss(pred.float(), target)
+            else:  # min-SNR-gamma, as diffusers' train_text_to_image.py --snr_gamma writes it
+                snr = compute_snr(scheduler, t)
+                weight = snr.clamp(max=snr_gamma) / (snr if prediction == "epsilon" else snr + 1)
+                loss = ((pred.float() - target) ** 2).mean(dim=(1, 2, 3)).mul(weight).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -229,7 +235,7 @@ def train_diffusers(out: Path, minutes: float, *, lr: float = 1e-3, batch_size: 
     ema.copy_to(unet.parameters())
     unet.eval().save_pretrained(out)  # safetensors
     info = {"steps": step, "seconds": seconds, "batch_size": batch_size, "lr": lr, "warmup": warmup, "bf16": bf16, "decay": decay,
-            "schedule": schedule, "prediction": prediction, "parameters": sum(p.numel() for p in unet.parameters()), "last_loss_mean_100": sum(losses[-100:]) / max(1, len(losses[-100:]))}
+            "schedule": schedule, "prediction": prediction, "snr_gamma": snr_gamma, "parameters": sum(p.numel() for p in unet.parameters()), "last_loss_mean_100": sum(losses[-100:]) / max(1, len(losses[-100:]))}
     (out / "train_info.json").write_text(json.dumps(info, indent=1))
     return info
 
@@ -409,6 +415,9 @@ def main():
                     help="latent side: a change to the fashion_mnist_latent preset (repeatable; default: "
                          f"{' '.join(DIFFLAB_BUDGET_RECIPE)})")
     ap.add_argument("--base-minutes", type=float, default=12.0, help="cascade side: the base stage's share of --minutes")
+    ap.add_argument("--cascade-set", action="append", default=None, metavar="KEY=VALUE",
+                    help="cascade side: a change to both stages' presets (repeatable; default: "
+                         f"{' '.join(DIFFLAB_BUDGET_RECIPE)})")
     ap.add_argument("--level", type=float, default=0.2, help="cascade side: the augmentation level at sampling")
     ap.add_argument("--ablation", action="store_true", help="cascade side: also a second stage without augmentation "
                     "(outside the budget), and the cascade at levels 0, 0.1, 0.3")
@@ -420,6 +429,8 @@ def main():
                     help="the diffusers baseline's beta schedule (DDPMScheduler's beta_schedule)")
     ap.add_argument("--prediction", default="epsilon", choices=("epsilon", "v_prediction"),
                     help="what the diffusers baseline's UNet predicts (DDPMScheduler's prediction_type)")
+    ap.add_argument("--snr-gamma", type=float, default=None, metavar="GAMMA",
+                    help="the diffusers baseline's loss with min-SNR-gamma weighting (its train_text_to_image.py --snr_gamma)")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                     help="bf16 autocast in training on both sides (--no-bf16: float32)")
     ap.add_argument("--skip-train", action="store_true", help="score the models already in --out")
@@ -432,6 +443,7 @@ def main():
     a = ap.parse_args()
     a.set = DIFFLAB_BUDGET_RECIPE if a.set is None else tuple(a.set)
     a.latent_set = DIFFLAB_BUDGET_RECIPE if a.latent_set is None else tuple(a.latent_set)
+    a.cascade_set = DIFFLAB_BUDGET_RECIPE if a.cascade_set is None else tuple(a.cascade_set)
     if a.noise_seeds < 1:
         ap.error(f"--noise-seeds must be at least 1, got {a.noise_seeds}")
     sides = tuple(a.sides.split(","))
@@ -443,8 +455,9 @@ def main():
         ap.error(f"--ae-minutes must lie between 0 and --minutes ({a.minutes}), got {a.ae_minutes}")
     a.out.mkdir(parents=True, exist_ok=True)
     results_file = a.out / "train_budget.json"
-    # Sides trained earlier into --out are kept, so one side can be retrained and both scored again.
-    train = json.loads(results_file.read_text())["train"] if results_file.exists() else {}
+    # Sides trained (and scored) earlier into --out are kept, so one side can be retrained and all scored again.
+    earlier = json.loads(results_file.read_text()) if results_file.exists() else {}
+    train = earlier.get("train", {})
     if a.skip_train:
         if missing := [s for s in sides if s not in train]:
             ap.error(f"--skip-train: {results_file} has no trained {', '.join(missing)} side; train it first")
@@ -452,13 +465,18 @@ def main():
         if "difflab" in sides:
             train["difflab"] = train_difflab(a.out / "difflab", a.minutes, a.bf16, a.set)
         if "cascade" in sides:
-            train["cascade"] = train_cascade(a.out / "cascade", a.minutes, a.base_minutes, a.level, a.bf16, ablation=a.ablation)
+            train["cascade"] = train_cascade(a.out / "cascade", a.minutes, a.base_minutes, a.level, a.bf16, a.cascade_set,
+                                             a.cascade_set, ablation=a.ablation)
         if "latent" in sides:
             train["latent"] = train_latent(a.out / "latent", a.minutes, a.ae_minutes, a.bf16, tuple(a.ae_set), a.latent_set)
         if "diffusers" in sides:
             train["diffusers"] = train_diffusers(a.out / "diffusers", a.minutes, lr=a.lr, batch_size=a.batch, bf16=a.bf16,
-                                                 decay=a.decay, schedule=a.schedule, prediction=a.prediction)
-        results_file.write_text(json.dumps({"minutes": a.minutes, "train": train}, indent=1))
+                                                 decay=a.decay, schedule=a.schedule, prediction=a.prediction,
+                                                 snr_gamma=a.snr_gamma)
+        kept_scores = {}
+        if "scores" in earlier:  # the other sides' rows stay; a retrained side's are stale
+            kept_scores = {"scores": {**earlier["scores"], "rows": [r for r in earlier["scores"]["rows"] if r["side"] not in sides]}}
+        results_file.write_text(json.dumps({"minutes": a.minutes, "train": train, **kept_scores}, indent=1))
     for side, t in train.items():
         print(f"{side}: {t['steps']} steps of batch {t['batch_size']} in {t['seconds'] / 60:.1f} min ({t['parameters'] / 1e6:.2f}M parameters)")
     labels = None if a.samplers is None else a.samplers.split(",")
@@ -472,10 +490,10 @@ def main():
     nfes = [int(v) for v in a.nfe.split(",")]
     kept = []
     if labels is not None:  # keep the earlier rows of the samplers not rerun (the same n: the same noise and real set)
-        earlier = json.loads(results_file.read_text()).get("scores", {}) if results_file.exists() else {}
-        if earlier and earlier.get("n") != a.n:
-            ap.error(f"--samplers: {results_file} holds scores with n={earlier.get('n')}, not {a.n}: use its n or another --out")
-        kept = [r for r in earlier.get("rows", [])
+        previous = json.loads(results_file.read_text()).get("scores", {}) if results_file.exists() else {}
+        if previous and previous.get("n") != a.n:
+            ap.error(f"--samplers: {results_file} holds scores with n={previous.get('n')}, not {a.n}: use its n or another --out")
+        kept = [r for r in previous.get("rows", [])
                 if not (r["sampler"] in labels and r["nfe"] in nfes and r["side"] in sides)]
     scores = score(a.out, nfes, a.n, sides, diffusers_train=train.get("diffusers"), labels=labels,
                    noise_seeds=a.noise_seeds)
