@@ -1,5 +1,5 @@
 """`python -m difflab ...` (and `torchrun ... -m difflab train CONFIG`)."""
 
-from .cli import main
+from .app.cli import main
 
 main()

@@ -7,7 +7,7 @@ from pathlib import Path
 import difflab as dl
 
 PACKAGE = Path(dl.__file__).parent
-APPLICATION = {"config", "runs", "training", "evaluate", "bench", "demo", "cli", "__main__"}
+APPLICATION = {"app", "config", "runs", "training", "evaluate", "bench", "demo", "cli", "__main__"}
 
 
 def _imports(file: Path) -> set[str]:

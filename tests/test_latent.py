@@ -155,12 +155,15 @@ def ae_run(tmp_path_factory):
     return d
 
 
-def test_a_latent_run_trains_on_scaled_cached_latents_and_samples_images(ae_run, tmp_path):
+def test_a_latent_run_trains_on_scaled_cached_latents_and_samples_images(ae_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "lat"
+    before = {p: p.stat().st_mtime_ns for p in ae_run.rglob("*")}
     dl.runs.train(_latent_cfg(ae_run), run, resume=False, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in ae_run.rglob("*")} == before  # nothing written into the autoencoder's run
     info = dl.runs.data_info(run)
     ae, _, state = dl.runs.load_network(ae_run)
-    cache = next((ae_run / "latents").glob("*.safetensors"))
+    cache = next((tmp_path / "cache" / "latents").glob("*.safetensors"))  # difflab's cache, keyed by the weights
     latents = dl.training.checkpoint.load_tensors(cache)["latents"]
     images = dl.data.digits("train").images
     torch.testing.assert_close(latents, ae.encode(images))  # the cache holds E(x) of every training image

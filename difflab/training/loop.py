@@ -5,8 +5,9 @@ checkpoints and exact resume, DDP, wall-clock budgets, logs and a progress bar.
     loss  = objective(model, batch, generator)     per example (`difflab.objectives`), averaged here
     loss.backward(); clip; optimizer.step(); ema.update(model)
 
-The loop knows nothing of paths, couplings, predictions or weightings: those live in the objective,
-which the application builds from the configuration (`difflab.runs.train`) and hands over.
+The loop knows nothing of paths, couplings, predictions or weightings, nor of configurations, kinds or what a
+run folder holds besides its checkpoints and log: the application (`difflab.app.trainer`) builds the model, the
+objective and the data and hands them over, with a callback for what it writes when a run starts.
 
 Exactness on resume: the data order of epoch e is DistributedSampler's permutation seeded with
 (seed, e) (set_epoch), the position inside the epoch is saved, and the generator that the objective
@@ -27,6 +28,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,15 +132,16 @@ class _Log:
 
 
 def fit(model: torch.nn.Module, objective, data, run_dir: str | Path, settings, *, resume_from: Path | None = None,
-        start_over: bool = False, state: dict | None = None, files: dict[str, dict] | None = None, name: str = "run",
+        start_over: bool = False, state: dict | None = None, on_start: Callable[[], None] | None = None, name: str = "run",
         progress: bool = True, stop_after: int | None = None) -> TrainResult:
     """Train `model` against `objective` on `data` into `run_dir` (module doc).
 
     `settings` is the train section of a configuration (steps, batch_size, lr, ... : `config.TrainConfig`);
     `resume_from` a checkpoint to continue from (verified by the caller), or with `start_over` the run
     folder's old checkpoints are deleted (once the loop's own checks have passed); `state` is stored in every
-    checkpoint's state.json (the configuration, so a resume can be checked); `files` are JSON files the
-    main process writes into a fresh run folder (config.json, data.json). `stop_after` ends the run
+    checkpoint's state.json (the configuration, so a resume can be checked); `on_start()` is called by the main
+    process when a fresh run starts, once the loop's own checks have passed (the application writes what the run
+    is there: config.json, data.json). `stop_after` ends the run
     early after that many total steps (as a crash would, but cleanly), and `train.max_minutes` after
     that much wall-clock time (both checkpoint where they stop). `data` has `len()`, `batch(indices)`
     and a `name`.
@@ -147,14 +150,14 @@ def fit(model: torch.nn.Module, objective, data, run_dir: str | Path, settings, 
     info, device = distributed.setup(settings.device)
     try:
         result = _fit(model, objective, data, run_dir, settings, info, device, resume_from, start_over, state or {},
-                      files or {}, name, progress, stop_after)
+                      on_start, name, progress, stop_after)
         distributed.finish()
         return result
     finally:
         distributed.teardown()
 
 
-def _fit(model, objective, data, run_dir, tc, info, device, resume_from, start_over, extra_state, files, name, progress,
+def _fit(model, objective, data, run_dir, tc, info, device, resume_from, start_over, extra_state, on_start, name, progress,
          stop_after):
     torch.manual_seed(derive_seed(tc.seed, "torch", info.rank))
     if len(data) < tc.batch_size * info.world:
@@ -184,8 +187,8 @@ def _fit(model, objective, data, run_dir, tc, info, device, resume_from, start_o
         if start_over:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         run_dir.mkdir(parents=True, exist_ok=True)
-        for file, content in files.items():
-            (run_dir / file).write_text(json.dumps(content, indent=1))
+        if on_start is not None:
+            on_start()
 
     net = model
     if info.world > 1:

@@ -1,0 +1,306 @@
+"""The `difflab` command: train, sample, eval, bench, info, demo, oracle-demo. Thin: each command parses its options
+(the shared ones declared once, below), opens a `Run`, calls one method and prints. Every error a user can cause is
+one line (exit 2), Ctrl-C says what was kept (130), anything else is named a difflab bug (exit 1)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+from .bench import DEFAULT_SAMPLERS
+
+app = typer.Typer(help="difflab: diffusion generative models, small, correct and fast.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+bench_app = typer.Typer(help="Benchmarks of a trained run.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+# What a user's input can get wrong ends here: a one-line message and exit code 2, never a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, OSError, ImportError)
+_OUT_OF_MEMORY = ("can't allocate memory", "bad_alloc", "out of memory", "not enough memory")
+
+
+def _fail(message: str) -> None:
+    lines = str(message).strip().splitlines() or ["(no message)"]
+    typer.secho(f"error: {lines[0]}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _clean_errors(command):
+    """Every command: a user error (USER_ERRORS) is one line and exit 2, and so is running out of memory; Ctrl-C
+    says what was kept (130); anything else is named as a difflab bug in one line (exit 1; DIFFLAB_DEBUG=1 shows
+    the traceback)."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            typer.secho("interrupted: nothing after the last checkpoint or output file was kept; run the same command "
+                        "to continue (training resumes from its last checkpoint)", fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(130) from None
+        except USER_ERRORS as e:
+            _fail(str(e) or type(e).__name__)
+        except (MemoryError, RuntimeError) as e:
+            if isinstance(e, RuntimeError) and not any(s in str(e).lower() for s in _OUT_OF_MEMORY):
+                _bug(e)
+            _fail("out of memory: use a smaller --batch or --n (train.batch_size, a smaller model in training)")
+        except Exception as e:
+            _bug(e)
+
+    return run
+
+
+def _bug(e: Exception) -> None:
+    if os.environ.get("DIFFLAB_DEBUG"):
+        raise e
+    first = (str(e).strip().splitlines() or [""])[0]
+    typer.secho(f"error: unexpected {type(e).__name__}: {first} (a difflab bug: please report it with the command; "
+                "DIFFLAB_DEBUG=1 shows where)", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1) from None
+
+
+def _command(*args, **kwargs):
+    """`app.command`, with every command's errors made clean (`_clean_errors`)."""
+    def wrap(fn):
+        return app.command(*args, **kwargs)(_clean_errors(fn))
+    return wrap
+
+
+def _numbers(text: str | None, kind, option: str, example: str) -> tuple | None:
+    """A comma-separated option (--nfe 5,10,20; --guidance 0,1,3; --guidance-interval 0.3,5) as a tuple."""
+    if text is None:
+        return None
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        _fail(f"{option} takes comma-separated numbers (e.g. {example}), got {text!r}")
+    return values
+
+
+def _interval(text: str | None):
+    pair = _numbers(text, float, "--guidance-interval", "0.3,5")
+    if pair is not None and len(pair) != 2:
+        _fail(f"--guidance-interval takes two noise levels sigma/alpha, LO,HI (e.g. 0.3,5), got {text!r}")
+    return pair
+
+
+# -- options shared by several commands (declared once) --------------------------------------------
+
+RunArg = Annotated[Path, typer.Argument(help="A run folder written by `difflab train`.")]
+Sampler = Annotated[Optional[str], typer.Option(help="Sampler (default: the run's [sample] sampler), or a spec "
+                                                "name[@grid][:key=value], e.g. dpmpp_2m@karras:rho=5 or ddim:eta=0.5.")]
+Steps = Annotated[Optional[int], typer.Option(min=1, help="Number of sampler steps (default: the run's).")]
+Grid = Annotated[Optional[str], typer.Option(help="Step grid: uniform, leading, trailing, linspace, karras, log_snr.")]
+Seed = Annotated[int, typer.Option(help="Seed of the samples (the same seed, the same samples).")]
+Batch = Annotated[int, typer.Option(min=1, help="Examples per batch (the samples do not depend on it).")]
+Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")]
+Classifier = Annotated[Optional[Path], typer.Option(help="A classifier run (kind = \"classifier\") on the same path and "
+                                                    "data, to guide this run's samples towards --label.")]
+Interval = Annotated[Optional[str], typer.Option("--guidance-interval", help="Guide only where the noise level sigma/alpha "
+                                                 "lies in LO,HI (Kynkaanniemi et al. 2024), e.g. 0.3,5.")]
+Negative = Annotated[Optional[int], typer.Option("--negative-label", help="Steer away from this class (classifier-free "
+                                                 "guidance, in place of the unconditional pass).")]
+Rescale = Annotated[Optional[float], typer.Option("--guidance-rescale", help="Guidance rescale phi in [0, 1] (Lin et al. "
+                                                  "2024), against over-saturation at large w.")]
+Settings = Annotated[list[str], typer.Option("--set", help="Override a configuration key, e.g. --set train.steps=500 "
+                                             "(repeatable).")]
+
+
+@_command()
+def train(
+    config: Annotated[str, typer.Argument(help="A TOML file, or a preset: toy2d, digits, fashion_mnist, ... (configs/).")],
+    set_: Settings = [],  # noqa: B006 (typer reads the default)
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<name>).")] = None,
+    fresh: Annotated[bool, typer.Option(help="Start over instead of resuming the run folder's latest checkpoint (its "
+                                        "checkpoints are deleted once everything else has checked out).")] = False,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto (default: train.device).")] = None,
+):
+    """Train a model; resumes from the run folder's latest checkpoint. Works under torchrun."""
+    from ..training import TrainingDiverged
+    from .config import load_config
+    from .kinds import KINDS
+    from .trainer import train as run_training
+
+    cfg = load_config(config, [*set_, *([f"train.device={json.dumps(device)}"] if device else [])])
+    run_dir = out or Path("runs") / cfg.name
+    try:
+        result = run_training(cfg, run_dir, resume=not fresh)
+    except TrainingDiverged as e:
+        _fail(str(e))
+    if KINDS[cfg.kind].trains:  # a run that trains nothing said what it wrote
+        typer.echo(f"{run_dir}: {result.step} steps, last loss {result.last_loss:.4f}, {result.seconds:.0f} s")
+
+
+@_command()
+def sample(
+    run: RunArg, sampler: Sampler = None, steps: Steps = None, grid: Grid = None,
+    n: Annotated[int, typer.Option(min=1, help="Number of samples (of each --prompt).")] = 64,
+    seed: Seed = 0,
+    label: Annotated[Optional[int], typer.Option(help="Class label for a class-conditional model (default: every class "
+                                                 "in turn).")] = None,
+    prompt: Annotated[Optional[list[str]], typer.Option(help="A caption for a text-conditional model; repeat --prompt for "
+                                                        "several: --n samples of each, a row per prompt.")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale w (0: none; diffusers' guidance_scale is 1 + w): "
+                                                      "classifier-free, or classifier guidance with --classifier.")] = None,
+    classifier: Classifier = None, guidance_interval: Interval = None, negative_label: Negative = None,
+    guidance_rescale: Rescale = None,
+    dynamic_threshold: Annotated[Optional[float], typer.Option(help="Imagen's dynamic thresholding of x0_hat at this "
+                                                               "percentile (e.g. 0.995; image runs).")] = None,
+    batch: Batch = 500,
+    out: Annotated[Optional[Path], typer.Option(help="FILE.png (a grid, or a 2-D scatter), FILE.npz (arrays), FILE.txt "
+                                                "(text) or a folder DIR/ (one PNG per image) [default: samples.png]")] = None,
+    base_sampler: Annotated[Optional[str], typer.Option(help="A cascade's base stage: its sampler spec.")] = None,
+    base_steps: Annotated[Optional[int], typer.Option(min=1, help="A cascade's base stage: its steps.")] = None,
+    low_res_noise: Annotated[Optional[float], typer.Option(help="A cascade: the augmentation level of the low-resolution "
+                                                           "images before the second stage.")] = None,
+    device: Device = "cpu",
+):
+    """Sample a trained run with any sampler; writes a picture, arrays, text or a folder of PNGs."""
+    from .requests import Guidance, SampleRequest
+    from .run import Run
+
+    guide = Guidance(guidance, classifier, _interval(guidance_interval), negative_label, guidance_rescale, dynamic_threshold)
+    request = SampleRequest(n=n, seed=seed, batch=batch, device=device, out=out, sampler=sampler, steps=steps, grid=grid,
+                            label=label, prompts=tuple(prompt or ()), guidance=guide, base_sampler=base_sampler,
+                            base_steps=base_steps, low_res_noise=low_res_noise)
+    samples, written = Run.open(run).sample(request)
+    for line in samples.preview:
+        typer.echo(line)
+    typer.echo(f"wrote {written} ({samples.summary})")
+
+
+@_command("eval")
+def eval_(
+    run: RunArg,
+    nll: Annotated[bool, typer.Option("--nll", help="Negative log-likelihood (the probability flow; bits per symbol for "
+                                      "discrete runs).")] = False,
+    elbo: Annotated[bool, typer.Option("--elbo", help="The DDPM ELBO (bits/dim for images).")] = False,
+    metrics: Annotated[str, typer.Option(help="Comma-separated: fid, prdc, accuracy (images); w2, sw, mmd, energy, "
+                                         "nll_samples (toy sets); nll, elbo.")] = "",
+    sampler: Sampler = None, steps: Steps = None, grid: Grid = None,
+    split: Annotated[Optional[str], typer.Option(help="Data split [default: test]; toy sets draw fresh points.")] = None,
+    n: Annotated[Optional[int], typer.Option(min=1, help="Examples (default: the split; 1000 samples).")] = None,
+    method: Annotated[Optional[str], typer.Option(help="exact or hutchinson divergence (default: exact up to 64 "
+                                                  "dimensions).")] = None,
+    probes: Annotated[Optional[int], typer.Option(min=1, help="Hutchinson probes per example [default: 1].")] = None,
+    rtol: Annotated[Optional[float], typer.Option(help="ODE solver relative tolerance [default: 1e-5].")] = None,
+    atol: Annotated[Optional[float], typer.Option(help="ODE solver absolute tolerance [default: 1e-5].")] = None,
+    elbo_terms: Annotated[Optional[int], typer.Option(min=1, help="ELBO terms per example (discrete runs: draws of the "
+                                                      "bound).")] = None,
+    batch: Batch = 500,
+    guidance: Annotated[Optional[str], typer.Option(help="Guidance scale(s) w for the sample metrics: one, or several "
+                                                    "(0,1,3) for guidance.md and its plot.")] = None,
+    classifier: Classifier = None, guidance_interval: Interval = None, negative_label: Negative = None,
+    guidance_rescale: Rescale = None, seed: Seed = 0, device: Device = "cpu",
+):
+    """Measure a trained run on held-out data; writes eval.json and eval.md into the run folder."""
+    from .requests import EvalRequest, Guidance
+    from .run import Run
+
+    guide = Guidance(None, classifier, _interval(guidance_interval), negative_label, guidance_rescale)
+    request = EvalRequest(nll=nll, elbo=elbo, metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),
+                          sampler=sampler, steps=steps, grid=grid, split=split, n=n, method=method, probes=probes, rtol=rtol,
+                          atol=atol, elbo_terms=elbo_terms, batch=batch, scales=_numbers(guidance, float, "--guidance", "0,1,3"),
+                          guidance=guide, seed=seed, device=device, command="difflab eval " + " ".join(sys.argv[2:]))
+    reports = Run.open(run).evaluate(request)
+    typer.echo(reports[0].read_text())
+    for extra in reports[1:]:
+        typer.echo(f"plot: {extra}")
+
+
+@_command()
+def info(run: RunArg):
+    """What a run is: configuration, data, progress, and any reports it holds."""
+    from .run import Run
+
+    for line in Run.open(run).describe():
+        typer.echo(line)
+
+
+@_command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Run folder for the model, pictures and report.")] = Path("runs/demo"),
+    set_: Settings = [],  # noqa: B006
+    n: Annotated[int, typer.Option(min=10, help="Samples to judge.")] = 1000,
+    seed: Seed = 0, device: Device = "cpu",
+):
+    """The main job: train a pixel DDPM on the built-in 8x8 digits, sample it, judge and draw the samples."""
+    from .demo import digits_demo
+    from .requests import _device
+
+    report = digits_demo(out, overrides=set_, n=n, seed=seed, device=_device(device), log=typer.echo)
+    typer.echo((out / "report.md").read_text())
+    typer.echo(f"pictures: {out / 'samples.png'}, {out / 'reverse.gif'}, {out / 'loss.png'}")
+    if not report["goal_met"]:
+        typer.secho("the quality goal was not met (see the report)", fg=typer.colors.YELLOW, err=True)
+
+
+@_command("oracle-demo")
+def oracle_demo(
+    out: Annotated[Path, typer.Option(help="Folder for the picture and the report.")] = Path("runs/oracle-demo"),
+    n: Annotated[int, typer.Option(min=100, help="Samples per sampler.")] = 4000,
+    nfe: Annotated[str, typer.Option(help="Comma-separated network-evaluation budgets.")] = "10,50",
+    seed: Seed = 0, device: Device = "cpu",
+):
+    """Every sampler on an exact 8-mode ring (no training): a picture and a table against NFE."""
+    from .demo import oracle_demo as run
+    from .requests import MAX_STEPS, _device
+
+    budgets = _numbers(nfe, int, "--nfe", "10,50")
+    if not all(1 <= b <= MAX_STEPS for b in budgets):
+        _fail(f"--nfe takes budgets from 1 to {MAX_STEPS:,}, got {nfe!r}")
+    run(out, n=n, budgets=budgets, seed=seed, device=_device(device), log=typer.echo)
+
+
+@_command()
+def version():
+    """Print difflab's version."""
+    from .. import __version__
+
+    typer.echo(__version__)
+
+
+@bench_app.command("samplers")
+@_clean_errors
+def bench_samplers(
+    run: RunArg,
+    nfe: Annotated[str, typer.Option(help="Comma-separated network-evaluation budgets.")] = "5,10,20,50",
+    samplers: Annotated[str, typer.Option(help="Comma-separated samplers; sampler@grid picks a grid (dpmpp_2m@karras), "
+                                          "colons add options (unipc:variant=bh1:order=3).")] = ",".join(DEFAULT_SAMPLERS),
+    diffusers: Annotated[bool, typer.Option("--diffusers", help="Also diffusers' DDPM, DDIM, DPM-Solver++ (ODE and SDE) "
+                                            "and UniPC schedulers.")] = False,
+    n: Annotated[int, typer.Option(min=10, help="Samples per sampler and budget.")] = 500,
+    batch: Batch = 500, seed: Seed = 0, device: Device = "cpu",
+    append: Annotated[bool, typer.Option("--append", help="Add to the run's earlier bench_samplers.json (same --n and "
+                                         "--seed); a rerun sampler and NFE replaces its old row.")] = False,
+):
+    """Quality (FD for images, W2 for toy sets) and time of every sampler against NFE; a table and a plot."""
+    from .requests import BenchRequest
+    from .run import Run
+
+    request = BenchRequest(samplers=tuple(s.strip() for s in samplers.split(",") if s.strip()),
+                           nfe=_numbers(nfe, int, "--nfe", "5,10,20"), diffusers=diffusers, n=n, batch=batch, seed=seed,
+                           device=device, append=append, log=typer.echo)
+    target = Run.open(run)
+    target.bench(request)
+    typer.echo((target.folder / "bench_samplers.md").read_text())
+    typer.echo(f"plot: {target.folder / 'bench_samplers.png'}")
+
+
+def main() -> None:
+    app(prog_name="difflab")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

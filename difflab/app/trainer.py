@@ -1,0 +1,122 @@
+"""`train(cfg, run_dir)`: a configuration becomes a run folder. The kind builds the parts, the loop fits them.
+
+Everything is built and checked before anything in the run folder changes: the folder itself, the runs it requires
+(`run.open_requires`), the data, the facts the network is built from (`Kind.plan`), the network and its objective,
+the checkpoint to resume (the same configuration, but for the keys that do not change what is computed). Then the
+kind's heavy preparation (`Kind.training_data`: latents are encoded here) and `training.fit`, which writes
+config.json and data.json when it starts a fresh run (its `on_start`) and knows nothing of either. A run of a kind
+that trains nothing (a cascade) gets its config.json and data.json and no checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .._random import derive_seed
+from .build import build_data, data_record
+from .config import load_config
+from .folders import check_run_folder, is_main_process, say, write_json
+from .kinds import KINDS
+from .kinds.base import a
+from .run import open_requires
+
+__all__ = ["train"]
+
+# Keys that may change when a run is resumed: they do not change what is computed.
+OPERATIONAL = ("steps", "device", "checkpoint_every", "keep_last", "log_every", "max_minutes")
+
+
+def identity(cfg: dict) -> dict:
+    """What must match to resume a run: everything but the operational train keys, the name and [sample]."""
+    kept = {k: v for k, v in cfg.items() if k not in ("sample", "name")}
+    return {**kept, "train": {k: v for k, v in cfg.get("train", {}).items() if k not in OPERATIONAL}}
+
+
+def _filled(saved: dict) -> dict:
+    """A saved configuration read back through load_config, so keys added to difflab since (with their
+    defaults) do not make an old run look different."""
+    try:
+        return json.loads(json.dumps(load_config(saved).to_dict()))
+    except (ValueError, TypeError):  # a config this version cannot read: compare it as it is
+        return saved
+
+
+def _same(saved: dict, cfg) -> bool:
+    return identity(_filled(saved)) == identity(json.loads(json.dumps(cfg.to_dict())))
+
+
+def _resume_point(run_dir: Path, cfg) -> Path | None:
+    """The newest checkpoint of `run_dir` that loads (saying which damaged ones it passed over), checked
+    to belong to the same configuration; None for a run that has not checkpointed yet."""
+    from ..training.checkpoint import latest_valid_checkpoint, read_state
+
+    ckpt, damaged = latest_valid_checkpoint(run_dir)
+    for bad, why in damaged:
+        if is_main_process():
+            say(f"note: skipping the damaged checkpoint {bad.name} ({why})")
+    if ckpt is None and damaged:
+        raise ValueError(f"no checkpoint of {run_dir} loads (the newest: {damaged[0][1]}); start over with --fresh "
+                         "(resume=False), which deletes them")
+    if ckpt is None:
+        return None
+    if damaged and is_main_process():
+        say(f"note: resuming {run_dir} from {ckpt.name}, the newest checkpoint that loads")
+    if not _same(read_state(ckpt).get("config", {}), cfg):
+        raise ValueError(f"{run_dir} holds a run with a different configuration; use a new run folder or --fresh "
+                         "(only name, [sample] and train.steps, device, checkpoint_every, keep_last, log_every, "
+                         "max_minutes may change)")
+    return ckpt
+
+
+def _write_record(cfg, run_dir: Path, kind, requires: dict, resume: bool):
+    """A run that trains nothing: its folder holds config.json and data.json."""
+    from ..training import TrainResult
+
+    record = kind.record(cfg, requires, run_dir)
+    if resume and (run_dir / "config.json").is_file():
+        try:
+            saved = json.loads((run_dir / "config.json").read_text())
+        except (ValueError, UnicodeDecodeError, OSError):
+            saved = None
+        if saved is not None and not _same(saved, cfg):
+            raise ValueError(f"{run_dir} holds a different {cfg.kind}; use a new run folder or --fresh")
+    write_json(run_dir / "config.json", cfg.to_dict())
+    write_json(run_dir / "data.json", record)
+    if is_main_process():
+        say(f"{run_dir}: {a(cfg.kind)} of {' and '.join(cfg.requires.values())} (it trains nothing; sample it with difflab "
+            "sample)")
+    return TrainResult(run_dir, 0, float("nan"), 0.0)
+
+
+def train(cfg, run_dir: str | Path, *, resume: bool = True, progress: bool = True, stop_after: int | None = None, data=None):
+    """Train the run `cfg` describes into `run_dir` (module doc), continuing from its newest checkpoint that loads
+    when `resume` (else starting over: its checkpoints are deleted, once everything else checked out). `data`
+    replaces the configured set (for tests); `stop_after` ends the run after that many total steps, as a crash
+    would but cleanly."""
+    from ..training import fit
+
+    run_dir = Path(run_dir)
+    check_run_folder(run_dir)
+    kind = KINDS[cfg.kind]
+    requires = open_requires(cfg, run_dir)
+    if not kind.trains:
+        return _write_record(cfg, run_dir, kind, requires, resume)
+    data = data if data is not None else build_data(cfg.data)
+    facts = kind.plan(cfg, data, requires, run_dir if resume else None)
+    with torch.random.fork_rng(devices=[]):  # the initial weights depend on the run's seed alone
+        torch.manual_seed(derive_seed(cfg.train.seed, "init"))
+        model = kind.network(cfg, facts)
+        objective = kind.objective(cfg, data)
+    ckpt = _resume_point(run_dir, cfg) if resume else None
+    data = kind.training_data(cfg, data, requires)
+    record = data_record(data)
+
+    def on_start():  # a fresh run folder: what it is, before its first checkpoint
+        write_json(run_dir / "config.json", cfg.to_dict())
+        write_json(run_dir / "data.json", record)
+
+    return fit(model, objective, data, run_dir, cfg.train, resume_from=ckpt, start_over=not resume, state={"config": cfg.to_dict()},
+               on_start=on_start, name=cfg.name, progress=progress, stop_after=stop_after)
