@@ -184,6 +184,11 @@ def test_a_text_conditional_run_from_training_to_a_prompt_grid(tmp_path):
     assert res.exit_code == 2 and "--prompt" in res.output
     res = CliRunner().invoke(app, ["info", str(tmp_path / "t")])
     assert res.exit_code == 0 and "text-conditional" in res.output and "384 features" in res.output
+    res = CliRunner().invoke(app, ["sample", str(tmp_path / "t"), "--prompt", "", "--n", "2", "--steps", "2",
+                                   "--out", str(tmp_path / "empty.png")])
+    assert res.exit_code == 0 and "an empty --prompt is the unconditional model" in res.output, res.output
+    res = CliRunner().invoke(app, ["bench", "samplers", str(tmp_path / "t"), "--n", "10", "--nfe", "2"])
+    assert res.exit_code == 2 and "text-conditional" in res.output and not (tmp_path / "t" / "bench_samplers.json").exists()
     from difflab.evaluate import prompt_set, run_text_metrics
 
     rows = run_text_metrics(tmp_path / "t", prompt_set("held_out")[:6], [0, 2], per_prompt=2, steps=2, reference=40)

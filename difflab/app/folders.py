@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["write_atomically", "write_json", "read_json", "find_run", "check_run_folder", "check_output", "say", "is_main_process"]
+__all__ = ["write_atomically", "write_json", "read_json", "candidates", "find_run", "check_run_folder", "check_output", "say", "is_main_process"]
 
 
 def say(message: str) -> None:
@@ -68,12 +68,16 @@ def read_json(path: Path, what: str, fix: str) -> dict:
     return value
 
 
-def find_run(where: str, dependent: Path) -> Path | None:
-    """The folder a `requires` entry names: an absolute folder, or a relative one looked up from the current
-    directory, then beside the dependent run, then inside it; None when none of them holds a run."""
+def candidates(where: str, dependent: Path) -> list[Path]:
+    """Where a `requires` entry may point: an absolute folder, or a relative one from the current directory, then
+    beside the dependent run, then inside it."""
     p = Path(where)
-    candidates = [p] if p.is_absolute() else [Path.cwd() / p, dependent.parent / p, dependent / p]
-    return next((c for c in candidates if (c / "config.json").is_file()), None)
+    return [p] if p.is_absolute() else [Path.cwd() / p, dependent.parent / p, dependent / p]
+
+
+def find_run(where: str, dependent: Path) -> Path | None:
+    """The first of the `candidates` of a `requires` entry that holds a run, or None."""
+    return next((c for c in candidates(where, dependent) if (c / "config.json").is_file()), None)
 
 
 def _first_file_above(path: Path) -> Path | None:

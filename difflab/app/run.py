@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .config import load_config
-from .folders import find_run, read_json, say
+from .folders import candidates, find_run, read_json, say
 from .kinds import KINDS
 from .kinds.base import a
 
@@ -245,6 +245,8 @@ def open_requires(cfg, folder: Path, chain: tuple = ()) -> dict:
     found = {}
     for role, where in cfg.requires.items():
         path = find_run(where, folder)
+        if path is None and any(c.resolve() == folder.resolve() for c in candidates(where, folder)):
+            path = folder  # the run names itself: a loop even before it exists
         if path is None:
             raise FileNotFoundError(f"{folder} requires the run {where!r} as its {role}, and it is not there (looked in "
                                     f"{Path.cwd()} and {folder.parent}); train it first or fix requires.{role}")

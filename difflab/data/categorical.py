@@ -67,7 +67,21 @@ def text_corpus(source: str = "pydoc") -> str:
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"data.text must be pydoc, fortunes or a text file; {source!r} is none of them")
-    return normalise_text(path.read_text(encoding="utf-8", errors="replace"))
+    return normalise_text(_read_text(path))
+
+
+def _read_text(path: Path) -> str:
+    """A file's text, refused in one line when it is not UTF-8 text (binary data would train on stray letters)."""
+    data = path.read_bytes()
+    fix = "give a UTF-8 text file, or data.text = \"pydoc\" / \"fortunes\""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"data.text = {str(path)!r} is not a text file (byte {e.start} is not UTF-8); {fix}") from None
+    control = sum(1 for ch in text if ord(ch) < 32 and ch not in "\n\r\t\f\v")
+    if control > 0.001 * len(text):
+        raise ValueError(f"data.text = {str(path)!r} is not a text file ({control} control characters); {fix}")
+    return text
 
 
 def encode(s: str) -> Tensor:
