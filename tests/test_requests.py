@@ -199,3 +199,25 @@ def test_sample_opens_the_run_configuration_once(runs, tmp_path, monkeypatch):
                             "--out", str(tmp_path / "x.png")])
     assert r.exit_code == 0, r.output
     assert sorted(reads) == ["config.json", "data.json"], reads
+
+
+def test_command_line_mistakes_are_one_line_too(runs):
+    for args in (["sample", runs / "cond", "--steps", "0"], ["sample", runs / "cond", "--bogus"], ["bogus"], ["sample"],
+                 ["eval", runs / "cond", "--n", "x"], ["bench", "bogus"]):
+        _refused(args, "--help", folders=[runs / "cond"])
+    r = runner.invoke(app, ["sample", "--help"])
+    assert r.exit_code == 0 and "--guidance" in r.output
+
+
+def test_outputs_take_any_case_and_reports_accumulate(runs, tmp_path):
+    run = tmp_path / "u"
+    shutil.copytree(runs / "uncond", run)
+    for out in ("A.NPZ", "b.PNG"):
+        r = runner.invoke(app, ["sample", str(run), "--n", "2", "--out", str(tmp_path / out)])
+        assert r.exit_code == 0 and (tmp_path / out).is_file(), r.output
+    assert np.load(tmp_path / "A.NPZ")["samples"].shape == (2, 1, 8, 8)
+    for args in (["--metrics", "fid", "--n", "20", "--steps", "2"], ["--nll", "--n", "2", "--rtol", "1e-2", "--atol", "1e-2"]):
+        r = runner.invoke(app, ["eval", str(run), *args])
+        assert r.exit_code == 0, r.output
+    report = json.loads((run / "eval.json").read_text())
+    assert "likelihood" in report and any(k.startswith("samples") for k in report)

@@ -13,12 +13,56 @@ from typing import Annotated, Optional
 
 import click
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from .bench import DEFAULT_SAMPLERS
 
-app = typer.Typer(help="difflab: diffusion generative models, small, correct and fast.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
-bench_app = typer.Typer(help="Benchmarks of a trained run.", no_args_is_help=True)
+
+# typer carries its own copy of click (typer._click) in recent versions: its exceptions are the ones raised
+_CLICKS = (click, *([typer._click] if hasattr(typer, "_click") else []))
+_USAGE = tuple(c.exceptions.UsageError for c in _CLICKS)
+_HELP = tuple(c.exceptions.NoArgsIsHelpError for c in _CLICKS if hasattr(c.exceptions, "NoArgsIsHelpError"))
+_QUIET = tuple(getattr(c.exceptions, n) for c in _CLICKS for n in ("Exit", "ClickException", "Abort") if hasattr(c.exceptions, n))
+
+
+class _UsageError(_CLICKS[-1].exceptions.ClickException):
+    """A mistake in the command line itself (an unknown option, a value of the wrong type): one line, exit 2."""
+
+    exit_code = 2
+
+    def __init__(self, e):
+        where = e.ctx.command_path if e.ctx is not None else "difflab"
+        super().__init__(f"{e.format_message()} (see `{where} --help`)")
+
+    def show(self, file=None) -> None:
+        typer.secho(f"error: {self.format_message()}", fg=typer.colors.RED, err=True)
+
+
+def _one_line(cls):
+    """A click command class whose command-line mistakes are one line (`_UsageError`); asking for help stays help."""
+
+    class OneLine(cls):
+        def make_context(self, *args, **kwargs):
+            try:
+                return super().make_context(*args, **kwargs)
+            except _HELP:
+                raise
+            except _USAGE as e:
+                raise _UsageError(e) from None
+
+        def resolve_command(self, *args, **kwargs):  # a group's: an unknown command
+            try:
+                return super().resolve_command(*args, **kwargs)
+            except _USAGE as e:
+                raise _UsageError(e) from None
+
+    return OneLine
+
+
+_Group, _Command = _one_line(TyperGroup), _one_line(TyperCommand)
+app = typer.Typer(cls=_Group, help="difflab: diffusion generative models, small, correct and fast.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+bench_app = typer.Typer(cls=_Group, help="Benchmarks of a trained run.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(bench_app, name="bench")
 
 # What a user's input can get wrong ends here: a one-line message and exit code 2, never a traceback.
@@ -41,7 +85,7 @@ def _clean_errors(command):
     def run(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (typer.Exit, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except (typer.Exit, *_QUIET):
             raise
         except KeyboardInterrupt:
             typer.secho("interrupted: nothing after the last checkpoint or output file was kept; run the same command "
@@ -71,7 +115,7 @@ def _bug(e: Exception) -> None:
 def _command(*args, **kwargs):
     """`app.command`, with every command's errors made clean (`_clean_errors`)."""
     def wrap(fn):
-        return app.command(*args, **kwargs)(_clean_errors(fn))
+        return app.command(*args, cls=_Command, **kwargs)(_clean_errors(fn))
     return wrap
 
 
@@ -271,7 +315,7 @@ def version():
     typer.echo(__version__)
 
 
-@bench_app.command("samplers")
+@bench_app.command("samplers", cls=_Command)
 @_clean_errors
 def bench_samplers(
     run: RunArg,

@@ -16,6 +16,7 @@ Every function takes a `run.Run`; `difflab.evaluate` keeps the names earlier ver
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def check_split(data_cfg, split: str) -> None:
     """Refuse a split the run's data does not have (toy sets draw fresh points whatever the split)."""
     import dataclasses
 
-    if data_cfg.name != "toy":
+    if data_cfg.name != "toy":  # toy sets draw fresh points for any split
         dataclasses.replace(data_cfg, split=split)  # the data section checks its split
 
 

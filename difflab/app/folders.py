@@ -97,14 +97,21 @@ def check_run_folder(folder: Path) -> None:
         raise ValueError(f"--out {folder}: {blocker} is a file, not a folder; choose a run folder elsewhere")
 
 
+def is_folder(out: Path) -> bool:
+    """Whether an output path asks for a folder (of PNGs): no suffix, or a folder that is there."""
+    return out.suffix == "" or out.is_dir()
+
+
 def check_output(out: Path, allowed: tuple[str, ...], what: str) -> None:
     """An output path a command can write: one of the `allowed` forms ('.png', '.npz', '.txt', or '/' for a folder
     of PNGs), not below a file. `what` says what the samples are, for the message."""
-    folder = out.suffix == "" or out.is_dir()
+    folder = is_folder(out)
+    if folder and out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; a folder of PNGs needs a folder (or write FILE.png, FILE.npz)")
     if folder and "/" not in allowed:
         files = " or ".join(f"FILE{s}" for s in allowed)
         raise ValueError(f"a folder of PNGs holds images; {what}: use --out {files}")
-    if not folder and out.suffix not in allowed:
+    if not folder and out.suffix.lower() not in allowed:
         forms = [f"FILE{s}" for s in allowed if s != "/"] + (["a folder DIR/"] if "/" in allowed else [])
         raise ValueError(f"--out {out}: {what}; write them to {' or '.join(forms)}")
     blocker = _first_file_above(out)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .folders import check_output, write_atomically
+from .folders import check_output, is_folder, write_atomically
 
 __all__ = ["Samples", "FORMS", "default_out", "check", "write"]
 
@@ -66,12 +66,17 @@ def write(samples: Samples, out: Path) -> Path:
     from .. import viz
 
     _refuse_non_finite(samples)
-    if out.suffix == "" or out.is_dir():
+    suffix = out.suffix.lower()
+    if is_folder(out):
         return viz.save_images(samples.shows, out)
-    if out.suffix == ".npz":
+    if suffix == ".npz":
         arrays = {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in samples.arrays.items()}
-        return write_atomically(out, lambda tmp: np.savez(tmp, **arrays))
-    if out.suffix == ".txt":
+
+        def save(tmp):
+            with open(tmp, "wb") as f:  # a file object: NumPy adds no suffix of its own
+                np.savez(f, **arrays)
+        return write_atomically(out, save)
+    if suffix == ".txt":
         return write_atomically(out, lambda tmp: tmp.write_text("\n".join(samples.shows) + "\n"))
     picture = samples.picture if samples.picture is not None else samples.shows
     if picture.ndim == 4:

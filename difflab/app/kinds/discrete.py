@@ -159,8 +159,7 @@ class Tokens(Kind):
 
         if not request.nll:
             raise ValueError("say what to measure: --nll (bits per symbol on held-out data)")
-        if run.config.data.name != "text":
-            check_split(run.config.data, request.split or "test")
+        check_split(run.config.data, request.split or "test")
 
     def evaluate(self, run, request) -> list:
         from ..evaluate import write_report
