@@ -1,14 +1,17 @@
 """Names become objects here, and only here: the path, time sampler, flow source, data set, networks and
 categorical path a configuration's sections describe (plain keyword arguments below this edge), and
 `data_record`, the facts about a data set that a run folder keeps (data.json) so a model loads without its data.
-Every builder takes the section it reads, never the whole configuration."""
+Every builder takes the section it reads, never the whole configuration: [diffusion] for `build_path` and
+`build_time_sampler`, [data] for `build_source`, `build_data` and `source_sample`, [model] for `build_model`,
+`build_classifier` and `build_token_network`, [discrete] for `build_categorical_path`."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 
-def build_path(cfg: DiffusionConfig):
+
+def build_path(cfg):
     from .. import paths
 
     makers = {
@@ -22,7 +25,7 @@ def build_path(cfg: DiffusionConfig):
     return makers[cfg.path]()
 
 
-def build_time_sampler(cfg: DiffusionConfig, path):
+def build_time_sampler(cfg, path):
     from .. import losses
 
     if cfg.time_sampler == "log_normal":
@@ -32,7 +35,7 @@ def build_time_sampler(cfg: DiffusionConfig, path):
     return losses.Uniform(cfg.t_min)
 
 
-def build_source(cfg: DataConfig):
+def build_source(cfg):
     """The flow's source at t = 1 when it is a data set (an object with `sample(n, generator)` and,
     where known, `log_prob`), or None for the path's own Gaussian prior."""
     from ..data import toy_density
@@ -40,7 +43,7 @@ def build_source(cfg: DataConfig):
     return toy_density(cfg.source) if cfg.source else None
 
 
-def build_data(cfg: DataConfig, split: str | None = None):
+def build_data(cfg, split: str | None = None):
     """The configured data set; `split` picks another split of it (e.g. "test") without touching `cfg`."""
     from .. import data
 
@@ -73,7 +76,7 @@ def build_data(cfg: DataConfig, split: str | None = None):
     return data.TensorData(data.toy(cfg.toy, cfg.toy_size, torch.Generator().manual_seed(12345)), name=f"toy:{cfg.toy}")
 
 
-def _resized(cfg: DataConfig):
+def _resized(cfg):
     """The configured images averaged over data.downsample blocks, and with data.low_res their low-resolution
     versions as a condition (`data.LowResImages`)."""
     from ..data import ImageData, LowResImages, downsample
@@ -97,7 +100,7 @@ def _resized(cfg: DataConfig):
 TOY_RANGE = (-3.0, 3.0)  # the window toy points are quantized in (the swiss roll spans about +-2.8)
 
 
-def _quantized(cfg: DataConfig, levels: int):
+def _quantized(cfg, levels: int):
     """The configured images or toy points quantized to `levels` levels (categorical tokens)."""
     from ..data.categorical import TokenData, quantize
 
@@ -107,7 +110,7 @@ def _quantized(cfg: DataConfig, levels: int):
                      class_names=raw.class_names, num_symbols=levels)
 
 
-def _check_images(cfg: ModelConfig, data_shape: tuple, other: str) -> None:
+def _check_images(cfg, data_shape: tuple, other: str) -> None:
     """A U-Net or a DiT needs images (C, H, W) whose sides its patch size (and the U-Net's levels) divide;
     `other` names the network kind to use for other data."""
     if len(data_shape) != 3:
@@ -124,7 +127,7 @@ def _check_images(cfg: ModelConfig, data_shape: tuple, other: str) -> None:
                          f"use fewer levels in model.channel_mult or a smaller model.patch_size")
 
 
-def build_classifier(cfg: ModelConfig, data_shape: tuple, num_classes: int | None):
+def build_classifier(cfg, data_shape: tuple, num_classes: int | None):
     """The noise-conditional classifier a `classifier` run trains: the [model] section's U-Net encoder for
     images, its MLP (with class logits as outputs) for vectors."""
     from .. import nets
@@ -143,7 +146,7 @@ def build_classifier(cfg: ModelConfig, data_shape: tuple, num_classes: int | Non
                                 cfg.attention_levels, cfg.dropout, cfg.time_embedding, cfg.patch_size)
 
 
-def build_model(cfg: ModelConfig, data_shape: tuple, num_classes: int | None, text_dim: int | None = None,
+def build_model(cfg, data_shape: tuple, num_classes: int | None, text_dim: int | None = None,
                 low_res_channels: int = 0):
     """The denoising network; `text_dim` is the width of the caption embeddings of a text-conditional model,
     `low_res_channels` the channels of a super-resolution model's low-resolution input."""
@@ -174,7 +177,7 @@ def build_model(cfg: ModelConfig, data_shape: tuple, num_classes: int | None, te
                      cfg.dropout, classes, cfg.time_embedding, patch_size=cfg.patch_size, **text)
 
 
-def build_categorical_path(cfg: DiscreteConfig, num_symbols: int):
+def build_categorical_path(cfg, num_symbols: int):
     """The categorical path of a discrete run over the data's `num_symbols` symbols."""
     from .. import discrete
 
@@ -190,7 +193,7 @@ def build_categorical_path(cfg: DiscreteConfig, num_symbols: int):
     return makers[cfg.path]()
 
 
-def build_token_network(cfg: ModelConfig, data_shape: tuple, num_states: int, num_outputs: int, num_classes: int | None,
+def build_token_network(cfg, data_shape: tuple, num_states: int, num_outputs: int, num_classes: int | None,
                         *, causal: bool = False, output: str = "logits"):
     """The network of a discrete or autoregressive run: logits over `num_outputs` symbols per position, from
     tokens of `num_states` states; a transformer over the positions, or the U-Net for images (C, H, W), whose

@@ -15,7 +15,6 @@ run that requires an autoencoder trains on, and the autoencoder it decodes its s
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
 
 from .folders import is_main_process, write_atomically
@@ -126,7 +125,3 @@ def latent_of(run, device="cpu"):
                          f"shape {tuple(run.facts['shape'])}: it is another autoencoder now. Restore the one it was "
                          "trained on, or retrain the latent run with --fresh")
     return Latent(ae, float(rec["scale"]))
-
-
-def digest_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -39,6 +39,13 @@ def _conditions(cfg) -> tuple[str, ...]:
     return (("label",) if cfg.model.class_conditional else ()) + text_fields(cfg) + (("low_res",) if cfg.data.low_res else ())
 
 
+def _data_identity(run) -> dict:
+    """What a classifier must have seen to guide a run: the same data set (any split), shape and classes."""
+    d = run.config.data
+    return {"data": d.name, "root": d.root, "toy": d.toy if d.name == "toy" else None, "shape": tuple(run.facts["shape"]),
+            "classes": tuple(run.facts.get("class_names") or ())}
+
+
 def _path_identity(cfg) -> dict:
     d = cfg.diffusion
     return {"path": d.path, "T": d.T, "sigma_min": d.sigma_min, "sigma_max": d.sigma_max, "flow_sigma_min": d.flow_sigma_min}
@@ -182,12 +189,10 @@ class Diffusion(Kind):
             if _path_identity(clf.config) != _path_identity(cfg):
                 raise ValueError(f"the classifier {classifier} was trained on the path {_path_identity(clf.config)}, this run "
                                  f"on {_path_identity(cfg)}: its p_t(c | x_t) is for other noise levels")
-            mine, theirs = run.facts, clf.facts
-            if tuple(theirs["shape"]) != tuple(mine["shape"]) or theirs.get("num_classes") != mine.get("num_classes") and \
-                    cfg.model.class_conditional:
-                raise ValueError(f"the classifier {classifier} was trained on {theirs.get('name')} ({tuple(theirs['shape'])}), "
-                                 f"this run on {mine.get('name')} ({tuple(mine['shape'])}): it saw other data; train a "
-                                 "classifier on this run's data")
+            if _data_identity(clf) != _data_identity(run):
+                raise ValueError(f"the classifier {classifier} was trained on {clf.facts.get('name')} "
+                                 f"({tuple(clf.facts['shape'])}), this run on {run.facts.get('name')} "
+                                 f"({tuple(run.facts['shape'])}): it saw other data; train a classifier on this run's data")
             return clf
         if not (cfg.model.class_conditional or cfg.model.text_conditional):
             raise ValueError(f"{run} is unconditional: classifier-free guidance needs a class-conditional run trained "
