@@ -31,7 +31,7 @@ def load_network(run_dir, *, ema: bool = True, device="cpu", step: int | None = 
 
     run = Run.open(run_dir)
     net = run.network(ema=ema, device=device, step=step)
-    state = run.state if step is None else read_state(run.checkpoint_at(step, "it was asked for"))
+    state = run.state if step is None else read_state(run.checkpoint_at(step))
     return net, run.config, state
 
 

@@ -113,7 +113,7 @@ def latent_of(run, device="cpu"):
     rec = run.facts["latent"]
     ae_run = run.requires["autoencoder"]
     step = int(rec["autoencoder_step"])
-    ckpt = ae_run.checkpoint_at(step, "a latent run was trained on it")
+    ckpt = ae_run.checkpoint_at(step, "a latent run was trained on it", "retrain the latent run with --fresh")
     where = run.config.requires["autoencoder"]
     if rec.get("autoencoder_sha256") and ae_run.weights_digest(ckpt) != rec["autoencoder_sha256"]:
         raise ValueError(f"the autoencoder {where!r} is not the one {run.folder} was trained on (its weights at step {step} "

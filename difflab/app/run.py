@@ -37,6 +37,7 @@ class Run:
         self._chain = chain  # the runs (resolved folders) that led here through `requires`, for loops
         self._networks: dict = {}
         self._others: dict = {}
+        self._verified: dict = {}
 
     @classmethod
     def open(cls, folder, *, chain: tuple = ()) -> "Run":
@@ -77,17 +78,20 @@ class Run:
         ckpt = self.checkpoint[0]
         return read_state(ckpt) if ckpt is not None else {}
 
-    def checkpoint_at(self, step: int, why: str) -> Path:
-        """The checkpoint of `step`, verified; `why` it is needed goes into the message when it does not load."""
+    def checkpoint_at(self, step: int, why: str = "it was asked for", fix: str = "use another step") -> Path:
+        """The checkpoint of `step`, verified (once); `why` it is needed and how to `fix` it go into the message when
+        it does not load."""
         from ..training.checkpoint import CheckpointDamaged, verify
 
-        ckpt = self.folder / "checkpoints" / f"step-{step:08d}"
-        try:
-            verify(ckpt)
-        except (CheckpointDamaged, FileNotFoundError, OSError) as e:
-            raise ValueError(f"the checkpoint of step {step} of {self.folder} is needed ({why}) and does not load "
-                             f"({str(e).splitlines()[0][:160]}); retrain the latent run with --fresh") from None
-        return ckpt
+        if step not in self._verified:
+            ckpt = self.folder / "checkpoints" / f"step-{step:08d}"
+            try:
+                verify(ckpt)
+            except (CheckpointDamaged, FileNotFoundError, OSError) as e:
+                raise ValueError(f"the checkpoint of step {step} of {self.folder} is needed ({why}) and does not load "
+                                 f"({str(e).splitlines()[0][:160]}); {fix}") from None
+            self._verified[step] = ckpt
+        return self._verified[step]
 
     def weights_digest(self, ckpt: Path) -> str:
         """The SHA-256 of a checkpoint's EMA weights (recorded in its state.json, or computed for old ones)."""
@@ -116,7 +120,7 @@ class Run:
         key = (ema, str(device), step)
         if key not in self._networks:
             self.requires  # the runs it depends on are there (a latent run's network needs its autoencoder)
-            ckpt = self._newest_checkpoint() if step is None else self.checkpoint_at(step, "a latent run was trained on it")
+            ckpt = self._newest_checkpoint() if step is None else self.checkpoint_at(step)
             try:
                 net = self.kind.network(self.config, self.facts)
             except ValueError as e:
