@@ -10,7 +10,8 @@ imported only when used (`dl.load`, `dl.runs`, `dl.config`, ...). docs/ARCHITECT
 
 from importlib import import_module
 
-from . import (cascade, couplings, data, denoisers, discrete, divergence, guidance, interop, latent, likelihood, losses, metrics, nets,
+from . import (cascade, couplings, data, denoisers, discrete, divergence, guidance, interop, inverse, latent, likelihood, losses,
+               metrics, nets,
                objectives, oracles, paths, samplers, sampling, targets, viz)
 from .denoisers import as_denoiser
 from .likelihood import elbo, log_likelihood

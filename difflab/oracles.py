@@ -269,6 +269,43 @@ class GaussianMixture:
         """The most probable component of each data point (for mode-weight checks)."""
         return self.posterior_weights(x).argmax(1)
 
+    def posterior(self, A, y, noise_std: float = 0.0, shape=None) -> "GaussianMixture":
+        r"""p(x0 | y) for one observation y = A x0 + n, n ~ N(0, noise_std^2 I): again a Gaussian mixture, with, for
+        each component N(mu_k, C_k) of weight pi_k (G_k = A C_k A^T + s^2 I, the covariance of y given k),
+
+            C_k' = C_k - C_k A^T G_k^{-1} A C_k,   mu_k' = mu_k + C_k A^T G_k^{-1} (y - A mu_k),
+            pi_k' proportional to pi_k N(y; A mu_k, G_k).
+
+        Since x_t depends on y only through x0, its `denoiser(path)` is the exact E[x0 | x_t, y]. `A`: a
+        `difflab.inverse` operator or an (m, d) tensor; `shape`: the example shape A acts on (default (d,); the
+        mixture's vectors are the flattened examples); `y`: (m,) or A's output shape."""
+        shape = (self.dim,) if shape is None else tuple(shape)
+        if math.prod(shape) != self.dim:
+            raise ValueError(f"shape {shape} has {math.prod(shape)} entries; the mixture's examples have {self.dim}")
+        M = A.matrix(shape) if hasattr(A, "matrix") else torch.as_tensor(A, dtype=torch.float64)  # (m, d)
+        if M.ndim != 2 or M.shape[1] != self.dim:
+            raise ValueError(f"A must be an operator or an (m, {self.dim}) matrix, got shape {tuple(M.shape)}")
+        M = M.double()
+        y = torch.as_tensor(y, dtype=torch.float64).reshape(-1)
+        if y.shape[0] != M.shape[0]:
+            raise ValueError(f"y has {y.shape[0]} entries; the operator observes {M.shape[0]}")
+        s2 = float(noise_std) ** 2
+        C = self.component_covariances()  # (K, d, d)
+        CA = C @ M.T  # C_k A^T, (K, d, m)
+        G = M @ CA + s2 * torch.eye(M.shape[0], dtype=torch.float64)  # (K, m, m)
+        L = torch.linalg.cholesky(G)
+        resid = y[None, :] - self.means @ M.T  # (K, m)
+        gain = torch.cholesky_solve(CA.transpose(1, 2), L).transpose(1, 2)  # C_k A^T G_k^{-1}, (K, d, m)
+        means = self.means + (gain @ resid[:, :, None]).squeeze(-1)
+        cov = C - gain @ CA.transpose(1, 2)
+        lam, U = torch.linalg.eigh(0.5 * (cov + cov.transpose(1, 2)))  # PSD up to rounding (0 where y pins x0 down)
+        cov = U @ torch.diag_embed(lam.clamp_min(0)) @ U.transpose(1, 2)
+        white = torch.linalg.solve_triangular(L, resid[:, :, None], upper=False).squeeze(-1)
+        log_lik = -0.5 * (white.square().sum(1) + 2 * torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(1)
+                          + M.shape[0] * math.log(2 * math.pi))
+        weights = torch.softmax(torch.log(self.weights) + log_lik, 0)
+        return GaussianMixture(means, weights=weights, covariances=cov, labels=self.labels)
+
 
 class _OracleDenoiser:
     def __init__(self, mixture: GaussianMixture, path):

@@ -61,6 +61,7 @@ def _check_options(sampler: str, options: dict) -> None:
 
 def sample(denoiser, path, shape=None, *, sampler: str = "ddim", steps: int | None = None, timesteps=None,
            grid: str | None = None, grid_options: dict | None = None, x: Tensor | None = None,
+           x_start: Tensor | None = None, t_start: float | None = None,
            generator: torch.Generator | list | None = None, device=None, dtype=None, cond: dict | None = None, callback=None,
            return_info: bool = False, **options):
     """Draw samples: start from the prior (or from `x`) at the grid's first time and run `sampler` over it.
@@ -75,6 +76,11 @@ def sample(denoiser, path, shape=None, *, sampler: str = "ddim", steps: int | No
     `variance`, `snr`, `rtol`, ...), checked by name; `cond` holds conditioning passed on to the
     denoiser. `generator` is one torch.Generator or a list of them, one per example. Returns the
     samples, and a `SampleInfo` (NFE, grid) with `return_info=True`.
+
+    SDEdit (Meng et al. 2022, editing): `x_start` (examples to edit) is noised on the path to `t_start`,
+    x = alpha(t_start) x_start + sigma(t_start) z, and the sampler runs from there over the part of the grid
+    below t_start (so about steps x t_start steps; a discrete-time path's t_start is its nearest step i / T).
+    t_start = 1 draws from the prior's side, small t_start keeps the example nearly as it is.
     """
     fn = SAMPLERS[choose(sampler, SAMPLERS, "sampler")]
     _check_options(sampler, options)
@@ -94,7 +100,19 @@ def sample(denoiser, path, shape=None, *, sampler: str = "ddim", steps: int | No
     else:
         ts = make_grid(grid or default_grid(path), path, steps, **(grid_options or {}))
 
-    if x is None:
+    if x_start is not None:
+        if x is not None:
+            raise ValueError("give x= (a starting point at the grid's first time) or x_start= (examples to edit), not both")
+        ts = _edit_grid(ts, path, t_start)
+        check_finite(x_start, "x_start (the examples to edit)")
+        if shape is not None and tuple(shape) != tuple(x_start.shape):
+            raise ValueError(f"shape={tuple(shape)} does not match x_start's shape {tuple(x_start.shape)}")
+        x_start = x_start.to(device=device or x_start.device, dtype=dtype or x_start.dtype)
+        noise = randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
+        x = path.perturb(x_start, float(ts[0]), noise)
+    elif t_start is not None:
+        raise ValueError("t_start= says where an edit starts: give the examples to edit as x_start=")
+    elif x is None:
         if shape is None:
             raise ValueError("give shape= (for example (n, 2)) or a starting sample x=")
         x = path.prior_sample(shape, generator, device=device, dtype=dtype)
@@ -105,6 +123,21 @@ def sample(denoiser, path, shape=None, *, sampler: str = "ddim", steps: int | No
         x = x.to(device=device or x.device, dtype=dtype or x.dtype)
     return fn(denoiser, path, x, ts, generator=generator, callback=callback, return_info=return_info,
               **options, **(cond or {}))
+
+
+def _edit_grid(ts: Tensor, path, t_start) -> Tensor:
+    """The part of the grid `ts` below t_start, starting at t_start (SDEdit; `sample`'s doc)."""
+    if t_start is None:
+        raise ValueError("an edit (x_start=) needs t_start=, the time it starts from in (0, 1] (0.5 is usual)")
+    t0 = float(t_start)
+    if not 0 < t0 <= 1:
+        raise ValueError(f"t_start must lie in (0, 1] (0: no edit, 1: the prior), got {t_start}")
+    if path.discrete:  # on the path's own grid i / T
+        t0 = max(round(t0 * path.T), 1) / path.T
+    below = ts[ts < t0 - 1e-12]
+    if below.numel() == 0 or float(below[-1]) != 0.0:
+        below = torch.cat([below, torch.zeros(1, dtype=ts.dtype)])
+    return torch.cat([torch.tensor([t0], dtype=ts.dtype), below])
 
 
 def prior_noise(path, n: int, shape, seed: int | list = 0, dtype=None) -> Tensor:
@@ -122,9 +155,9 @@ def sample_batched(denoiser, path, n: int, shape, *, seed: int = 0, batch_size: 
     (except with a sampler whose `about.batch_invariant` is False: `pc`'s step size is a batch statistic,
     `ode_rk45` chooses its steps for the whole batch).
 
-    Example i draws its starting noise (unless `x` gives all n starting points) and every later noise
-    from its own generator (`_random.example_generators(seed, n)`), and `cond` holds one row per
-    example; `kwargs` go to `sample` (sampler, steps, grid, options...). Returns the samples on the
+    Example i draws its starting noise (unless `x` gives all n starting points, or `x_start` all n examples
+    to edit) and every later noise from its own generator (`_random.example_generators(seed, n)`), and
+    `cond` holds one row per example; `kwargs` go to `sample` (sampler, steps, grid, options, t_start...). Returns the samples on the
     CPU (and the `SampleInfo` of the last batch: the NFE per sample).
     """
     if isinstance(n, bool) or int(n) != n or n < 1:
@@ -132,7 +165,11 @@ def sample_batched(denoiser, path, n: int, shape, *, seed: int = 0, batch_size: 
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     gens = example_generators(seed, int(n))
-    if x is None:
+    x_start = kwargs.pop("x_start", None)
+    if x_start is not None:
+        if x_start.shape[0] != n:
+            raise ValueError(f"x_start holds {x_start.shape[0]} examples to edit for n={n} samples")
+    elif x is None:
         x = prior_noise(path, int(n), shape, gens, dtype=dtype)
     elif x.shape[0] != n:
         raise ValueError(f"x holds {x.shape[0]} starting points for n={n} samples")
@@ -148,7 +185,8 @@ def sample_batched(denoiser, path, n: int, shape, *, seed: int = 0, batch_size: 
     for i in starts:
         j = min(i + int(batch_size), int(n))
         cb = {k: (v[i:j].to(device) if torch.is_tensor(v) and v.ndim > 0 else v) for k, v in (cond or {}).items()}
-        xb, info = sample(denoiser, path, x=x[i:j], generator=split_generators(gens, i, j), device=device, dtype=dtype,
+        start = {"x_start": x_start[i:j]} if x_start is not None else {"x": x[i:j]}
+        xb, info = sample(denoiser, path, **start, generator=split_generators(gens, i, j), device=device, dtype=dtype,
                           cond=cb or None, return_info=True, **kwargs)
         outs.append(xb.cpu())
     out = torch.cat(outs)

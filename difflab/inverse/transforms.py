@@ -1,0 +1,144 @@
+r"""Denoiser -> denoiser transforms for an observation y = A x0 + n, n ~ N(0, s^2 I), like `difflab.guidance`, so
+every sampler and every path gets them.
+
+By Tweedie's formula, conditioning on y adds its likelihood's gradient to the score, and (sigma_t^2 / alpha_t)
+times it to the denoiser:
+
+    E[x0 | x_t, y] = D(x_t, t) + (sigma_t^2 / alpha_t) grad_{x_t} log p(y | x_t).
+
+Both methods approximate p(y | x_t) = int p(y | x0) p(x0 | x_t) dx0 by a Gaussian around A D(x_t, t):
+
+- `pgdm` (Song, Vahdat, Mardani & Kautz 2023, pseudo-inverse guided diffusion, eq. 7-8):
+  p(y | x_t) ~ N(y; A D, r_t^2 A A^T + s^2 I) with r_t^2 = sigma_t^2 / (alpha_t^2 + sigma_t^2), the variance of x0
+  given x_t for data of unit variance; its gradient (the covariance held fixed) is one vector-Jacobian product
+
+      grad_{x_t} log p(y | x_t) = (dD / dx_t)^T A^T (r_t^2 A A^T + s^2 I)^{-1} (y - A D).
+
+  For the prior N(0, I) p(x0 | x_t) is exactly N(D, r_t^2 I), so the transform is E[x0 | x_t, y] itself.
+- `dps` (Chung, Kim, McCann, Klasky & Ye 2023, diffusion posterior sampling, eq. 16): p(y | x_t) ~ N(y; A(D),
+  s^2 I), the posterior of x0 given x_t collapsed to its mean, for any differentiable A:
+
+      grad_{x_t} log p(y | x_t) ~ -(scale / 2) w grad_{x_t} |y - A(D)|^2,
+
+  with w = 1 / s^2, or (`normalize`, the default, as the paper's Algorithm 1 and its code do) w = 1 / |y - A(D)|,
+  which keeps the step bounded where D is far from y and lets s = 0 (no noise) be used. It ignores D's spread,
+  so it overshoots where sigma_t is large. `scale` is a property of the denoiser, the same for any number of
+  steps; the paper's zeta is a step of its 1,000-step DDPM sampler, not this.
+
+`y` holds one observation per example, (N, m) or (N, *out); a call may pass its own rows as `observation=`
+(what `sampling.sample_batched` slices per batch when it is given in `cond`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .._checks import append_dims, batch_times
+from .operators import as_operator
+
+__all__ = ["pgdm", "dps", "PseudoInverseGuided", "PosteriorSampling"]
+
+
+def _noise_std(noise_std) -> float:
+    s = float(noise_std)
+    if not (s >= 0 and math.isfinite(s)):
+        raise ValueError(f"the observation's noise standard deviation must be >= 0 and finite, got {noise_std}")
+    return s
+
+
+class _Observed:
+    """What both transforms share: the denoiser, the path, the observation and how it is read per call."""
+
+    def __init__(self, denoiser, path, y, noise_std):
+        self.denoiser, self.path, self.noise_std = denoiser, path, _noise_std(noise_std)
+        self.y = None if y is None else torch.as_tensor(y)
+
+    def _y(self, observation, out: Tensor) -> Tensor:
+        y = self.y if observation is None else torch.as_tensor(observation)
+        if y is None:
+            raise ValueError("no observation: give y= to the transform or observation= per call")
+        y = y.to(out)
+        if y.shape[0] == 1 and out.shape[0] > 1:
+            y = y.expand(out.shape[0], *y.shape[1:])
+        if y.numel() != out.numel():
+            raise ValueError(f"the observation has shape {tuple(y.shape)}; the operator gives {tuple(out.shape)} for this "
+                             "batch (one observation per example)")
+        return y.reshape(out.shape)
+
+    def _times(self, t, x: Tensor):
+        t = batch_times(t, x)
+        return t, self.path.alpha(t).to(x.dtype), self.path.sigma(t).to(x.dtype)
+
+    def _guided(self, x0: Tensor, a: Tensor, s: Tensor, grad: Tensor) -> Tensor:
+        """D + (sigma^2 / alpha) grad, and D itself where alpha = 0 (x_t then says nothing of x0)."""
+        factor = torch.where(a > 0, s**2 / a.clamp_min(torch.finfo(a.dtype).tiny), torch.zeros_like(a))
+        return x0.detach() + append_dims(factor, x0.ndim) * grad
+
+
+class PseudoInverseGuided(_Observed):
+    """ΠGDM's E[x0 | x_t, y] (module doc); `A` a linear operator or an (m, d) tensor."""
+
+    def __init__(self, denoiser, path, A, y=None, noise_std: float = 0.0):
+        super().__init__(denoiser, path, y, noise_std)
+        self.A = as_operator(A)
+
+    def __call__(self, x_t: Tensor, t, *, observation=None, **cond) -> Tensor:
+        t, a, s = self._times(t, x_t)
+        with torch.enable_grad():
+            x = x_t.detach().requires_grad_(True)
+            x0 = self.denoiser(x, t, **cond)  # D(x_t), with its graph for the vector-Jacobian product
+            residual = self._y(observation, self.A(x0.detach())) - self.A(x0.detach())
+            r2 = s**2 / (a**2 + s**2)
+            ok = (r2 + self.noise_std**2) > 0  # at t = 0 without noise there is nothing left to correct
+            u = self.A.gram_solve(residual, torch.where(ok, r2, torch.ones_like(r2)), self.noise_std**2, x.shape[1:])
+            u = u * append_dims(ok.to(u.dtype), u.ndim)
+            grad, = torch.autograd.grad(x0, x, self.A.adjoint(u, x.shape[1:]))  # (dD/dx_t)^T A^T u
+        return self._guided(x0, a, s, grad)
+
+    def __repr__(self) -> str:
+        return f"pgdm({self.denoiser!r}, {self.A!r}, noise_std={self.noise_std:g})"
+
+
+class PosteriorSampling(_Observed):
+    """DPS's E[x0 | x_t, y] (module doc); `A` any differentiable callable (N, *shape) -> (N, ...)."""
+
+    def __init__(self, denoiser, path, A, y=None, noise_std: float = 0.0, scale: float = 1.0, normalize: bool = True):
+        super().__init__(denoiser, path, y, noise_std)
+        if not callable(A) and not torch.is_tensor(A):
+            raise ValueError(f"DPS's measurement is a callable A(x) or an (m, d) tensor, got {type(A).__name__}")
+        self.A = as_operator(A) if torch.is_tensor(A) else A
+        if not (math.isfinite(scale) and scale >= 0):
+            raise ValueError(f"the DPS scale (zeta) must be >= 0 and finite, got {scale}")
+        if not normalize and self.noise_std == 0:
+            raise ValueError("DPS without normalisation divides by the noise variance: give noise_std > 0 or normalize=True")
+        self.scale, self.normalize = float(scale), bool(normalize)
+
+    def __call__(self, x_t: Tensor, t, *, observation=None, **cond) -> Tensor:
+        t, a, s = self._times(t, x_t)
+        with torch.enable_grad():
+            x = x_t.detach().requires_grad_(True)
+            x0 = self.denoiser(x, t, **cond)
+            pred = self.A(x0)
+            sq = (self._y(observation, pred.detach()) - pred).flatten(1).square().sum(1)  # |y - A(D)|^2 per example
+            if self.normalize:  # 1 / |y - A(D)| in place of 1 / s^2 (Chung et al., Algorithm 1)
+                weight = 1.0 / sq.detach().sqrt().clamp_min(torch.finfo(sq.dtype).eps)
+            else:
+                weight = torch.full_like(sq, 1.0 / self.noise_std**2)
+            grad, = torch.autograd.grad((-0.5 * self.scale * weight * sq).sum(), x)
+        return self._guided(x0, a, s, grad)
+
+    def __repr__(self) -> str:
+        return f"dps({self.denoiser!r}, scale={self.scale:g}, noise_std={self.noise_std:g})"
+
+
+def pgdm(denoiser, path, A, y=None, noise_std: float = 0.0) -> PseudoInverseGuided:
+    """Pseudo-inverse guidance of `denoiser` towards the observation `y` = A x0 + N(0, noise_std^2) (module doc)."""
+    return PseudoInverseGuided(denoiser, path, A, y, noise_std)
+
+
+def dps(denoiser, path, A, y=None, noise_std: float = 0.0, scale: float = 1.0, normalize: bool = True) -> PosteriorSampling:
+    """Diffusion posterior sampling of `denoiser` towards `y` = A(x0) + N(0, noise_std^2) (module doc)."""
+    return PosteriorSampling(denoiser, path, A, y, noise_std, scale, normalize)
