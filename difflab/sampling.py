@@ -70,7 +70,8 @@ def sample(denoiser, path, shape=None, *, sampler: str = "ddim", steps: int | No
     below log-SNR -2 ln 80 (cosine; linear betas by a little), which start where the prior already
     holds (`samplers.grids.noise_end`).
 
-    Give either `steps` (a grid named `grid` with its `grid_options`, e.g. {"rho": 5} for karras:
+    `sampler` is a name (`samplers.SAMPLERS`) or a function of the samplers' form. Give either `steps` (a grid
+    named `grid` with its `grid_options`, e.g. {"rho": 5} for karras:
     see `samplers.grids.GRIDS`) or `timesteps` (an explicit decreasing grid of times in [0, 1]).
     `ode_rk45` is adaptive and needs neither. `options` are the sampler's own keywords (`eta`,
     `variance`, `snr`, `rtol`, ...), checked by name; `cond` holds conditioning passed on to the
@@ -82,8 +83,11 @@ def sample(denoiser, path, shape=None, *, sampler: str = "ddim", steps: int | No
     below t_start (so about steps x t_start steps; a discrete-time path's t_start is its nearest step i / T).
     t_start = 1 draws from the prior's side, small t_start keeps the example nearly as it is.
     """
-    fn = SAMPLERS[choose(sampler, SAMPLERS, "sampler")]
-    _check_options(sampler, options)
+    if callable(sampler):  # a sampler function of one's own (e.g. inverse.repaint with its mask bound)
+        fn, sampler = sampler, getattr(sampler, "__name__", "a sampler function")
+    else:
+        fn = SAMPLERS[choose(sampler, SAMPLERS, "sampler")]
+        _check_options(sampler, options)
 
     if timesteps is not None and steps is not None:
         raise ValueError("give either steps= or timesteps=, not both")

@@ -4,6 +4,7 @@ samples against exact posterior samples; SDEdit keeps the data law."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,7 +20,9 @@ D = math.prod(SHAPE)
 
 def operators():
     g = gen(0)
-    return {"mask": Mask(torch.rand(SHAPE, generator=g) > 0.4), "downsample": Downsample(2), "blur": Blur(0.8),
+    keep = torch.rand(SHAPE, generator=g) > 0.4
+    return {"mask": Mask(keep), "downsample": Downsample(2), "blur": Blur(0.8),
+            "composed": dl.inverse.Composed(Blur(0.7), dl.inverse.Matrix(torch.randn(D, D, generator=g, dtype=torch.float64)), SHAPE),
             "kernel": Blur(kernel=torch.rand(3, 3, generator=g, dtype=torch.float64)), "identity": Identity(),
             "matrix": Matrix(torch.randn(7, D, generator=g, dtype=torch.float64))}
 
@@ -109,13 +112,26 @@ def test_pgdm_is_the_exact_conditional_denoiser_for_a_standard_normal_prior(any_
     g = gen(3)
     x0 = torch.randn(1, *SHAPE, generator=g, dtype=torch.float64)
     s = 0.0 if name in ("mask", "downsample", "identity") else 0.2
+    if name == "composed":
+        A = dl.inverse.Composed(Blur(0.7), dl.inverse.Upsample(2), SHAPE)  # on the (2, 2, 2) images it upsamples
+        shape = (2, 2, 2)
+        prior = dl.oracles.GaussianMixture(torch.zeros(1, 8), stds=1.0)
+        x0 = torch.randn(1, *shape, generator=g, dtype=torch.float64)
+        y = A(x0) + s * torch.randn(A(x0).shape, generator=g, dtype=torch.float64)
+        exact = Images(prior.posterior(A, y[0], s, shape=shape).denoiser(any_path))
+        guided = dl.inverse.pgdm(Images(prior.denoiser(any_path)), any_path, A, y, s)
+        for t in (0.9, 0.3):
+            x_t = torch.randn(5, *shape, generator=g, dtype=torch.float64)
+            t = torch.tensor(t, dtype=torch.float64)
+            torch.testing.assert_close(guided(x_t, t), exact(x_t, t), atol=1e-6, rtol=1e-6)
+        return
     y = A(x0) + s * torch.randn(A(x0).shape, generator=g, dtype=torch.float64)
     exact = Images(prior.posterior(A, y[0], s, shape=SHAPE).denoiser(any_path))
     guided = dl.inverse.pgdm(Images(prior.denoiser(any_path)), any_path, A, y, s)
     for t in (0.97, 0.6, 0.2, 0.03):
         x_t = torch.randn(5, *SHAPE, generator=g, dtype=torch.float64)
         t = torch.tensor(t, dtype=torch.float64)
-        torch.testing.assert_close(guided(x_t, t), exact(x_t, t), atol=1e-6 if name in ("blur", "kernel") else 1e-9,
+        torch.testing.assert_close(guided(x_t, t), exact(x_t, t), atol=1e-6 if name in ("blur", "kernel", "composed") else 1e-9,
                                    rtol=1e-6)
 
 
@@ -136,7 +152,7 @@ def test_pgdm_and_dps_samples_approach_the_exact_posterior():
     prior = _sw(MIX.sample(n, gen(2)).double(), exact)
     found = {}
     for name, den in (("exact", post.denoiser(path)), ("pgdm", dl.inverse.pgdm(MIX.denoiser(path), path, A, y, s)),
-                      ("dps", dl.inverse.dps(MIX.denoiser(path), path, A, y, s, scale=3.0))):
+                      ("dps", dl.inverse.dps(MIX.denoiser(path), path, A, y, s))):
         x = dl.sample(den, path, (n, 2), sampler="euler_maruyama", steps=200, generator=gen(5), dtype=torch.float64)
         found[name] = _sw(x, exact)
     assert found["exact"] < 2 * floor + 0.01, (found, floor)
@@ -221,3 +237,125 @@ def test_sdedit_keeps_the_data_law_and_stays_near_its_start():
                        ({"x_start": data[:2], "t_start": 0.5, "x": data[:2]}, "not both")):
         with pytest.raises(ValueError, match=match):
             dl.sample(MIX.denoiser(path), path, sampler="ddim", steps=5, **bad)
+
+
+# -- difflab restore and difflab edit -----------------------------------------------------------------
+
+TINY = ["model.channels=8", "model.channel_mult=[1]", "model.attention_levels=[]", "model.num_res_blocks=1", "train.steps=2",
+        "train.batch_size=16", "train.checkpoint_every=2", "train.log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from difflab.config import load_config
+
+    root = tmp_path_factory.mktemp("inverse")
+    for name, over in (("pixel", []), ("cond", ["model.class_conditional=true"]), ("ae", ["kind=autoencoder", "model.kind=vae"])):
+        dl.training.train(load_config("digits", [*TINY, *over]), root / name, progress=False)
+    dl.training.train(load_config("digits", [*TINY, f'requires.autoencoder="{root / "ae"}"']), root / "latent", progress=False)
+    dl.training.train(load_config("toy2d", ["train.steps=2", "train.checkpoint_every=2", "data.toy_size=500"]), root / "toy",
+                      progress=False)
+    dl.training.train(load_config("digits", [*TINY, "data.downsample=2"]), root / "base", progress=False)
+    dl.training.train(load_config("digits", [*TINY, "data.low_res=2", "diffusion.low_res_noise=0.5"]), root / "sr", progress=False)
+    dl.training.train(load_config(None, ["kind=cascade", f'requires.base="{root / "base"}"', f'requires.super_resolution="{root / "sr"}"',
+                                         "cascade.low_res_noise=0.2", "sample.sampler=ddim", "sample.steps=3", "cascade.base_steps=3"]),
+                      root / "cascade", progress=False)
+    return root
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from difflab.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("task, method", [("inpaint", "pgdm"), ("inpaint", "dps"), ("inpaint", "repaint"), ("sr", "pgdm"),
+                                          ("deblur", "dps"), ("denoise", "pgdm")])
+def test_restore_writes_observations_restorations_and_truth(runs, tmp_path, task, method):
+    out = tmp_path / "r.npz"
+    r = _cli("restore", runs / "pixel", "--task", task, "--method", method, "--test-images", 3, "--n", 2, "--steps", 4,
+             "--out", out)
+    assert r.exit_code == 0 and "PSNR" in r.output, r.output
+    saved = np.load(out)
+    assert saved["restorations"].shape == (6, 1, 8, 8) and saved["truth"].shape == (3, 1, 8, 8)
+    assert np.isfinite(saved["restorations"]).all()
+    if method == "repaint":  # the observed pixels are the observation, exactly
+        keep = np.ones((1, 8, 8), bool)
+        keep[:, 2:6, 2:6] = False
+        np.testing.assert_array_equal(saved["restorations"][:, keep], np.repeat(saved["observations"], 2, 0))
+    r = _cli("restore", runs / "pixel", "--task", task, "--method", method, "--test-images", 2, "--n", 1, "--steps", 2,
+             "--out", tmp_path / "r.png")
+    assert r.exit_code == 0 and (tmp_path / "r.png").stat().st_size > 100
+
+
+def test_restore_reads_observations_from_files_at_their_size(runs, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.arange(16, dtype=np.uint8).reshape(4, 4) * 16).save(tmp_path / "low.png")
+    r = _cli("restore", runs / "pixel", "--task", "sr", "--image", tmp_path / "low.png", "--n", 2, "--steps", 3,
+             "--out", tmp_path / "r.npz")
+    assert r.exit_code == 0, r.output
+    saved = np.load(tmp_path / "r.npz")
+    assert saved["observations"].shape == (1, 1, 4, 4) and "truth" not in saved and saved["restorations"].shape == (2, 1, 8, 8)
+
+
+def test_restore_and_edit_on_a_latent_run_go_through_its_decoder(runs, tmp_path):
+    r = _cli("restore", runs / "latent", "--task", "inpaint", "--test-images", 2, "--n", 2, "--steps", 3, "--out", tmp_path / "r.npz")
+    assert r.exit_code == 0, r.output
+    assert np.load(tmp_path / "r.npz")["restorations"].shape == (4, 1, 8, 8)
+    r = _cli("restore", runs / "latent", "--method", "repaint", "--test-images", 2)
+    assert r.exit_code == 2 and "RePaint replaces pixels" in r.output
+    r = _cli("edit", runs / "latent", "--test-images", 2, "--n", 3, "--steps", 4, "--out", tmp_path / "e.npz")
+    assert r.exit_code == 0 and np.load(tmp_path / "e.npz")["edits"].shape == (6, 1, 8, 8), r.output
+
+
+def test_edit_moves_images_by_their_strength(runs, tmp_path):
+    moved = {}
+    for strength in ("0.05", "1"):
+        r = _cli("edit", runs / "pixel", "--test-images", 4, "--n", 1, "--strength", strength, "--steps", 20,
+                 "--out", tmp_path / f"e{strength}.npz")
+        assert r.exit_code == 0, r.output
+        saved = np.load(tmp_path / f"e{strength}.npz")
+        moved[strength] = float(np.abs(saved["edits"] - saved["images"]).mean())
+    assert moved["0.05"] < 0.5 * moved["1"]
+
+
+def test_restore_and_edit_refuse_what_they_cannot_do_in_one_line(runs, tmp_path):
+    cases = [(["restore", runs / "pixel", "--method", "repaint", "--task", "sr", "--test-images", 2], "--task inpaint"),
+             (["restore", runs / "pixel"], "--test-images"),
+             (["restore", runs / "pixel", "--test-images", 2, "--image", tmp_path / "x.png"], "not both"),
+             (["restore", runs / "pixel", "--test-images", 2, "--box", "0,0,9,9"], "not inside"),
+             (["restore", runs / "pixel", "--test-images", 2, "--task", "sr", "--factor", 3], "divides"),
+             (["restore", runs / "pixel", "--test-images", 2, "--task", "deblur", "--blur", 0], "--blur"),
+             (["restore", runs / "pixel", "--image", tmp_path / "missing.png"], "no image file"),
+             (["restore", runs / "pixel", "--test-images", 2, "--task", "tear"], "--task"),
+             (["restore", runs / "toy", "--test-images", 2], "not images"),
+             (["restore", runs / "ae", "--test-images", 2], "diffusion model of images"),
+             (["restore", runs / "cond", "--test-images", 2], "--label"),
+             (["restore", runs / "pixel", "--test-images", 2, "--label", 1], "unconditional"),
+             (["edit", runs / "pixel", "--test-images", 2, "--strength", 0], "--strength"),
+             (["edit", runs / "ae", "--test-images", 2], "diffusion model of images"),
+             (["restore", runs / "pixel", "--test-images", 100000], "test split has")]
+    for args, fragment in cases:
+        r = _cli(*args)
+        assert r.exit_code == 2 and "Traceback" not in r.output, (args, r.output)
+        lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and fragment in lines[0], (args, r.output)
+    r = _cli("restore", runs / "cond", "--test-images", 2, "--label", 3, "--n", 1, "--steps", 2, "--out", tmp_path / "c.png")
+    assert r.exit_code == 0, r.output
+
+
+def test_a_cascade_restores_and_edits_at_its_top_stage(runs, tmp_path):
+    for task in ("inpaint", "sr"):
+        r = _cli("restore", runs / "cascade", "--task", task, "--test-images", 2, "--n", 2, "--out", tmp_path / f"{task}.npz")
+        assert r.exit_code == 0, r.output
+        saved = np.load(tmp_path / f"{task}.npz")
+        assert saved["restorations"].shape == (4, 1, 8, 8) and saved["low_res"].shape == (4, 1, 4, 4)
+    r = _cli("restore", runs / "cascade", "--method", "repaint", "--test-images", 2)
+    assert r.exit_code == 2 and "pgdm or dps" in r.output
+    r = _cli("edit", runs / "cascade", "--test-images", 2, "--n", 2, "--out", tmp_path / "e.npz")
+    assert r.exit_code == 0 and np.load(tmp_path / "e.npz")["edits"].shape == (4, 1, 8, 8), r.output
+    r = _cli("restore", runs / "sr", "--test-images", 2)  # a super-resolution stage alone needs its cascade
+    assert r.exit_code == 2 and "cascade" in r.output

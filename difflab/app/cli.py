@@ -1,4 +1,4 @@
-"""The `difflab` command: train, sample, eval, bench, info, demo, oracle-demo. Thin: each command parses its options
+"""The `difflab` command: train, sample, restore, edit, eval, bench, info, demo, oracle-demo. Thin: each command parses its options
 (the shared ones declared once, below), opens a `Run`, calls one method and prints. Every error a user can cause is
 one line (exit 2), Ctrl-C says what was kept (130), anything else is named a difflab bug (exit 1)."""
 
@@ -261,6 +261,70 @@ def eval_(
     typer.echo(reports[0].read_text())
     for extra in reports[1:]:
         typer.echo(f"plot: {extra}")
+
+
+Images = Annotated[Optional[list[Path]], typer.Option("--image", help="An image file (repeatable); for restore, the "
+                                                     "observation as it is (low-resolution for sr).")]
+TestImages = Annotated[Optional[int], typer.Option(help="Use N held-out images of the run's data instead (the truth known).")]
+Label = Annotated[Optional[int], typer.Option(help="Class label of a class-conditional run (default: the unconditional "
+                                              "model, when it was trained with label dropout).")]
+Prompt = Annotated[Optional[list[str]], typer.Option(help="A caption for a text-conditional run.")]
+Out = Annotated[Optional[Path], typer.Option(help="FILE.png (a row per image), FILE.npz or a folder DIR/ "
+                                             "[default: samples.png]")]
+
+
+@_command()
+def restore(
+    run: RunArg,
+    task: Annotated[str, typer.Option(help="inpaint, sr (super-resolution), deblur or denoise.")] = "inpaint",
+    method: Annotated[str, typer.Option(help="pgdm (pseudo-inverse guidance), dps (diffusion posterior sampling) or "
+                                        "repaint (inpainting).")] = "pgdm",
+    image: Images = None, test_images: TestImages = None,
+    box: Annotated[Optional[str], typer.Option(help="inpaint: the unknown box TOP,LEFT,HEIGHT,WIDTH (default: the "
+                                               "centre half).")] = None,
+    factor: Annotated[int, typer.Option(help="sr: the downsampling factor.")] = 2,
+    blur: Annotated[float, typer.Option(help="deblur: the Gaussian blur's width in pixels.")] = 1.0,
+    noise: Annotated[Optional[float], typer.Option(help="The observation's noise std (pixels in [-1, 1]; default 0.1 for "
+                                                   "denoise, else 0).")] = None,
+    scale: Annotated[float, typer.Option(help="dps: its scale (10: the best measured).")] = 10.0,
+    jump: Annotated[int, typer.Option(help="repaint: steps between resamplings.")] = 10,
+    resamples: Annotated[int, typer.Option(help="repaint: passes over each block of steps.")] = 5,
+    n: Annotated[int, typer.Option(min=1, help="Restorations of each observation.")] = 4,
+    sampler: Sampler = None, steps: Steps = None, grid: Grid = None, label: Label = None, prompt: Prompt = None,
+    seed: Seed = 0, batch: Batch = 500, out: Out = None, device: Device = "cpu",
+):
+    """Restore images with a trained model (inpainting, super-resolution, deblurring, denoising): observation,
+    restorations and the truth, a row each."""
+    from .requests import RestoreRequest
+    from .run import Run
+
+    request = RestoreRequest(task=task, method=method, images=tuple(image or ()), test_images=test_images,
+                             box=_numbers(box, int, "--box", "7,7,14,14"), factor=factor, blur=blur, noise=noise, scale=scale,
+                             jump=jump, resamples=resamples, n=n, sampler=sampler, steps=steps, grid=grid, label=label,
+                             prompts=tuple(prompt or ()), seed=seed, batch=batch, device=device, out=out)
+    samples, written = Run.open(run).restore(request)
+    typer.echo(f"wrote {written} ({samples.summary})")
+
+
+@_command()
+def edit(
+    run: RunArg, image: Images = None, test_images: TestImages = None,
+    strength: Annotated[float, typer.Option(help="How far the images are noised before they are sampled back, in (0, 1]: "
+                                            "small keeps them, 1 forgets them.")] = 0.5,
+    n: Annotated[int, typer.Option(min=1, help="Edits of each image.")] = 4,
+    sampler: Sampler = None, steps: Steps = None, grid: Grid = None, label: Label = None, prompt: Prompt = None,
+    seed: Seed = 0, batch: Batch = 500, out: Out = None, device: Device = "cpu",
+):
+    """Edit images with a trained model (SDEdit): each noised to --strength and sampled back, towards --label or
+    --prompt on a conditional run."""
+    from .requests import EditRequest
+    from .run import Run
+
+    request = EditRequest(images=tuple(image or ()), test_images=test_images, strength=strength, n=n, sampler=sampler,
+                          steps=steps, grid=grid, label=label, prompts=tuple(prompt or ()), seed=seed, batch=batch,
+                          device=device, out=out)
+    samples, written = Run.open(run).edit(request)
+    typer.echo(f"wrote {written} ({samples.summary})")
 
 
 @_command()

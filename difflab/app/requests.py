@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
 from .._checks import choose
 
-__all__ = ["Guidance", "SampleRequest", "EvalRequest", "BenchRequest", "sampling_settings", "labels_for", "check_fits",
+__all__ = ["Guidance", "SampleRequest", "EvalRequest", "BenchRequest", "RestoreRequest", "EditRequest", "sampling_settings", "labels_for", "check_fits",
            "MAX_STEPS", "MAX_GUIDANCE"]
 
 MAX_STEPS = 100_000  # as the configuration bounds a path's T and discrete.sample_steps
@@ -24,12 +24,13 @@ MAX_GUIDANCE = 1000.0  # usual scales are 0.5-10; far beyond, float32 overflows 
 
 
 def _given(obj, options: dict) -> list[tuple[str, str]]:
-    """(field, option) of every field of `obj` that a user set: not None, not an empty tuple, not False."""
+    """(field, option) of every field of `obj` among `options` that a user set: away from its default."""
     out = []
     for f in fields(obj):
-        value = getattr(obj, f.name)
-        if f.name in options and value is not None and value != () and value is not False:
-            out.append((f.name, options[f.name]))
+        if f.name in options:
+            default = f.default if f.default is not MISSING else f.default_factory()
+            if getattr(obj, f.name) != default:
+                out.append((f.name, options[f.name]))
     return out
 
 
@@ -241,6 +242,134 @@ class BenchRequest:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         _seed(self.seed)
+        self.device = _device(self.device)
+
+
+@dataclass
+class RestoreRequest:
+    """`difflab restore RUN ...`: a task (inpaint, sr, deblur, denoise), its observations (image files, or held-out
+    images whose observations are simulated) and the method (pgdm, dps, repaint) that restores them."""
+
+    task: str = "inpaint"
+    method: str = "pgdm"
+    images: tuple[Path, ...] = ()
+    test_images: int | None = None
+    box: tuple[int, int, int, int] | None = None
+    factor: int = 2
+    blur: float = 1.0
+    noise: float | None = None  # None: 0.1 for denoise, else 0
+    scale: float = 10.0  # dps (its measured best: inverse.transforms)
+    jump: int = 10  # repaint
+    resamples: int = 5  # repaint
+    n: int = 4  # restorations of each observation
+    sampler: str | None = None
+    steps: int | None = None
+    grid: str | None = None
+    label: int | None = None
+    prompts: tuple[str, ...] = ()
+    seed: int = 0
+    batch: int = 500
+    device: str = "cpu"
+    out: Path | None = None
+    progress: bool = True
+
+    OPTIONS = {"box": "--box", "scale": "--scale", "jump": "--jump", "resamples": "--resamples", "sampler": "--sampler",
+               "steps": "--steps", "grid": "--grid", "label": "--label", "prompts": "--prompt"}
+
+    def given(self) -> list[tuple[str, str]]:
+        return _given(self, self.OPTIONS)
+
+    @property
+    def noise_std(self) -> float:
+        return self.noise if self.noise is not None else (0.1 if self.task == "denoise" else 0.0)
+
+    def check(self) -> None:
+        from ..samplers.grids import GRIDS
+        from ..sampling import parse_sampler_spec
+        from .observations import METHODS, TASKS
+
+        choose(self.task, TASKS, "--task")
+        choose(self.method, METHODS, "--method")
+        if self.method == "repaint" and self.task != "inpaint":
+            raise ValueError(f"--method repaint fills in unobserved pixels: it is for --task inpaint; for {self.task} use "
+                             "pgdm or dps")
+        if bool(self.images) == (self.test_images is not None):
+            raise ValueError("say what to restore: --image FILE (repeatable) or --test-images N (held-out images, the truth "
+                             "known), not both")
+        if self.test_images is not None and self.test_images < 1:
+            raise ValueError(f"--test-images must be >= 1, got {self.test_images}")
+        for name in ("n", "batch", "jump", "resamples", "factor"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.resamples > 100 or self.jump > MAX_STEPS:
+            raise ValueError(f"--resamples {self.resamples}, --jump {self.jump}: at most 100 resamples (RePaint uses 10)")
+        if not (math.isfinite(self.noise_std) and 0 <= self.noise_std <= 10):
+            raise ValueError(f"--noise {self.noise}: the observation's noise standard deviation, from 0 to 10 (pixels in [-1, 1])")
+        if not (math.isfinite(self.scale) and 0 <= self.scale <= MAX_GUIDANCE):
+            raise ValueError(f"--scale {self.scale}: DPS's scale must lie in 0 .. {MAX_GUIDANCE:g} (10 is its default)")
+        if self.box is not None and len(self.box) != 4:
+            raise ValueError("--box takes TOP,LEFT,HEIGHT,WIDTH (four integers)")
+        _seed(self.seed)
+        _steps(self.steps, "--steps")
+        if self.sampler is not None:
+            parse_sampler_spec(self.sampler)
+        if self.grid is not None:
+            choose(self.grid, GRIDS, "grid")
+        if self.label is not None and self.label < 0:
+            raise ValueError(f"--label {self.label}: labels are class numbers from 0")
+        if len(self.prompts) > 1:
+            raise ValueError("--prompt: restoration takes one prompt (it conditions every restoration)")
+        self.device = _device(self.device)
+
+
+@dataclass
+class EditRequest:
+    """`difflab edit RUN ...`: SDEdit, images noised to `strength` on the path and sampled back."""
+
+    images: tuple[Path, ...] = ()
+    test_images: int | None = None
+    strength: float = 0.5
+    n: int = 4
+    sampler: str | None = None
+    steps: int | None = None
+    grid: str | None = None
+    label: int | None = None
+    prompts: tuple[str, ...] = ()
+    seed: int = 0
+    batch: int = 500
+    device: str = "cpu"
+    out: Path | None = None
+    progress: bool = True
+
+    OPTIONS = {"sampler": "--sampler", "steps": "--steps", "grid": "--grid", "label": "--label", "prompts": "--prompt"}
+
+    def given(self) -> list[tuple[str, str]]:
+        return _given(self, self.OPTIONS)
+
+    def check(self) -> None:
+        from ..samplers.grids import GRIDS
+        from ..sampling import parse_sampler_spec
+
+        if bool(self.images) == (self.test_images is not None):
+            raise ValueError("say what to edit: --image FILE (repeatable) or --test-images N, not both")
+        if self.test_images is not None and self.test_images < 1:
+            raise ValueError(f"--test-images must be >= 1, got {self.test_images}")
+        if not (math.isfinite(self.strength) and 0 < self.strength <= 1):
+            raise ValueError(f"--strength {self.strength}: how far the images are noised, in (0, 1] (0.5 is usual; 1 "
+                             "forgets them)")
+        for name in ("n", "batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        _seed(self.seed)
+        _steps(self.steps, "--steps")
+        if self.sampler is not None:
+            parse_sampler_spec(self.sampler)
+        if self.grid is not None:
+            choose(self.grid, GRIDS, "grid")
+        if self.label is not None and self.label < 0:
+            raise ValueError(f"--label {self.label}: labels are class numbers from 0")
+        if len(self.prompts) > 1:
+            raise ValueError("--prompt: an edit takes one prompt")
         self.device = _device(self.device)
 
 

@@ -147,15 +147,28 @@ class Run:
 
     def sample(self, request) -> tuple:
         """Draw and write samples as `request` (a `requests.SampleRequest`) asks: (`outputs.Samples`, the path written)."""
+        return self._draw(request, "sample", {**request.OPTIONS, **request.guidance.OPTIONS}, self.kind.form(self))
+
+    def restore(self, request) -> tuple:
+        """Restore observations as `request` (a `requests.RestoreRequest`) asks and write the picture or arrays:
+        (`outputs.Samples`, the path written)."""
+        return self._draw(request, "restore", request.OPTIONS, "images")
+
+    def edit(self, request) -> tuple:
+        """Edit images (SDEdit) as `request` (a `requests.EditRequest`) asks: (`outputs.Samples`, the path written)."""
+        return self._draw(request, "edit", request.OPTIONS, "images")
+
+    def _draw(self, request, verb: str, options: dict, form: str) -> tuple:
+        """A verb that draws and writes: the request checked whole (its values, the options the kind takes, the
+        output, the kind's own checks), then the kind's `verb`, then the output written."""
         from . import outputs
 
         request.check()
-        self._refuse(request.given(), "sample_options", {**request.OPTIONS, **request.guidance.OPTIONS})
-        form = self.kind.form(self)
+        self._refuse(request.given(), f"{verb}_options", options)
         out = request.out if request.out is not None else outputs.default_out(form)
         outputs.check(out, form, self.facts["shape"])
-        self.kind.check_sample(self, request)
-        samples = self.kind.sample(self, request)
+        getattr(self.kind, f"check_{verb}")(self, request)
+        samples = getattr(self.kind, verb)(self, request)
         return samples, outputs.write(samples, out)
 
     def evaluate(self, request) -> list[Path]:

@@ -173,6 +173,25 @@ def _open_image(path: Path):
     return im
 
 
+def read_image(path: str | Path, channels: int, height: int, width: int) -> Tensor:
+    """One image file as a (channels, height, width) tensor in [-1, 1]: grey or RGB, resized (bicubic) to the size
+    asked for."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no image file {path}")
+    try:
+        im = _open_image(path)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path} is not a readable image ({str(e).splitlines()[0][:100] if str(e) else type(e).__name__}); "
+                         "give a PNG or JPEG file") from None
+    with im:
+        im = im.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BICUBIC)
+        a = np.asarray(im, dtype=np.float32) / 255.0
+    return to_unit(torch.from_numpy(a[None] if channels == 1 else a.transpose(2, 0, 1).copy()))
+
+
 def image_folder(root: str | Path, size: int, channels: int = 3) -> ImageData:
     """Every PNG/JPEG under `root`, resized so the shorter side is `size` and centre-cropped to size x size."""
     from PIL import Image

@@ -1,7 +1,8 @@
 """Inverse problems and editing with any denoiser: an observation y = A x0 + n of an unknown example x0.
 
 - `operators`: linear measurements on examples of any shape (`Mask`, `Downsample`, `Blur`, `Identity`,
-  `Matrix`), each with its adjoint and the solve pseudo-inverse guidance needs;
+  `Matrix`; `Upsample` and `Composed` to observe a low-resolution image through them), each with its adjoint
+  and the solve pseudo-inverse guidance needs;
 - `transforms`: denoiser -> denoiser transforms towards E[x0 | x_t, y], so every sampler and path gets them
   (`pgdm`: pseudo-inverse guidance; `dps`: diffusion posterior sampling);
 - `repaint`: inpainting by replacement with resampling, over any sampler.
@@ -11,9 +12,10 @@ are in `oracles`: `GaussianMixture.posterior(A, y, noise_std)` is p(x0 | y) of a
 so its denoiser is the exact E[x0 | x_t, y].
 """
 
-from .operators import Blur, Downsample, Identity, Mask, Matrix, Operator, as_operator, conjugate_gradients, gaussian_kernel
+from .operators import (Blur, Composed, Downsample, Identity, Mask, Matrix, Operator, Upsample, as_operator, conjugate_gradients,
+                        gaussian_kernel)
 from .repaint import repaint
 from .transforms import PosteriorSampling, PseudoInverseGuided, dps, pgdm
 
-__all__ = ["Operator", "Identity", "Mask", "Downsample", "Blur", "Matrix", "as_operator", "conjugate_gradients",
+__all__ = ["Operator", "Identity", "Mask", "Downsample", "Upsample", "Blur", "Matrix", "Composed", "as_operator", "conjugate_gradients",
            "gaussian_kernel", "pgdm", "dps", "PseudoInverseGuided", "PosteriorSampling", "repaint"]

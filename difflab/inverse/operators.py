@@ -22,7 +22,8 @@ from torch import Tensor
 
 from .._checks import append_dims
 
-__all__ = ["Operator", "Identity", "Mask", "Downsample", "Blur", "Matrix", "as_operator", "conjugate_gradients"]
+__all__ = ["Operator", "Identity", "Mask", "Downsample", "Upsample", "Blur", "Matrix", "Composed", "as_operator",
+           "conjugate_gradients"]
 
 
 class Operator:
@@ -154,6 +155,42 @@ class Downsample(Operator):
 
     def __repr__(self) -> str:
         return f"Downsample({self.factor})"
+
+
+class Upsample(Operator):
+    """Nearest-neighbour enlargement of images (..., H, W) by `factor` (each pixel over a factor x factor block): what
+    a low-resolution image says of the full-resolution one (`Composed` with another operator)."""
+
+    def __init__(self, factor: int):
+        self.down = Downsample(factor)
+        self.factor = self.down.factor
+
+    def __call__(self, x: Tensor) -> Tensor:
+        from ..data import upsample
+
+        return upsample(x, self.factor)
+
+    def adjoint(self, v: Tensor, shape) -> Tensor:
+        return self.down(v) * self.factor**2  # the sum over each block
+
+    def __repr__(self) -> str:
+        return f"Upsample({self.factor})"
+
+
+class Composed(Operator):
+    """A(B(x)): `outer` after `inner`, with `inner_shape` the shape `outer` acts on (B's output)."""
+
+    def __init__(self, outer, inner, inner_shape):
+        self.outer, self.inner, self.inner_shape = as_operator(outer), as_operator(inner), tuple(inner_shape)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.outer(self.inner(x).reshape(x.shape[0], *self.inner_shape))
+
+    def adjoint(self, v: Tensor, shape) -> Tensor:
+        return self.inner.adjoint(self.outer.adjoint(v, self.inner_shape), shape)
+
+    def __repr__(self) -> str:
+        return f"{self.outer!r} after {self.inner!r}"
 
 
 def gaussian_kernel(std: float, size: int | None = None) -> Tensor:

@@ -36,6 +36,8 @@ class Kind:
     guides: bool = False  # it is a classifier that guides diffusion runs (`as_classifier`)
     sample_options: frozenset = frozenset()  # SampleRequest fields (and Guidance fields) it takes
     eval_options: frozenset = frozenset()  # EvalRequest fields it takes
+    restore_options: frozenset = frozenset()  # RestoreRequest fields it takes (beyond what every restoration needs)
+    edit_options: frozenset = frozenset()  # EditRequest fields it takes
 
     # -- configuration and training --------------------------------------------------------------
 
@@ -105,6 +107,23 @@ class Kind:
 
     def bench(self, run, request) -> dict:
         raise ValueError(f"{run} is {a(self.name)} run: `difflab bench samplers` measures the samplers of a diffusion run")
+
+    def no_images(self, run, verb: str) -> str:
+        return f"{run} is {a(self.name)} run: `difflab {verb}` works on a diffusion model of images"
+
+    def check_restore(self, run, request) -> None:
+        raise ValueError(self.no_images(run, "restore"))
+
+    def restore(self, run, request) -> Samples:
+        """Restorations of observations (`requests.RestoreRequest`): the inverse problem's task, method, images."""
+        raise ValueError(self.no_images(run, "restore"))
+
+    def check_edit(self, run, request) -> None:
+        raise ValueError(self.no_images(run, "edit"))
+
+    def edit(self, run, request) -> Samples:
+        """Edits of images (SDEdit: `requests.EditRequest`)."""
+        raise ValueError(self.no_images(run, "edit"))
 
     def as_classifier(self, run, device="cpu"):
         """`classifier(x_t, t, label) -> log p_t(label given x_t)` for classifier guidance, from a classifier run."""

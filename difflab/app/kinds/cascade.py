@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ... import sampling
 from ..outputs import Samples
 from ..requests import labels_for, sampling_settings
 from ..schema import within
@@ -216,6 +217,113 @@ class Cascade(Kind):
         how = f", guidance {scale:g}" if scale is not None else ""
         write_report(run, f"samples: {res['sampler']}, {res['steps']} steps, {res['grid']} grid{how}", res, request.command)
         return [run.folder / "eval.md"]
+
+    # -- restoring and editing, at the top stage ----------------------------------------------------
+
+    restore_options = frozenset({"box", "scale", "sampler", "steps", "label"})
+    edit_options = frozenset({"sampler", "steps", "label"})
+    BASE_NOISE = 0.1  # the least noise the base stage assumes: its low-resolution images cannot show fine detail
+
+    def _restorer(self, run):
+        """(base run, super-resolution run, factor); the stages checked to fit."""
+        self.record(run.config, run.requires, run.folder)
+        base, sr = self._stages(run)
+        return base, sr, sr.facts["low_res"]["factor"]
+
+    def _stage_condition(self, stage, label, n):
+        if not stage.config.model.class_conditional:
+            return {}
+        if label is None and not stage.config.diffusion.p_uncond:
+            raise ValueError(f"the stage {stage} is class-conditional without label dropout: give --label")
+        facts = stage.facts
+        return {"label": labels_for(label, n, facts.get("num_classes") or 0, facts.get("class_names") or ()) if label is not None
+                else torch.full((n,), -1, dtype=torch.long)}
+
+    def check_restore(self, run, request) -> None:
+        if request.method == "repaint":
+            raise ValueError(f"{run} is a cascade: it restores with --method pgdm or dps (guiding both stages)")
+        base, sr, _ = self._restorer(run)
+        if request.label is not None and not any(s.config.model.class_conditional for s in (base, sr)):
+            raise ValueError(f"--label: neither stage of {run} is class-conditional")
+        for stage in (base, sr):
+            self._stage_condition(stage, request.label, 1)
+        sr.kind.observations(sr, request, stage=True)
+        sr.kind.check_settings(sr, request.sampler, request.steps, None)
+
+    def restore(self, run, request) -> Samples:
+        """The base stage draws low-resolution images guided by the observation seen through their enlargement
+        (`inverse.Composed(A, Upsample(f))`, with at least `BASE_NOISE` of noise: what a low-resolution image cannot
+        explain); the top stage, given them (noised to the cascade's augmentation level), restores guided by A."""
+        import functools
+
+        from ... import inverse
+        from ...cascade import low_res_condition
+        from ..._random import derive_seed, example_generators
+        from ...denoisers import clipped
+        from ..observations import picture, psnr
+
+        base, sr, f = self._restorer(run)
+        A, truth, y = sr.kind.observations(sr, request, stage=True)
+        k, n, shape = len(y), request.n, tuple(sr.facts["shape"])
+        ys, N = y.repeat_interleave(n, 0), len(y) * request.n
+        method = inverse.pgdm if request.method == "pgdm" else functools.partial(inverse.dps, scale=request.scale)
+        den, path = base.kind.raw_denoiser(base, device=request.device, clip=False)
+        latent = base.kind.with_decoder(base, den, request.device)
+        decode = latent.decode if latent is not den else None
+        seen_low = inverse.Composed(A, inverse.Upsample(f), shape)  # A acts on the enlarged low-resolution image
+        den = method(den, path, seen_low, None, max(request.noise_std, self.BASE_NOISE), decode=decode)
+        den = clipped(den, *base.facts["range"]) if base.facts.get("range") else den
+        b = run.config.cascade
+        how = sampling_settings(base.config, b.base_sampler or None, b.base_steps or None)
+        low, first = sampling.sample_batched(den, path, N, tuple(base.facts["shape"]), seed=derive_seed(request.seed, "base"),
+                                             batch_size=request.batch, device=request.device, return_info=True, **how,
+                                             cond={"observation": ys, **self._stage_condition(base, request.label, N)})
+        if decode is not None:
+            from ...latent import decode_images
+
+            low = decode_images(decode, low, batch_size=request.batch, device=request.device)
+        den, path = sr.kind.raw_denoiser(sr, device=request.device, clip=False)
+        den = clipped(method(den, path, A, None, request.noise_std), *sr.facts["range"])
+        cond = {"observation": ys, **self._stage_condition(sr, request.label, N),
+                **low_res_condition(low.clamp(-1, 1), path, run.config.cascade.low_res_noise,
+                                    example_generators(derive_seed(request.seed, "low_res"), N))}
+        x, info = sampling.sample_batched(den, path, N, shape, seed=request.seed, batch_size=request.batch, device=request.device,
+                                          cond=cond, return_info=True, **sampling_settings(run.config, request.sampler,
+                                                                                          request.steps))
+        seen = picture(request.task, A, y, shape).clamp(-1, 1)
+        rows = [torch.cat([seen[i:i + 1], x[i * n:(i + 1) * n], *([truth[i:i + 1]] if truth is not None else [])]) for i in range(k)]
+        summary = (f"{N} restorations of {k} observations ({request.task}, {request.method}, both stages guided), "
+                   f"{first.nfe} + {info.nfe} network evaluations each")
+        if truth is not None:
+            summary += f"; PSNR {float(psnr(x, truth.repeat_interleave(n, 0)).mean()):.2f} dB"
+        return Samples("images", x, {"observations": y, "restorations": x, "low_res": low, "nfe": first.nfe + info.nfe,
+                                     **({"truth": truth} if truth is not None else {})},
+                       picture=torch.cat(rows), nrow=len(rows[0]), summary=summary)
+
+    def check_edit(self, run, request) -> None:
+        base, sr, _ = self._restorer(run)
+        self._stage_condition(sr, request.label, 1)
+        sr.kind.edit_images(sr, request, stage=True)
+        sr.kind.check_settings(sr, request.sampler, request.steps, None)
+
+    def edit(self, run, request) -> Samples:
+        """SDEdit at the top stage: each image noised to the strength and sampled back by the super-resolution stage,
+        given the image's own low-resolution version."""
+        from ...data import downsample
+
+        base, sr, f = self._restorer(run)
+        images = sr.kind.edit_images(sr, request, stage=True)
+        k, n = len(images), request.n
+        den, path, _ = sr.kind.load(sr, device=request.device)
+        start = images.repeat_interleave(n, 0)
+        cond = {"low_res": downsample(start, f), "low_res_level": torch.zeros(k * n), **self._stage_condition(sr, request.label, k * n)}
+        x, info = sampling.sample_batched(den, path, k * n, tuple(sr.facts["shape"]), seed=request.seed, batch_size=request.batch,
+                                          device=request.device, x_start=start, t_start=request.strength, cond=cond,
+                                          return_info=True, **sampling_settings(run.config, request.sampler, request.steps))
+        rows = [torch.cat([images[i:i + 1], x[i * n:(i + 1) * n]]) for i in range(k)]
+        return Samples("images", x, {"images": images, "edits": x}, picture=torch.cat(rows), nrow=n + 1,
+                       summary=f"{k * n} edits of {k} images at strength {request.strength:g} (the top stage), {info.nfe} "
+                               "network evaluations each")
 
     def describe(self, run) -> list[tuple[str, str]]:
         base, sr = self._stages(run)

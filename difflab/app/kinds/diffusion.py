@@ -72,6 +72,8 @@ class Diffusion(Kind):
                                 "rescale", "threshold"})
     eval_options = frozenset({"nll", "elbo", "metrics", "sampler", "steps", "grid", "split", "method", "probes", "rtol", "atol",
                               "elbo_terms", "scales", "classifier", "interval", "negative", "rescale"})
+    restore_options = frozenset({"box", "scale", "jump", "resamples", "sampler", "steps", "grid", "label", "prompts"})
+    edit_options = frozenset({"sampler", "steps", "grid", "label", "prompts"})
 
     # -- configuration and training --------------------------------------------------------------
 
@@ -145,10 +147,10 @@ class Diffusion(Kind):
     def load(self, run, *, ema: bool = True, device="cpu", clip: bool = True):
         """(denoiser, path, config); the denoiser clipped to the data's range [-1, 1] for images unless `clip=False`
         (likelihoods need the smooth denoiser: clipping zeroes its Jacobian), with `decode` for latents."""
-        den, path = self._denoiser(run, ema=ema, device=device, clip=clip)
-        return self._decoding(run, den, device), path, run.config
+        den, path = self.raw_denoiser(run, ema=ema, device=device, clip=clip)
+        return self.with_decoder(run, den, device), path, run.config
 
-    def _denoiser(self, run, *, ema: bool = True, device="cpu", clip: bool = True):
+    def raw_denoiser(self, run, *, ema: bool = True, device="cpu", clip: bool = True):
         """(denoiser, path) of the run's network, over what it was trained on (latents stay latents)."""
         from ...denoisers import as_denoiser, clipped
 
@@ -158,7 +160,7 @@ class Diffusion(Kind):
             den = clipped(den, *run.facts["range"])
         return den, path
 
-    def _decoding(self, run, den, device):
+    def with_decoder(self, run, den, device):
         if not run.facts.get("latent"):
             return den
         from ...latent import LatentDenoiser
@@ -220,7 +222,7 @@ class Diffusion(Kind):
         if scale is None and threshold is None:
             return self.load(run, device=device)
         cfg = run.config
-        den, path = self._denoiser(run, device=device, clip=False)  # guidance acts on latents; the decoder comes last
+        den, path = self.raw_denoiser(run, device=device, clip=False)  # guidance acts on latents; the decoder comes last
         if clf is not None:
             den = guidance.classifier(den, path, clf.kind.as_classifier(clf, device), scale, interval=interval)
         elif scale is not None:
@@ -232,7 +234,7 @@ class Diffusion(Kind):
         if threshold is not None:
             den = guidance.dynamic_threshold(den, threshold)
         den = clipped(den, *run.facts["range"]) if run.facts.get("range") else den
-        return self._decoding(run, den, device), path, cfg
+        return self.with_decoder(run, den, device), path, cfg
 
     def prompt_condition(self, run, prompts, device="cpu") -> dict:
         """The conditioning of a text-conditional run for `prompts` (one row each): {"context", "context_mask",
@@ -280,7 +282,7 @@ class Diffusion(Kind):
         facts = (clf or run).facts
         return labels_for(label, n, facts.get("num_classes") or 0, facts.get("class_names") or ())
 
-    def _check_settings(self, run, sampler, steps, grid) -> dict:
+    def check_settings(self, run, sampler, steps, grid) -> dict:
         """The sampling settings, their grid built once (a grid the path cannot take is refused here)."""
         from ...samplers.grids import make_grid
 
@@ -306,7 +308,7 @@ class Diffusion(Kind):
         if cfg.model.text_conditional and not request.prompts:
             raise ValueError(f"{run} is text-conditional: say what to draw with --prompt \"a dark ankle boot\" (repeat --prompt "
                              "for a grid)")
-        self._check_settings(run, request.sampler, request.steps, request.grid)
+        self.check_settings(run, request.sampler, request.steps, request.grid)
         check_fits(request.n * max(1, len(request.prompts)), math.prod(self.image_shape(run)) + math.prod(run.facts["shape"]))
 
     def sample(self, run, request) -> Samples:
@@ -357,7 +359,7 @@ class Diffusion(Kind):
         if cfg.model.class_conditional or clf is not None:
             labels = torch.arange(n) % (clf or run).facts["num_classes"]
         check_metrics(cfg.data, metrics, labels is not None)
-        self._check_settings(run, sampler, steps, grid)
+        self.check_settings(run, sampler, steps, grid)
         score, floors = scorer(cfg.data, metrics, n, seed)
         how = sampling_settings(cfg, sampler, steps, grid)
         den, path, _ = self.load_guided(run, device=device, **guide)
@@ -521,7 +523,7 @@ class Diffusion(Kind):
                 clf = self.check_guidance(run, **{**g, "scale": w, "threshold": None})
             labelled = run.config.model.class_conditional or clf is not None
             check_metrics(run.config.data, on_samples, labelled)
-            self._check_settings(run, request.sampler, request.steps, request.grid)
+            self.check_settings(run, request.sampler, request.steps, request.grid)
             check_fits(request.n or 1000, math.prod(self.image_shape(run)) + math.prod(run.facts["shape"]))
 
     def evaluate(self, run, request) -> list:
@@ -569,6 +571,157 @@ class Diffusion(Kind):
         from ..bench import measure_samplers
 
         return measure_samplers(run, request)
+
+    # -- restoring and editing ---------------------------------------------------------------------
+
+    def _image_shape(self, run, verb: str, stage: bool = False) -> tuple:
+        """One sample's image shape; a super-resolution run is refused unless it is a cascade's `stage`."""
+        if not stage:
+            self.refuse_unconditioned(run)
+        shape = self.image_shape(run)
+        if len(shape) != 3:
+            raise ValueError(f"{run} draws samples of shape {shape}, not images: `difflab {verb}` works on image runs")
+        return shape
+
+    def _condition(self, run, label, prompts, n: int, device) -> dict:
+        """What restorations and edits are drawn for: --label / --prompt, or the null condition of a run trained with
+        dropout (the unconditional model), one row per example."""
+        cfg, cond = run.config, {}
+        dropout = cfg.diffusion.p_uncond > 0
+        if cfg.model.class_conditional:
+            if label is None and not dropout:
+                raise ValueError(f"{run} is class-conditional without label dropout: give --label (its classes: 0 .. "
+                                 f"{(run.facts.get('num_classes') or 1) - 1})")
+            facts = run.facts
+            cond["label"] = (labels_for(label, n, facts.get("num_classes") or 0, facts.get("class_names") or ())
+                             if label is not None else torch.full((n,), -1, dtype=torch.long))
+        elif label is not None:
+            raise ValueError(f"{run} is an unconditional model (model.class_conditional = false): --label does not apply")
+        if cfg.model.text_conditional:
+            if not prompts and not dropout:
+                raise ValueError(f"{run} is text-conditional without caption dropout: give --prompt")
+            text = self.prompt_condition(run, [prompts[0] if prompts else ""], device)
+            cond.update({k: v.expand(n, *v.shape[1:]) for k, v in text.items()})
+        elif prompts:
+            raise ValueError(f"--prompt: {run} is not text-conditional")
+        return cond
+
+    def _test_images(self, run, request):
+        """--test-images N: N held-out images of the run's data (drawn with the request's seed), or None."""
+        from ..build import build_data
+        from ..evaluate import check_split
+
+        if request.test_images is None:
+            return None
+        check_split(run.config.data, "test")
+        data = build_data(run.config.data, "test")
+        if len(data) < request.test_images:
+            raise ValueError(f"--test-images {request.test_images}: the test split has {len(data)} images")
+        index = torch.randperm(len(data), generator=torch.Generator().manual_seed(request.seed))[:request.test_images]
+        return data.images[index].float()
+
+    def observations(self, run, request, stage: bool = False):
+        """(operator, truth or None, observations y) of a restore request, every option checked."""
+        from .. import observations
+
+        shape = self._image_shape(run, "restore", stage)
+        A = observations.operator(request.task, shape, box=request.box, factor=request.factor, blur=request.blur)
+        truth = self._test_images(run, request)
+        if truth is not None:
+            return A, truth, observations.observe(A, truth, request.noise_std, request.seed)
+        return A, None, observations.read(request.images, request.task, A, shape)
+
+    def _restore_settings(self, run, request) -> dict:
+        default = "ddpm" if request.method == "repaint" else None  # RePaint resamples: it needs a stochastic sampler
+        return self.check_settings(run, request.sampler or default, request.steps, request.grid)
+
+    def check_restore(self, run, request) -> None:
+        if request.method == "repaint" and run.facts.get("latent"):
+            raise ValueError(f"{run} samples latents: RePaint replaces pixels, so it cannot restore them; use --method pgdm "
+                             "or dps (they guide the latents through the decoder)")
+        A, truth, y = self.observations(run, request)
+        self._condition(run, request.label, request.prompts, 1, request.device)
+        self._restore_settings(run, request)
+        check_fits(len(y) * request.n, 2 * math.prod(self.image_shape(run)) + math.prod(run.facts["shape"]))
+
+    def restore(self, run, request) -> Samples:
+        import functools
+
+        from ... import inverse
+        from ...denoisers import clipped
+        from ..observations import picture, psnr
+
+        A, truth, y = self.observations(run, request)
+        k, n, shape = len(y), request.n, self.image_shape(run)
+        ys = y.repeat_interleave(n, 0)
+        den, path = self.raw_denoiser(run, device=request.device, clip=False)
+        latent = self.with_decoder(run, den, request.device)
+        decode = latent.decode if latent is not den else None
+        cond = self._condition(run, request.label, request.prompts, k * n, request.device)
+        how = self._restore_settings(run, request)
+        if request.method == "repaint":
+            how["sampler"] = functools.partial(inverse.repaint, mask=A, sampler=how["sampler"], jump=request.jump,
+                                               resamples=request.resamples)
+            cond["y"] = ys
+        else:
+            guide = inverse.pgdm if request.method == "pgdm" else functools.partial(inverse.dps, scale=request.scale)
+            den = guide(den, path, A, None, request.noise_std, decode=decode)
+            cond["observation"] = ys
+        den = clipped(den, *run.facts["range"]) if run.facts.get("range") else den
+        t0 = time.time()
+        x, info = sampling.sample_batched(den, path, k * n, tuple(run.facts["shape"]), seed=request.seed,
+                                          batch_size=request.batch, device=request.device, cond=cond, return_info=True,
+                                          progress=request.progress and k * n > request.batch, **how)
+        if decode is not None:
+            from ...latent import decode_images
+
+            x = decode_images(decode, x, batch_size=request.batch, device=request.device)
+        seen = picture(request.task, A, y, shape).clamp(-1, 1)
+        rows = [torch.cat([seen[i:i + 1], x[i * n:(i + 1) * n], *([truth[i:i + 1]] if truth is not None else [])]) for i in range(k)]
+        arrays = {"observations": y, "restorations": x, "nfe": info.nfe, **({"truth": truth} if truth is not None else {})}
+        summary = (f"{k * n} restorations of {k} observations ({request.task}, {request.method}), {info.nfe} network "
+                   f"evaluations each, {time.time() - t0:.1f} s")
+        if truth is not None:
+            gain = psnr(x, truth.repeat_interleave(n, 0)).mean()
+            summary += f"; PSNR {float(gain):.2f} dB (the observation as it is: {float(psnr(seen, truth).mean()):.2f} dB)"
+        return Samples("images", x, arrays, picture=torch.cat(rows), nrow=len(rows[0]), summary=summary)
+
+    def edit_images(self, run, request, stage: bool = False):
+        from ...data import read_image
+
+        shape = self._image_shape(run, "edit", stage)
+        images = self._test_images(run, request)
+        return images if images is not None else torch.stack([read_image(p, *shape) for p in request.images])
+
+    def check_edit(self, run, request) -> None:
+        images = self.edit_images(run, request)
+        self._condition(run, request.label, request.prompts, 1, request.device)
+        self.check_settings(run, request.sampler, request.steps, request.grid)
+        check_fits(len(images) * request.n, 2 * math.prod(self.image_shape(run)) + math.prod(run.facts["shape"]))
+
+    def edit(self, run, request) -> Samples:
+        """SDEdit: each image noised to t = strength on the path, then sampled back (`sampling.sample`'s x_start)."""
+        images = self.edit_images(run, request)
+        k, n = len(images), request.n
+        den, path, cfg = self.load(run, device=request.device)
+        start = images.repeat_interleave(n, 0)
+        if hasattr(den, "encode"):  # latent diffusion edits the latents of the images
+            from ...latent import encode_images
+
+            start = encode_images(den, start, batch_size=request.batch, device=request.device)
+        how = sampling_settings(cfg, request.sampler, request.steps, request.grid)
+        x, info = sampling.sample_batched(den, path, k * n, tuple(run.facts["shape"]), seed=request.seed,
+                                          batch_size=request.batch, device=request.device, x_start=start,
+                                          t_start=request.strength, return_info=True,
+                                          cond=self._condition(run, request.label, request.prompts, k * n, request.device) or None,
+                                          progress=request.progress and k * n > request.batch, **how)
+        if hasattr(den, "decode"):
+            from ...latent import decode_images
+
+            x = decode_images(den.decode, x, batch_size=request.batch, device=request.device)
+        rows = [torch.cat([images[i:i + 1], x[i * n:(i + 1) * n]]) for i in range(k)]
+        return Samples("images", x, {"images": images, "edits": x}, picture=torch.cat(rows), nrow=n + 1,
+                       summary=f"{k * n} edits of {k} images at strength {request.strength:g}, {info.nfe} network evaluations each")
 
     # -- info ------------------------------------------------------------------------------------
 
