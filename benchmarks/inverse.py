@@ -93,7 +93,11 @@ def main() -> None:
         methods = [m for m in a.methods.split(",") if m != "repaint" or TASKS[name]["task"] == "inpaint"]
         for method in methods:
             res = restore(a.run, name, method, a, a.out)
-            pictures.setdefault(name, {"observation": res["observations"], "truth": res["truth"]})[method] = res["x"]
+            if name not in pictures:  # the observation itself, enlarged: what a restoration must beat
+                seen = _seen(name, res["observations"])
+                pictures[name] = {"observation": seen, "truth": res["truth"]}
+                rows.append(_row(name, "the observation", {**res, "x": seen, "nfe": 0, "seconds_per_image": 0.0}, floor_images))
+            pictures[name][method] = res["x"]
             rows.append(_row(name, method, res, floor_images))
             print(json.dumps(rows[-1]), flush=True)
         if name == "sr2" and a.sr is not None:
@@ -127,20 +131,20 @@ def _markdown(result: dict, out: Path) -> None:
     out.write_text("\n".join(lines) + "\n")
 
 
+def _seen(name: str, observations: torch.Tensor) -> torch.Tensor:
+    """An observation at full size (`app.observations.picture`): the kept pixels, the low-resolution image enlarged."""
+    from difflab.app.observations import operator, picture
+
+    spec = {k: v for k, v in TASKS[name].items() if k != "task"}
+    return picture(TASKS[name]["task"], operator(TASKS[name]["task"], (1, 28, 28), **spec), observations, (1, 28, 28)).clamp(-1, 1)
+
+
 def _picture(pictures: dict, out: Path, k: int = 4) -> None:
     """A row per task and image: the observation (enlarged), each method's restoration, the truth."""
-    from difflab.data import upsample
-
     columns = max(len(p) for p in pictures.values())
     rows = []
     for name, p in pictures.items():
         seen = p["observation"]
-        if seen.ndim == 2:  # inpainting: the kept pixels
-            box = torch.ones(1, 28, 28, dtype=torch.bool)
-            box[:, 7:21, 7:21] = False
-            seen = dl.inverse.Mask(box).adjoint(seen, (1, 28, 28))
-        elif seen.shape[-1] != 28:
-            seen = upsample(seen, 28 // seen.shape[-1])
         for i in range(k):
             cells = [seen[i]] + [v[i] for key, v in p.items() if key not in ("observation", "truth")] + [p["truth"][i]]
             cells += [-torch.ones_like(cells[0])] * (columns - len(cells))

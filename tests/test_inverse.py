@@ -53,6 +53,16 @@ def test_each_operator_has_its_adjoint_its_matrix_and_its_solve(name):
     assert A.out_shape(SHAPE) == tuple(A(x).shape[1:])
 
 
+def test_a_blur_solves_large_images_by_conjugate_gradients_as_small_ones_directly():
+    A, v = Blur(0.8), torch.randn(2, *SHAPE, generator=gen(4), dtype=torch.float64)
+    r2 = torch.tensor([0.5, 0.01], dtype=torch.float64)
+    direct = A.gram_solve(v, r2, 0.0, SHAPE)
+    A.DIRECT = 0  # as for an image above the size it decomposes
+    torch.testing.assert_close(A.gram_solve(v, r2, 0.0, SHAPE), direct, atol=1e-6, rtol=1e-6)
+    u = dl.inverse.conjugate_gradients(lambda u: 2 * u, v)
+    torch.testing.assert_close(u, v / 2)
+
+
 def test_closed_forms_of_the_simple_operators():
     x = torch.randn(2, *SHAPE, dtype=torch.float64)
     keep = torch.zeros(SHAPE, dtype=torch.bool)

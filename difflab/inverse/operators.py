@@ -7,7 +7,8 @@ A^T(v) (N, *shape). Pseudo-inverse guidance (`transforms.pgdm`) also needs, per 
 
 with one r^2 per example (`gram_solve`). It is in closed form where A A^T is simple: a mask keeps some
 entries (A A^T = I), block averaging over f x f blocks (A A^T = I / f^2), the identity, and a matrix (by
-the eigendecomposition of M M^T, computed once); a blur solves it by conjugate gradients. `matrix(shape)`
+the eigendecomposition of M M^T, computed once), a blur of a small image by the eigendecomposition of one
+channel's B B^T, of a large one by conjugate gradients. `matrix(shape)`
 is the dense (m, d) matrix of A on examples of `shape` (what the exact posterior of a Gaussian mixture
 needs: `oracles.GaussianMixture.posterior`). `as_operator` accepts an operator or a plain (m, d) tensor.
 """
@@ -222,11 +223,34 @@ class Blur(Operator):
         w = kernel.to(x)[None, None].expand(C, 1, *kernel.shape)
         return F.conv2d(x, w, padding=kernel.shape[0] // 2, groups=C)
 
+    DIRECT = 4096  # images of at most this many pixels solve with the eigendecomposition of one channel's B B^T
+
     def __call__(self, x: Tensor) -> Tensor:
         return self._conv(x, self.kernel)
 
     def adjoint(self, v: Tensor, shape) -> Tensor:
         return self._conv(v.reshape(v.shape[0], *shape), self.kernel.flip(0, 1))  # correlation's transpose
+
+    def gram_solve(self, v: Tensor, r2: Tensor, s2: float, shape) -> Tensor:
+        """Directly for small images (B B^T of one channel, H W x H W, decomposed once per size: the blur is the same
+        on every channel), by conjugate gradients for large ones. A noiseless blur is nearly singular, so the
+        conjugate gradients would need many iterations where the direct solve needs none."""
+        H, W = shape[-2:]
+        if H * W > self.DIRECT:
+            return super().gram_solve(v, r2, s2, shape)
+        lam, U = self._eigen(H, W)
+        lam, U = lam.to(v), U.to(v)
+        c = v.reshape(v.shape[0], -1, H * W) @ U  # per channel, in the eigenbasis of B B^T
+        c = c / (r2.to(v)[:, None, None] * lam + s2).clamp_min(torch.finfo(v.dtype).tiny)
+        return (c @ U.T).reshape(v.shape)
+
+    def _eigen(self, H: int, W: int):
+        cache = self.__dict__.setdefault("_eigens", {})
+        if (H, W) not in cache:
+            B = self.matrix((1, H, W))  # (H W, H W), float64
+            lam, U = torch.linalg.eigh(B @ B.T)
+            cache[(H, W)] = (lam.clamp_min(lam.max() * 1e-13), U)
+        return cache[(H, W)]
 
     def __repr__(self) -> str:
         return f"Blur(std={self.std:g})" if self.std is not None else f"Blur(kernel {tuple(self.kernel.shape)})"
