@@ -14,7 +14,8 @@ diffusion) are new objectives, not new branches in the loop.
 `DiffusionObjective` is denoising regression on an affine path (every prediction and weighting of
 `losses.diffusion_loss`) and, with a coupling or a data-set source, conditional flow matching
 (`losses.flow_matching_loss`): per batch it draws t from its time sampler, then the source batch z
-(N(0, I), or `source.sample`), pairs z with the data by `coupling` (within each class when the model
+(N(0, I), or `source.sample`; a batch that holds "noise" brings its own, paired with each example: reflow),
+pairs z with the data by `coupling` (within each class when the model
 is class-conditional) and regresses the model's prediction at x_t = alpha(t) x + sigma(t) z. With
 `p_uncond` > 0 each example's label is replaced by the null label -1 with that probability (Ho &
 Salimans 2021) — or, with `null`, its conditioning by that null condition (a text model: the empty
@@ -153,7 +154,9 @@ class DiffusionObjective:
         cond = model_inputs(batch, self.conditions)
         # the draws come in a fixed order (t, then the source, then the pairing): a run resumes bit for bit
         t = self.time_sampler(x0.shape[0], generator=generator).to(x0.device)
-        if self.source is None:
+        if "noise" in batch:  # pairs (reflow: the noise each example came from), not drawn
+            z = batch["noise"].to(dtype=x0.dtype)
+        elif self.source is None:
             z = randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         else:
             z = self.source.sample(x0.shape[0], generator).to(device=x0.device, dtype=x0.dtype)

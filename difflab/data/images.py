@@ -112,6 +112,20 @@ class LowResImages(ImageData):
         return c, h // self.factor, w // self.factor
 
 
+class PairedData(TensorData):
+    """Examples paired with the noise each came from (reflow: the ends of a teacher's probability-flow ODE and their
+    starts): `batch` adds "noise"."""
+
+    def __init__(self, x: Tensor, noise: Tensor, name: str = "pairs", labels: Tensor | None = None, class_names=()):
+        if noise.shape != x.shape:
+            raise ValueError(f"each example needs its noise: got {tuple(x.shape)} examples and {tuple(noise.shape)} noise")
+        super().__init__(x, labels, name, tuple(class_names))
+        self.noise = noise
+
+    def batch(self, index: Tensor) -> dict[str, Tensor]:
+        return {**super().batch(index), "noise": self.noise[index]}
+
+
 def to_uint8(x: Tensor) -> Tensor:
     """The inverse transform for saving: [-1, 1] -> {0, ..., 255} (values outside are clipped)."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

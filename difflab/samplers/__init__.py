@@ -7,7 +7,7 @@ step (`*_step`, testable alone) and counts network evaluations; `return_info=Tru
 
 from . import grids
 from ._common import SampleInfo, Step, check_grid, step_of, steps_of
-from .ancestral import ddim, ddim_step, ddpm, ddpm_step
+from .ancestral import consistency, ddim, ddim_step, ddpm, ddpm_step
 from .dpm_solver import dpmpp_2m, dpmpp_2m_sde, dpmpp_2m_step
 from .langevin import annealed_langevin, langevin
 from .ode import ode_euler, ode_heun, ode_rk4, ode_rk45, velocity
@@ -15,7 +15,7 @@ from .sde import euler_maruyama, euler_maruyama_step, langevin_corrector_step, p
 from .unipc import unipc, unipc_correct, unipc_predict
 
 __all__ = [
-    "SampleInfo", "Step", "step_of", "steps_of", "check_grid", "grids", "ddpm", "ddim", "euler_maruyama", "pc", "ode_euler", "ode_heun", "ode_rk4",
+    "SampleInfo", "Step", "step_of", "steps_of", "check_grid", "grids", "ddpm", "ddim", "consistency", "euler_maruyama", "pc", "ode_euler", "ode_heun", "ode_rk4",
     "ode_rk45", "langevin", "annealed_langevin", "dpmpp_2m", "dpmpp_2m_sde", "unipc", "unipc_predict", "unipc_correct", "ddim_step", "ddpm_step", "euler_maruyama_step",
     "langevin_corrector_step", "dpmpp_2m_step", "velocity", "SAMPLERS",
 ]
@@ -34,4 +34,5 @@ SAMPLERS = {
     "dpmpp_2m": dpmpp_2m,
     "dpmpp_2m_sde": dpmpp_2m_sde,
     "unipc": unipc,
+    "consistency": consistency,
 }

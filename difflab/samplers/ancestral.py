@@ -1,4 +1,5 @@
-r"""Ancestral samplers: DDPM (Ho et al. 2020) and DDIM (Song, Meng & Ermon 2021).
+r"""Ancestral samplers: DDPM (Ho et al. 2020), DDIM (Song, Meng & Ermon 2021) and multistep consistency sampling
+(Song et al. 2023).
 
 Both step from time t to an earlier time s of the grid using the denoiser's x0_hat = D(x_t, t)
 and eps_hat = (x_t - alpha_t x0_hat) / sigma_t, on any affine path and any grid.
@@ -17,6 +18,10 @@ DDIM (eq. 12 of Song et al.): with c^2 = eta^2 Var[q(x_s | x_t, x0)],
     x_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c z,
 
 deterministic at eta = 0 and, at eta = 1, the DDPM step with beta-tilde (same law).
+
+Consistency sampling takes a consistency function (`distillation.ConsistencyDenoiser`: x_t -> the start of its
+trajectory, a sample) and at each step noises its output afresh to the next time: x_s = alpha_s f(x_t, t) + sigma_s z.
+With E[x0 | x_t] in its place it would collapse to means: it is the few-step sampler of consistency models only.
 """
 
 from __future__ import annotations
@@ -77,6 +82,25 @@ def ddim(denoiser, path, x: Tensor, ts, *, eta: float = 0.0, generator: torch.Ge
         x0 = den(x, times_for(x, st.t), **cond)
         noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if eta > 0 else None
         x = ddim_step(x, x0, st, eta, noise)
+        if callback is not None:
+            callback({"i": i, "t": st.t, "s": st.s, "x": x, "x0": x0})
+    return finish(x, den, ts, return_info)
+
+
+@describe(stochastic=True)
+@torch.no_grad()
+def consistency(denoiser, path, x: Tensor, ts, *, generator: torch.Generator | None = None, callback=None,
+                return_info: bool = False, **cond):
+    """Multistep consistency sampling (Song et al. 2023, Algorithm 1) over the grid `ts`: at each time the denoiser (a
+    consistency function: a sample, not a mean) gives x0, then fresh noise takes it to the next time,
+    x_s = alpha_s x0 + sigma_s z (none on the final step to t = 0). One step is t = 1 -> 0."""
+    den, ts = start(denoiser, x, ts)
+    for i, st in enumerate(steps_of(path, ts)):
+        x0 = den(x, times_for(x, st.t), **cond)
+        if st.s > 0:  # a new point of the next trajectory, at s
+            x = st.alpha_s * x0 + st.sigma_s * randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        else:
+            x = x0
         if callback is not None:
             callback({"i": i, "t": st.t, "s": st.s, "x": x, "x0": x0})
     return finish(x, den, ts, return_info)
