@@ -128,11 +128,15 @@ class ProgressiveObjective:
 # -- consistency models ------------------------------------------------------------------------
 
 def consistency_grid(path, steps: int) -> Tensor:
-    """The N times 1 = t_0 > ... > t_{N-1} = t_min > 0 of a consistency model: karras in the noise level, or a
-    discrete path's own steps (its trailing grid), without the final 0."""
-    from .samplers.grids import make_grid
+    """The N times 1 = t_0 > ... > t_{N-1} = t_min > 0 of a consistency model: karras in the noise level, or N of a
+    discrete path's own steps from 1 to 1 / T, evenly. t_min is the same for every N (the curriculum changes N)."""
+    from .samplers.grids import karras
 
-    return make_grid("trailing" if path.discrete else "karras", path, steps)[:-1]
+    if path.discrete:
+        if not 2 <= steps <= path.T:
+            raise ValueError(f"a consistency grid on a path of T = {path.T} steps takes 2 to {path.T} times, got {steps}")
+        return torch.round(torch.linspace(path.T, 1, steps, dtype=torch.float64)) / path.T
+    return karras(path, steps)[:-1]
 
 
 def pseudo_huber(a: Tensor, b: Tensor) -> Tensor:
@@ -213,6 +217,7 @@ class ConsistencyObjective:
         return min(int(start * 2 ** (count // stage)), int(end)) + 1
 
     def _grid(self, n: int) -> Tensor:
+        n = min(n, self.path.T) if self.path.discrete else n  # a discrete path has T times to offer
         if n not in self._grids:
             self._grids[n] = consistency_grid(self.path, n)
         return self._grids[n]
@@ -272,9 +277,9 @@ class ConsistencyObjective:
 
 @torch.no_grad()
 def reflow_pairs(denoiser, path, n: int, shape, *, seed: int = 0, batch_size: int = 500, device=None, progress: bool = False,
-                 **settings) -> tuple[Tensor, Tensor]:
+                 cond: dict | None = None, **settings) -> tuple[Tensor, Tensor]:
     """(x0, z): n draws z of the prior and where the teacher's ODE (`settings`: a deterministic sampler, its steps,
-    grid) takes them, example i from its own generator (`sampling.sample_batched`)."""
+    grid) takes them, example i from its own generator (`sampling.sample_batched`); `cond` one row per example."""
     from .sampling import about, prior_noise, sample_batched
 
     if about(settings.get("sampler", "ddim")).draws_noise({k: v for k, v in settings.items()
@@ -283,6 +288,6 @@ def reflow_pairs(denoiser, path, n: int, shape, *, seed: int = 0, batch_size: in
                          "goes; use a deterministic sampler (ddim, dpmpp_2m, unipc, ode_heun, ...)")
     z = prior_noise(path, n, shape, seed)
     x0 = sample_batched(denoiser, path, n, shape, x=z, seed=seed, batch_size=batch_size, device=device, progress=progress,
-                        **settings)
+                        cond=cond, **settings)
     sigma1 = float(path.sigma(torch.tensor(1.0, dtype=torch.float64)))
     return x0, z / sigma1

@@ -189,7 +189,7 @@ def test_a_new_kind_is_one_module_and_one_registry_line(tmp_path, monkeypatch):
         def network(self, cfg, facts):
             return torch.nn.Linear(1, facts["shape"][0])
 
-        def objective(self, cfg, data):
+        def objective(self, cfg, data, requires=None):
             return lambda model, batch, generator: (model(torch.ones(len(batch["x"]), 1)) - batch["x"]).square().mean(1)
 
         def form(self, run):

@@ -3,8 +3,7 @@ exact consistency function of a Gaussian is where the consistency loss vanishes,
 the Gaussian, reflow pairs noise with the teacher's ODE ends; and (slow) 2-D students of exact teachers reach their
 teachers' distribution."""
 
-import math
-
+import numpy as np
 import pytest
 import torch
 
@@ -216,3 +215,81 @@ def test_two_d_students_of_an_exact_teacher_reach_its_distribution():
     x = dl.sample(dl.as_denoiser(student, path, "x0"), path, (3000, 2), sampler="ddim", timesteps=torch.linspace(1, 0, 5),
                   generator=gen(4))
     assert dl.metrics.sliced_wasserstein(x, ref) < floor + 0.1, "progressive distillation"
+
+
+# -- difflab distill and the student kinds --------------------------------------------------------------
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from difflab.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    from difflab.config import load_config
+
+    root = tmp_path_factory.mktemp("distill")
+    dl.training.train(load_config("toy2d", ["train.steps=300", "train.checkpoint_every=300", "data.toy_size=4000", "model.width=64",
+                                            "sample.steps=8"]), root / "teacher", progress=False)
+    dl.training.train(load_config("digits", ["kind=classifier", "model.channels=8", "model.channel_mult=[1]", "train.steps=1",
+                                             "train.batch_size=16"]), root / "clf", progress=False)
+    return root
+
+
+TINY = ["--set", "train.steps=30", "--set", "train.checkpoint_every=30", "--set", "train.max_minutes=0"]
+
+
+@pytest.mark.parametrize("method, steps, folders", [("consistency", 1, ["c"]), ("progressive", 2, ["c-steps4", "c"]),
+                                                    ("reflow", 1, ["c-rectified", "c"]), ("reflow", 2, ["c"])])
+def test_distill_trains_students_that_sample_in_their_steps(teacher, tmp_path, method, steps, folders):
+    out = tmp_path / "c"
+    r = _cli("distill", teacher / "teacher", "--method", method, "--steps", steps, "--out", out, *TINY,
+             "--set", "reflow.pairs=500", "--set", "consistency.steps=6")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(folders)
+    cfg = dl.runs.run_config(out)
+    assert cfg.kind == method and cfg.sample.steps == steps and cfg.requires["teacher"]
+    r = _cli("sample", out, "--n", 50, "--out", tmp_path / "s.npz")
+    assert r.exit_code == 0 and f"{steps} network evaluations" in r.output, r.output
+    assert np.isfinite(np.load(tmp_path / "s.npz")["samples"]).all()
+    info = _cli("info", out)
+    assert info.exit_code == 0 and "teacher" in info.output, info.output
+    r = _cli("eval", out, "--metrics", "w2", "--n", 50)
+    assert r.exit_code == 0, r.output
+    before = {p: p.stat().st_mtime_ns for p in (teacher / "teacher").rglob("*")}
+    r = _cli("distill", teacher / "teacher", "--method", method, "--steps", steps, "--out", out, *TINY,
+             "--set", "reflow.pairs=500", "--set", "consistency.steps=6")
+    assert r.exit_code == 0 and "30 steps" in r.output, r.output  # resumed: nothing more to do
+    assert {p: p.stat().st_mtime_ns for p in (teacher / "teacher").rglob("*")} == before  # the teacher untouched
+
+
+def test_a_student_starts_from_its_teachers_weights(teacher, tmp_path):
+    r = _cli("distill", teacher / "teacher", "--method", "progressive", "--steps", 4, "--out", tmp_path / "p",
+             "--set", "train.steps=1", "--set", "train.lr=1e-12", "--set", "train.checkpoint_every=1", "--set", "train.max_minutes=0")
+    assert r.exit_code == 0, r.output
+    a = dl.runs.load_network(teacher / "teacher")[0].state_dict()
+    b = dl.runs.load_network(tmp_path / "p", ema=False)[0].state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_distill_refuses_what_it_cannot_do_in_one_line(teacher, tmp_path):
+    cases = [(["--method", "bogus"], "--method"), (["--method", "diffusion"], "--method"), (["--steps", 0], "--steps"),
+             (["--method", "progressive", "--set", "progressive.steps=0"], "progressive.steps")]
+    for extra, fragment in cases:
+        r = _cli("distill", teacher / "teacher", "--out", tmp_path / "x", *extra)
+        assert r.exit_code == 2 and fragment in r.output and "Traceback" not in r.output, (extra, r.output)
+    r = _cli("distill", teacher / "clf", "--out", tmp_path / "x")
+    assert r.exit_code == 2 and "holds a diffusion model" in r.output, r.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_consistency_training_from_data_is_a_preset():
+    from difflab.config import load_config
+
+    cfg = load_config("toy2d_consistency")
+    assert cfg.kind == "consistency" and "teacher" not in cfg.requires and cfg.sample.sampler == "consistency"
+    with pytest.raises(ValueError, match="flow"):
+        load_config("toy2d", ["kind=reflow", 'requires.teacher="x"'])

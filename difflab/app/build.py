@@ -238,7 +238,8 @@ def data_record(data) -> dict:
     from ..data.categorical import TokenData
 
     record = {"name": data.name, "shape": list(data.shape), "size": len(data), "num_classes": data.num_classes,
-              "class_names": list(data.class_names), "range": [-1.0, 1.0] if isinstance(data, ImageData) else None}
+              "class_names": list(data.class_names),
+              "range": [-1.0, 1.0] if isinstance(data, ImageData) else getattr(data, "value_range", None)}
     if isinstance(data, TokenData):  # categorical: how many symbols, and what they stand for
         record.update(symbols=data.num_symbols, alphabet=data.alphabet)
     if isinstance(data, LowResImages):  # a super-resolution model's condition

@@ -1,4 +1,4 @@
-"""The `difflab` command: train, sample, restore, edit, eval, bench, info, demo, oracle-demo. Thin: each command parses its options
+"""The `difflab` command: train, distill, sample, restore, edit, eval, bench, info, demo, oracle-demo. Thin: each command parses its options
 (the shared ones declared once, below), opens a `Run`, calls one method and prints. Every error a user can cause is
 one line (exit 2), Ctrl-C says what was kept (130), anything else is named a difflab bug (exit 1)."""
 
@@ -184,6 +184,32 @@ def train(
         _fail(str(e))
     if KINDS[cfg.kind].trains:  # a run that trains nothing said what it wrote
         typer.echo(f"{run_dir}: {result.step} steps, last loss {result.last_loss:.4f}, {result.seconds:.0f} s")
+
+
+@_command()
+def distill(
+    teacher: Annotated[Path, typer.Argument(help="A trained run holding a diffusion model: the teacher.")],
+    method: Annotated[str, typer.Option(help="progressive (halving the steps round by round), consistency (a consistency "
+                                        "model) or reflow (a rectified flow on the teacher's ODE pairs).")] = "consistency",
+    steps: Annotated[int, typer.Option(help="The student's sampling steps (1, 2, 4, ...).")] = 1,
+    out: Annotated[Optional[Path], typer.Option(help="The student's run folder (default: runs/<teacher>_<method><steps>).")] = None,
+    set_: Settings = [],  # noqa: B006
+    fresh: Annotated[bool, typer.Option(help="Start over instead of resuming.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto (default: train.device).")] = None,
+):
+    """Distil a trained run into a few-step student; resumes like train. Sample it with `difflab sample OUT`."""
+    from ..training import TrainingDiverged
+    from .trainer import distill as run_distill
+
+    out = out or Path("runs") / f"{teacher.name}_{method}{steps}"
+    overrides = [*set_, *([f"train.device={json.dumps(device)}"] if device else [])]
+    try:
+        results = run_distill(teacher, method, steps, out, overrides=overrides, resume=not fresh)
+    except TrainingDiverged as e:
+        _fail(str(e))
+    for r in results:
+        typer.echo(f"{r.run_dir}: {r.step} steps, last loss {r.last_loss:.4f}, {r.seconds:.0f} s")
+    typer.echo(f"sample it: difflab sample {out} --n 64 --out samples.png")
 
 
 @_command()

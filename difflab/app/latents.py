@@ -5,8 +5,8 @@ run that requires an autoencoder trains on, and the autoencoder it decodes its s
   every check done before any image is encoded: the data are images of the autoencoder's shape, and a resumed run
   keeps the autoencoder checkpoint it started with.
 - `latent_data`: the data with its images replaced by s E(x), encoded once per (data set, autoencoder weights) and
-  cached in difflab's cache folder (`text_encoder.cache_root()`, `$DIFFLAB_CACHE`), never in a run folder: a run
-  does not write into the folder of a run it uses. data.json keeps the scale, the autoencoder's step and the
+  cached in difflab's cache folder (`app.cache`), never in a run folder: a run does not write into the folder of a
+  run it uses. data.json keeps the scale, the autoencoder's step and the
   SHA-256 of its weights.
 - `latent_of`: the `Latent` (autoencoder at the recorded step, and scale) of a trained latent run, refused when the
   autoencoder folder now holds another autoencoder (other weights at that step, or latents of another shape).
@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from .folders import is_main_process, write_atomically
+from .folders import is_main_process
 
 __all__ = ["plan", "latent_data", "latent_of"]
 
@@ -53,35 +53,15 @@ def plan(data, ae_run, resuming: Path | None) -> dict:
     return facts
 
 
-def _cache_file(data, digest: str) -> Path:
-    from ..text_encoder import cache_root
-
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{data.name}-{len(data)}")
-    return cache_root() / "latents" / f"{safe}-{digest[:16]}.safetensors"
-
-
 def _encoded(data, ae, digest: str, device) -> "torch.Tensor":  # noqa: F821
-    """E(x) of every image, from the cache when it holds them (module doc)."""
-    from safetensors.torch import save_file
-
+    """E(x) of every image, from difflab's cache when it holds them (module doc)."""
     from ..latent import encode_images
-    from ..training.checkpoint import CheckpointDamaged, load_tensors
+    from .cache import cached
 
-    cache = _cache_file(data, digest)
-    if cache.is_file():
-        try:
-            latents = load_tensors(cache)["latents"]
-            if tuple(latents.shape) == (len(data), *ae.latent_shape(data.shape)):
-                return latents
-        except (CheckpointDamaged, KeyError, ValueError, OSError):
-            pass  # a damaged cache is encoded again
-    latents = encode_images(ae, data.images, device=device, progress=is_main_process())
-    if is_main_process():
-        try:
-            write_atomically(cache, lambda tmp: save_file({"latents": latents.contiguous()}, str(tmp)))
-        except OSError:  # a cache that cannot be written only costs the encoding next time
-            pass
-    return latents
+    key = f"{data.name}-{len(data)}-{digest[:16]}"
+    shape = (len(data), *ae.latent_shape(data.shape))
+    return cached("latents", key, lambda: {"latents": encode_images(ae, data.images, device=device, progress=is_main_process())},
+                  lambda t: tuple(t["latents"].shape) == shape)["latents"]
 
 
 def latent_data(data, ae_run, device="cpu"):

@@ -188,7 +188,9 @@ class Run:
         shown = ", ".join(o for f, o in options.items() if f in takes) or "no options"
         owners: dict = {}
         for field, option in extra:
-            whose = tuple(k.name for k in KINDS.values() if field in getattr(k, accepted))
+            takers = [k for k in KINDS.values() if field in getattr(k, accepted)]
+            # a kind built on another (a distilled student on diffusion) goes under the other's name
+            whose = tuple(k.name for k in takers if not any(o is not k and isinstance(k, type(o)) for o in takers))
             owners.setdefault(whose, []).append(option)
         where = "; ".join(f"{' and '.join(opts)} {'is' if len(opts) == 1 else 'are'} for {' and '.join(whose)} runs only"
                           for whose, opts in owners.items() if whose)
@@ -246,6 +248,12 @@ def read_facts(folder: Path) -> dict:
     return facts
 
 
+def _fills(kind, need: str) -> bool:
+    """Whether a run of `kind` can fill a role that needs `need`: a kind's name, or a capability of kinds
+    (`Kind.diffusion_model`)."""
+    return bool(getattr(kind, need)) if isinstance(getattr(kind, need, None), bool) else kind.name == need
+
+
 def open_requires(cfg, folder: Path, chain: tuple = ()) -> dict:
     """role -> `Run` of each run `cfg.requires` names for the run in `folder` (which need not exist yet), each
     checked: there (a relative folder is looked up from the current directory, then beside `folder`), of the kind
@@ -273,8 +281,11 @@ def open_requires(cfg, folder: Path, chain: tuple = ()) -> dict:
             raise ValueError(f"requires.{role} = {where!r} of {folder} is {itself} (a loop: {loop}); name another run "
                              "in its config.json")
         run = Run.open(path, chain=here)
-        if role in roles and run.config.kind != roles[role]:
-            raise ValueError(f"requires.{role} = {where!r} is {a(run.config.kind)} run; {a(roles[role])} run is needed")
+        if role in roles and not _fills(run.kind, roles[role]):
+            need = roles[role]
+            if hasattr(run.kind, need):  # a capability: the kinds that have it
+                need = " or ".join(k.name for k in KINDS.values() if getattr(k, need))
+            raise ValueError(f"requires.{role} = {where!r} is {a(run.config.kind)} run; {a(need)} run is needed")
         if run.kind.trains and run.checkpoint[0] is None:
             raise FileNotFoundError(f"the run {where!r} (requires.{role}) has no checkpoint that loads yet; train it first")
         found[role] = run

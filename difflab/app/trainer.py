@@ -23,7 +23,7 @@ from .kinds import KINDS
 from .kinds.base import a
 from .run import open_requires
 
-__all__ = ["train"]
+__all__ = ["train", "distill"]
 
 # Keys that may change when a run is resumed: they do not change what is computed.
 OPERATIONAL = ("steps", "device", "checkpoint_every", "keep_last", "log_every", "max_minutes")
@@ -109,8 +109,10 @@ def train(cfg, run_dir: str | Path, *, resume: bool = True, progress: bool = Tru
     with torch.random.fork_rng(devices=[]):  # the initial weights depend on the run's seed alone
         torch.manual_seed(derive_seed(cfg.train.seed, "init"))
         model = kind.network(cfg, facts)
-        objective = kind.objective(cfg, data)
+        objective = kind.objective(cfg, data, requires)
     ckpt = _resume_point(run_dir, cfg) if resume else None
+    if ckpt is None:  # a fresh run: a student starts from its teacher's weights
+        kind.initialize(model, cfg, requires)
     data = kind.training_data(cfg, data, requires)
     record = data_record(data)
 
@@ -120,3 +122,26 @@ def train(cfg, run_dir: str | Path, *, resume: bool = True, progress: bool = Tru
 
     return fit(model, objective, data, run_dir, cfg.train, resume_from=ckpt, start_over=not resume, state={"config": cfg.to_dict()},
                on_start=on_start, name=cfg.name, progress=progress, stop_after=stop_after)
+
+
+def distill(teacher, method: str, steps: int, out: str | Path, *, overrides=(), resume: bool = True, progress: bool = True) -> list:
+    """`difflab distill`: the student runs a way to distil (`method`, a kind that distils: progressive, consistency,
+    reflow) makes of the run `teacher` for `steps` sampling steps, trained in turn into `out` (and the folders beside
+    it its plan names: a progressive student's earlier rounds), each resuming like `train`. Every configuration (with
+    `overrides`) is checked before the first is trained. Returns each training's result."""
+    from .._checks import choose
+    from .run import Run
+
+    ways = [k.name for k in KINDS.values() if getattr(k, "distils", False)]
+    choose(method, ways, "--method")
+    if isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= 4096:
+        raise ValueError(f"--steps {steps}: a student's sampling steps, from 1 to 4096 (1, 2 or 4 is usual)")
+    run = Run.of(teacher)
+    if not run.kind.diffusion_model:
+        raise ValueError(f"{run} is {a(run.config.kind)} run: a teacher holds a diffusion model")
+    plan = KINDS[method].distillation(run, int(steps), Path(out))
+    configs = []
+    for values, folder in plan:
+        check_run_folder(folder)
+        configs.append((load_config(values, list(overrides)), folder))
+    return [train(cfg, folder, resume=resume, progress=progress) for cfg, folder in configs]

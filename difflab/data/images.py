@@ -114,13 +114,14 @@ class LowResImages(ImageData):
 
 class PairedData(TensorData):
     """Examples paired with the noise each came from (reflow: the ends of a teacher's probability-flow ODE and their
-    starts): `batch` adds "noise"."""
+    starts): `batch` adds "noise"; `value_range` is the examples' range when they are images ([-1, 1])."""
 
-    def __init__(self, x: Tensor, noise: Tensor, name: str = "pairs", labels: Tensor | None = None, class_names=()):
+    def __init__(self, x: Tensor, noise: Tensor, name: str = "pairs", labels: Tensor | None = None, class_names=(),
+                 value_range=None):
         if noise.shape != x.shape:
             raise ValueError(f"each example needs its noise: got {tuple(x.shape)} examples and {tuple(noise.shape)} noise")
         super().__init__(x, labels, name, tuple(class_names))
-        self.noise = noise
+        self.noise, self.value_range = noise, value_range
 
     def batch(self, index: Tensor) -> dict[str, Tensor]:
         return {**super().batch(index), "noise": self.noise[index]}

@@ -8,6 +8,9 @@
 | cascade | `cascade` | a base and a super-resolution run sampled one after the other |
 | discrete | `discrete` | categorical diffusion over symbols |
 | autoregressive | `autoregressive` | the exact-likelihood reference over symbols |
+| progressive | `progressive` | a student of a teacher: two of its DDIM steps in one (`Student`: what students share) |
+| consistency | `consistency` | a consistency model, distilled from a teacher or trained from data |
+| reflow | `reflow` | a rectified flow on a teacher's noise -> sample pairs |
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ register("autoencoder")
 register("cascade")
 register("discrete")
 register("autoregressive")
+register("progressive")
+register("consistency")
+register("reflow")
 
 
 def sections() -> dict:

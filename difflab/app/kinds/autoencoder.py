@@ -66,7 +66,7 @@ class Autoencoder(Kind):
                              "smaller patch") from None
         return net
 
-    def objective(self, cfg, data):
+    def objective(self, cfg, data, requires=None):
         from ...objectives import AutoencoderObjective
 
         a = cfg.autoencoder

@@ -27,7 +27,7 @@ class Autoregressive(Tokens):
         K = symbols(facts)  # and a beginning-of-sequence token K
         return build_token_network(cfg.model, tuple(facts["shape"]), K + 1, K, facts.get("num_classes"), causal=True)
 
-    def objective(self, cfg, data):
+    def objective(self, cfg, data, requires=None):
         from ...objectives import AutoregressiveObjective
 
         return AutoregressiveObjective(bos=data.num_symbols, conditions=("label",) if cfg.model.class_conditional else (),

@@ -28,12 +28,13 @@ class Kind:
     sections: dict = {}  # config sections this kind introduces: name -> dataclass (`config.Config` gathers them)
     networks: tuple = ()  # the model.kind values its network can be
     categorical: bool = False  # it models integer tokens (data.name = "text", or data.levels)
-    requires: dict = {}  # role -> the kind of run that role must name (every one required)
-    optional: dict = {}  # role -> the kind of run that role must name, when it is named
+    requires: dict = {}  # role -> the kind of run that role must name, or a capability ("diffusion_model"); all required
+    optional: dict = {}  # role -> the same, for roles it may name
     owns: dict = {}  # "section.key" (or "requires.role") -> the message refusing it on runs of other kinds
     trains: bool = True  # False: `difflab train` only writes the run folder (a cascade names its stages)
-    diffusion_model: bool = False  # it holds a denoiser on a Gaussian path (classifier guidance, bench, ...)
+    diffusion_model: bool = False  # it holds a denoiser on a Gaussian path (classifier guidance, bench, a teacher, ...)
     guides: bool = False  # it is a classifier that guides diffusion runs (`as_classifier`)
+    distils: bool = False  # `difflab distill --method NAME` makes students of this kind (`distillation`)
     sample_options: frozenset = frozenset()  # SampleRequest fields (and Guidance fields) it takes
     eval_options: frozenset = frozenset()  # EvalRequest fields it takes
     restore_options: frozenset = frozenset()  # RestoreRequest fields it takes (beyond what every restoration needs)
@@ -48,13 +49,22 @@ class Kind:
         """The untrained network, from the configuration and the data's facts (data.json)."""
         raise ValueError(f"{a(self.name)} run has no network")
 
-    def objective(self, cfg, data):
-        """`objective(model, batch, generator) -> per-example loss` for `training.fit`."""
+    def objective(self, cfg, data, requires: dict | None = None):
+        """`objective(model, batch, generator) -> per-example loss` for `training.fit` (`requires`: the runs it
+        names, e.g. a teacher)."""
         raise ValueError(f"{a(self.name)} run trains nothing")
 
     def build(self, cfg, data, model=None):
         """The objective (the name `runs.KINDS[kind].build` had)."""
         return self.objective(cfg, data)
+
+    def initialize(self, model, cfg, requires: dict) -> None:
+        """Set a fresh run's weights before training (a student starts from its teacher's); by default as built."""
+
+    def distillation(self, teacher, steps: int, out) -> list:
+        """[(configuration values, run folder)] that `difflab distill TEACHER --method NAME` trains in turn; a kind
+        that is not a way to distil refuses."""
+        raise ValueError(f"{self.name} is not a way to distil a model")
 
     def plan(self, cfg, data, requires: dict, resuming) -> dict:
         """The facts the network is built from (data.json), found without heavy work, every check done: training

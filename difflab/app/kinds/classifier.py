@@ -24,7 +24,7 @@ class Classifier(Kind):
     def network(self, cfg, facts: dict):
         return build_classifier(cfg.model, tuple(facts["shape"]), facts.get("num_classes"))
 
-    def objective(self, cfg, data):
+    def objective(self, cfg, data, requires=None):
         from ...objectives import ClassifierObjective
 
         path = build_path(cfg.diffusion)

@@ -110,7 +110,7 @@ class Diffusion(Kind):
         return build_model(cfg.model, tuple(facts["shape"]), facts.get("num_classes"), (facts.get("captions") or {}).get("dim"),
                            low_res[0] if low_res else 0)
 
-    def objective(self, cfg, data):
+    def objective(self, cfg, data, requires=None):
         from ...objectives import DiffusionObjective
 
         d = cfg.diffusion

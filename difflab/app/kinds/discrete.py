@@ -225,7 +225,7 @@ class Discrete(Tokens):
         return build_token_network(cfg.model, tuple(facts["shape"]), path.num_states, path.num_classes, facts.get("num_classes"),
                                    output=cfg.discrete.output)
 
-    def objective(self, cfg, data):
+    def objective(self, cfg, data, requires=None):
         from ...objectives import CategoricalObjective
 
         d = cfg.discrete
