@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..build import build_path, data_record
+from ..build import build_path
 from ..schema import within
 from .diffusion import _conditions
 from .progressive import Student
