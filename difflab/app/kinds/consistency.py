@@ -104,9 +104,8 @@ class Consistency(Student):
         c = run.config.consistency
         how = (f"distilled, N = {c.steps}" if "teacher" in run.config.requires else
                f"trained from data, N from {c.start} to {c.end}")
-        lines = [("consistency", f"{how}, {c.distance} distance; samples in {run.config.sample.steps} step(s)")]
-        return lines + (super().describe(run) if "teacher" in run.config.requires else
-                        super(Student, self).describe(run))
+        return [("consistency", f"{how}, {c.distance} distance; samples in {run.config.sample.steps} step(s)"),
+                *super().describe(run)]
 
 
 KIND = Consistency()

@@ -70,7 +70,8 @@ class Student(Diffusion):
         return values
 
     def describe(self, run) -> list[tuple[str, str]]:
-        return [("teacher", f"{run.config.requires.get('teacher')} ({self.about})"), *super().describe(run)]
+        teacher = run.config.requires.get("teacher")
+        return [*([("teacher", f"{teacher} ({self.about})")] if teacher else []), *super().describe(run)]
 
 
 class Progressive(Student):
