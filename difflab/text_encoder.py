@@ -4,6 +4,7 @@ BERT, 384 features, Apache-2.0) as shipped inside the PyPI package `all-minilm-l
 
 `encode(texts)` gives what a text-conditioned denoiser needs (the notes' "Guidance from text": a caption
 conditions the model through its embedding, by addition or cross-attention):
+
 - `context` (N, L, 384): the last hidden state of every token ([CLS], the word pieces, [SEP]), for
   cross-attention, with `mask` (N, L) True at real tokens (padding to the longest, or to `length`);
 - `pooled` (N, 384): sentence-transformers' sentence embedding, the mean of the token states over the mask,

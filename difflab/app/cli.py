@@ -184,6 +184,7 @@ def train(
         _fail(str(e))
     if KINDS[cfg.kind].trains:  # a run that trains nothing said what it wrote
         typer.echo(f"{run_dir}: {result.step} steps, last loss {result.last_loss:.4f}, {result.seconds:.0f} s")
+    _report(run_dir, cfg.train.device)
 
 
 @_command()
@@ -376,8 +377,37 @@ def demo(
     report = digits_demo(out, overrides=set_, n=n, seed=seed, device=_device(device), log=typer.echo)
     typer.echo((out / "report.md").read_text())
     typer.echo(f"pictures: {out / 'samples.png'}, {out / 'reverse.gif'}, {out / 'loss.png'}")
+    _report(out, device)
     if not report["goal_met"]:
         typer.secho("the quality goal was not met (see the report)", fg=typer.colors.YELLOW, err=True)
+
+
+@_command()
+def report(
+    run: RunArg,
+    n: Annotated[int, typer.Option(min=1, max=1024, help="Samples in the report's grid.")] = 64,
+    samples: Annotated[bool, typer.Option(help="Draw samples and the reverse process (--no-samples: only what the "
+                                          "folder holds).")] = True,
+    seed: Seed = 0, device: Device = "cpu",
+):
+    """Write the run's report.html: what it is, its training curves, samples, evaluations, checkpoints, stages."""
+    from .report import write_report
+    from .requests import _device
+    from .run import Run
+
+    typer.echo(f"wrote {write_report(Run.open(run), samples=samples, n=n, seed=seed, device=_device(device))}")
+
+
+def _report(run_dir: Path, device: str) -> None:
+    """The report at the end of training (rank 0 only under torchrun)."""
+    import os
+
+    from .report import write_report
+    from .requests import _device
+    from .run import Run
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"report: {write_report(Run.open(run_dir), device=_device(device))}")
 
 
 @_command("oracle-demo")

@@ -4,9 +4,11 @@ from its pixels, in words drawn from a vocabulary with a *seen* part (used in tr
 the meaning of a prompt or only its wording).
 
 Attributes (images in [-1, 1], the garment the pixels above `LIT` = 0.1 on the [0, 1] scale):
+
 - shade: the mean intensity of the garment's pixels, cut at the class's training tertiles into dark (0),
   medium (1), light (2);
 - size: the share of lit pixels, cut at the class's training tertiles into slim (0), regular (1), wide (2).
+
 Per-class cut points make each attribute a third of every class, so "a wide sandal" exists and chance is 1/3.
 
 `captions(split)` enumerates every distinct caption of a split (class x synonym x shade word x size word x

@@ -10,6 +10,7 @@ class embeddings): h <- h + g1 * Attn(LN(h) (1 + s1) + b1), h <- h + g2 * MLP(LN
   num_outputs); learned position embeddings and rotary ones in the attention (without the rotary ones a
   bidirectional model sat at the unigram entropy for thousands of steps: it could not find its neighbours); optional time and class conditioning; `causal=True` for an
   autoregressive model (each position sees itself and those before it).
+
 (The networks over one-hot images are in `nets.categorical`; the DiT for images is `nets.dit`.)
 """
 
