@@ -55,7 +55,7 @@ def page(name: str) -> str:
         body = (f"```{{eval-rst}}\n.. automodule:: {name}\n   :no-members:\n\n.. autofunction:: {name}.load\n```\n\n"
                 f"Also at the top level: {reexported}.\n")
     else:
-        body = f"```{{eval-rst}}\n.. automodule:: {name}\n   :members:\n   :ignore-module-all:\n```\n"
+        body = f"```{{eval-rst}}\n.. automodule:: {name}\n   :members:\n   :undoc-members:\n   :ignore-module-all:\n```\n"
     return f"# {name}\n\n{body}"
 
 

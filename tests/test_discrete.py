@@ -348,3 +348,13 @@ def test_a_network_driving_a_probability_into_denormals_keeps_finite_gradients()
     loss.sum().backward()
     assert torch.isfinite(loss).all() and torch.isfinite(logits.grad).all()
     assert float(loss.detach()) > 100 * 10  # T x -log p(x0 | x_1) of that position: the model pays for it
+
+
+def test_float32_times_on_a_discrete_grid_are_accepted_and_off_grid_times_refused():
+    """0.3 in float32 is 0.30000001: still step 300 of 1,000 (a few ulps of T), while t = 0.3004 is off the grid."""
+    path = dd.DiscretizedGaussian(8, steps=1000)
+    q32 = path.q_bar(torch.tensor([0.3]))
+    q64 = path.q_bar(torch.tensor([0.3], dtype=torch.float64))
+    assert torch.equal(q32, q64)
+    with pytest.raises(ValueError, match="grid"):
+        path.q_bar(torch.tensor([0.3004], dtype=torch.float64))

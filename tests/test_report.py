@@ -178,3 +178,35 @@ def test_the_docs_index_opens_in_a_browser(browser, tmp_path):
         pytest.skip("build the docs first: ./dev docs")
     for page in (index, index.parent / "tutorials" / "index.html", index.parent / "api" / "index.html"):
         check_in_browser(browser, page, tmp_path / f"{page.parent.name}.png")
+
+
+def test_every_public_name_has_a_reference_entry():
+    """Each public module has its page in the built site, and each public function and class defined in it an entry."""
+    import importlib
+    import inspect
+    import sys
+
+    site = ROOT / "docs" / "_build" / "html" / "api"
+    if not site.exists():
+        if os.environ.get("CI"):
+            pytest.fail("the documentation was not built (.ci/run builds it with ./dev docs before the tests)")
+        pytest.skip("build the docs first: ./dev docs")
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import api_pages
+    finally:
+        sys.path.pop(0)
+    missing = []
+    for name in api_pages.modules():
+        page = site / f"{name}.html"
+        if not page.exists():
+            missing.append(f"{name} (no page)")
+            continue
+        text = page.read_text(encoding="utf-8")
+        module = importlib.import_module(name)
+        for attr, obj in vars(module).items():
+            if attr.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)):
+                continue
+            if getattr(obj, "__module__", None) == name and f'id="{name}.{attr}"' not in text:
+                missing.append(f"{name}.{attr}")
+    assert missing == [], missing

@@ -377,6 +377,8 @@ def test_the_demo_runs_end_to_end(tmp_path):
     assert report["train_steps"] == 30 and report["samples"] == 20
     assert report["nfe"] == dl.sampling.about(preset.sampler).nfe(preset.steps, preset.options)
     assert "Goal met" in (out / "report.md").read_text()
+    page = (out / "report.html").read_text()  # the page a new user opens first, with the demo's pictures and table
+    assert str(out / "report.html") in r.output and "Goal met" in page and page.count("data:image/") >= 2
 
 
 def test_image_sampling_end_to_end_grids_folders_labels(tmp_path):

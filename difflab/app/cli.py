@@ -210,6 +210,7 @@ def distill(
         _fail(str(e))
     for r in results:
         typer.echo(f"{r.run_dir}: {r.step} steps, last loss {r.last_loss:.4f}, {r.seconds:.0f} s")
+    _report(out, device)
     typer.echo(f"sample it: difflab sample {out} --n 64 --out samples.png")
 
 
@@ -398,7 +399,7 @@ def report(
     typer.echo(f"wrote {write_report(Run.open(run), samples=samples, n=n, seed=seed, device=_device(device))}")
 
 
-def _report(run_dir: Path, device: str) -> None:
+def _report(run_dir: Path, device: str | None) -> None:
     """The report at the end of training (rank 0 only under torchrun)."""
     import os
 
@@ -407,7 +408,8 @@ def _report(run_dir: Path, device: str) -> None:
     from .run import Run
 
     if int(os.environ.get("RANK", "0")) == 0:
-        typer.echo(f"report: {write_report(Run.open(run_dir), device=_device(device))}")
+        run = Run.open(run_dir)
+        typer.echo(f"report: {write_report(run, device=_device(device or run.config.train.device))}")
 
 
 @_command("oracle-demo")
