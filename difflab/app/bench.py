@@ -237,6 +237,10 @@ def measure_samplers(run, request) -> dict:
     write_json(file, result)
     _write_md(result, run.folder / "bench_samplers.md")
     _plot(result, run.folder / "bench_samplers.png")
+    if request.record:
+        from .sampler_choice import record
+
+        record(run.folder, result)
     return result
 
 

@@ -142,9 +142,13 @@ def _interval(text: str | None):
 # -- options shared by several commands (declared once) --------------------------------------------
 
 RunArg = Annotated[Path, typer.Argument(help="A run folder written by `difflab train`.")]
-Sampler = Annotated[Optional[str], typer.Option(help="Sampler (default: the run's [sample] sampler), or a spec "
+Sampler = Annotated[Optional[str], typer.Option(help="Sampler (default: the one measured best at the budget, else the run's "
+                                                "[sample] sampler), or a spec "
                                                 "name[@grid][:key=value], e.g. dpmpp_2m@karras:rho=5 or ddim:eta=0.5.")]
-Steps = Annotated[Optional[int], typer.Option(min=1, help="Number of sampler steps (default: the run's).")]
+Steps = Annotated[Optional[int], typer.Option(min=1, help="Number of sampler steps (default: the run's); with no --sampler "
+                                              "and a measured choice, a budget of network evaluations like --nfe.")]
+Nfe = Annotated[Optional[int], typer.Option(min=1, help="A budget of network evaluations per sample: the sampler measured best "
+                                            "at it (`difflab info` shows which) takes the most steps that fit.")]
 Grid = Annotated[Optional[str], typer.Option(help="Step grid: uniform, leading, trailing, linspace, karras, log_snr.")]
 Seed = Annotated[int, typer.Option(help="Seed of the samples (the same seed, the same samples).")]
 Batch = Annotated[int, typer.Option(min=1, help="Examples per batch (the samples do not depend on it).")]
@@ -216,7 +220,7 @@ def distill(
 
 @_command()
 def sample(
-    run: RunArg, sampler: Sampler = None, steps: Steps = None, grid: Grid = None,
+    run: RunArg, sampler: Sampler = None, steps: Steps = None, grid: Grid = None, nfe: Nfe = None,
     n: Annotated[int, typer.Option(min=1, help="Number of samples (of each --prompt).")] = 64,
     seed: Seed = 0,
     label: Annotated[Optional[int], typer.Option(help="Class label for a class-conditional model (default: every class "
@@ -243,7 +247,7 @@ def sample(
     from .run import Run
 
     guide = Guidance(guidance, classifier, _interval(guidance_interval), negative_label, guidance_rescale, dynamic_threshold)
-    request = SampleRequest(n=n, seed=seed, batch=batch, device=device, out=out, sampler=sampler, steps=steps, grid=grid,
+    request = SampleRequest(n=n, seed=seed, batch=batch, device=device, out=out, sampler=sampler, steps=steps, grid=grid, nfe=nfe,
                             label=label, prompts=tuple(prompt or ()), guidance=guide, base_sampler=base_sampler,
                             base_steps=base_steps, low_res_noise=low_res_noise)
     samples, written = Run.open(run).sample(request)
@@ -260,7 +264,7 @@ def eval_(
     elbo: Annotated[bool, typer.Option("--elbo", help="The DDPM ELBO (bits/dim for images).")] = False,
     metrics: Annotated[str, typer.Option(help="Comma-separated: fid, prdc, accuracy (images); w2, sw, mmd, energy, "
                                          "nll_samples (toy sets); nll, elbo.")] = "",
-    sampler: Sampler = None, steps: Steps = None, grid: Grid = None,
+    sampler: Sampler = None, steps: Steps = None, grid: Grid = None, nfe: Nfe = None,
     split: Annotated[Optional[str], typer.Option(help="Data split [default: test]; toy sets draw fresh points.")] = None,
     n: Annotated[Optional[int], typer.Option(min=1, help="Examples (default: the split; 1000 samples).")] = None,
     method: Annotated[Optional[str], typer.Option(help="exact or hutchinson divergence (default: exact up to 64 "
@@ -282,7 +286,7 @@ def eval_(
 
     guide = Guidance(None, classifier, _interval(guidance_interval), negative_label, guidance_rescale)
     request = EvalRequest(nll=nll, elbo=elbo, metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),
-                          sampler=sampler, steps=steps, grid=grid, split=split, n=n, method=method, probes=probes, rtol=rtol,
+                          sampler=sampler, steps=steps, grid=grid, nfe=nfe, split=split, n=n, method=method, probes=probes, rtol=rtol,
                           atol=atol, elbo_terms=elbo_terms, batch=batch, scales=_numbers(guidance, float, "--guidance", "0,1,3"),
                           guidance=guide, seed=seed, device=device, command="difflab eval " + " ".join(sys.argv[2:]))
     reports = Run.open(run).evaluate(request)
@@ -450,6 +454,8 @@ def bench_samplers(
     batch: Batch = 500, seed: Seed = 0, device: Device = "cpu",
     append: Annotated[bool, typer.Option("--append", help="Add to the run's earlier bench_samplers.json (same --n and "
                                          "--seed); a rerun sampler and NFE replaces its old row.")] = False,
+    record: Annotated[bool, typer.Option("--record", help="Make the best difflab sampler at each budget of the table the "
+                                         "run's default for that budget (sampler_choice.json; `difflab info` shows it).")] = False,
 ):
     """Quality (FD for images, W2 for toy sets) and time of every sampler against NFE; a table and a plot."""
     from .requests import BenchRequest
@@ -457,11 +463,16 @@ def bench_samplers(
 
     request = BenchRequest(samplers=tuple(s.strip() for s in samplers.split(",") if s.strip()),
                            nfe=_numbers(nfe, int, "--nfe", "5,10,20"), diffusers=diffusers, n=n, batch=batch, seed=seed,
-                           device=device, append=append, log=typer.echo)
+                           device=device, append=append, record=record, log=typer.echo)
     target = Run.open(run)
     target.bench(request)
     typer.echo((target.folder / "bench_samplers.md").read_text())
     typer.echo(f"plot: {target.folder / 'bench_samplers.png'}")
+    if record:
+        from .sampler_choice import describe
+
+        for _, line in describe(target.config, target.folder):
+            typer.echo(f"recorded: {line}")
 
 
 def main() -> None:

@@ -237,6 +237,9 @@ class SampleConfig:
     n: int = 64
     options: dict = field(default_factory=dict)  # the sampler's own keywords, e.g. {steps_per_level = 100}
     grid_options: dict = field(default_factory=dict)  # the grid's own keywords, e.g. {rho = 5} for karras
+    # NFE budget -> sampler spec measured best at it on this recipe ({10 = "dpmpp_2m_sde@karras"}): the sampler used
+    # when none is named (`sampler_choice`); a run's own `difflab bench samplers --record` takes precedence
+    by_nfe: dict = field(default_factory=dict)
 
     def __post_init__(self):
         from ..samplers import SAMPLERS
@@ -259,6 +262,9 @@ class SampleConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"sample.grid_options.{key} must be a number, got {value!r}")
         positive(self, "steps", "n")
+        from .sampler_choice import check_table
+
+        check_table(self.by_nfe, "sample.by_nfe")
 
 
 def _check_config(cfg) -> None:

@@ -258,7 +258,7 @@ def _reverse_process(run, n: int, seed: int, device: str) -> str | None:
     if cfg.model.class_conditional:
         cond["label"] = torch.arange(n, device=device) % int(run.facts.get("num_classes") or 1)
     sample(den, path, (n, *run.facts["shape"]), generator=torch.Generator().manual_seed(seed), device=device,
-           callback=lambda d: frames.append(d["x"].detach().float().cpu()), cond=cond or None, **sampling_settings(cfg))
+           callback=lambda d: frames.append(d["x"].detach().float().cpu()), cond=cond or None, **sampling_settings(cfg, folder=run.folder))
     if not frames:
         return None
     keep = sorted({round(i * (len(frames) - 1) / (FRAMES - 1)) for i in range(FRAMES)}) if len(frames) > FRAMES else range(len(frames))

@@ -34,6 +34,13 @@ def _given(obj, options: dict) -> list[tuple[str, str]]:
     return out
 
 
+def _budget(steps: int | None, nfe: int | None) -> None:
+    _steps(nfe, "--nfe")
+    if steps is not None and nfe is not None:
+        raise ValueError("--steps and --nfe both given: give --nfe N for a budget of N network evaluations per sample (the "
+                         "sampler takes the most steps that fit), or --steps N for N steps")
+
+
 def _steps(value: int | None, option: str) -> None:
     if value is not None and not 1 <= value <= MAX_STEPS:
         raise ValueError(f"{option} {value}: steps must lie in 1 .. {MAX_STEPS:,} (20-50 is usual; a discrete-time path "
@@ -111,6 +118,7 @@ class SampleRequest:
     sampler: str | None = None
     steps: int | None = None
     grid: str | None = None
+    nfe: int | None = None  # a budget of network evaluations per sample, for the sampler measured best at it
     label: int | None = None
     prompts: tuple[str, ...] = ()
     guidance: Guidance = field(default_factory=Guidance)
@@ -119,8 +127,8 @@ class SampleRequest:
     low_res_noise: float | None = None
     progress: bool = True
 
-    OPTIONS = {"sampler": "--sampler", "steps": "--steps", "grid": "--grid", "label": "--label", "prompts": "--prompt",
-               "base_sampler": "--base-sampler", "base_steps": "--base-steps", "low_res_noise": "--low-res-noise"}
+    OPTIONS = {"sampler": "--sampler", "steps": "--steps", "grid": "--grid", "nfe": "--nfe", "label": "--label",
+               "prompts": "--prompt", "base_sampler": "--base-sampler", "base_steps": "--base-steps", "low_res_noise": "--low-res-noise"}
 
     def given(self) -> list[tuple[str, str]]:
         return _given(self, self.OPTIONS) + self.guidance.given()
@@ -135,6 +143,7 @@ class SampleRequest:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         _seed(self.seed)
         _steps(self.steps, "--steps")
+        _budget(self.steps, self.nfe)
         _steps(self.base_steps, "--base-steps")
         for spec in (self.sampler, self.base_sampler):
             if spec is not None:
@@ -159,6 +168,7 @@ class EvalRequest:
     sampler: str | None = None
     steps: int | None = None
     grid: str | None = None
+    nfe: int | None = None  # a budget of network evaluations per sample, for the sampler measured best at it
     split: str | None = None
     n: int | None = None
     method: str | None = None
@@ -174,7 +184,7 @@ class EvalRequest:
     command: str = ""  # as typed, for the report
 
     OPTIONS = {"nll": "--nll", "elbo": "--elbo", "metrics": "--metrics", "sampler": "--sampler", "steps": "--steps",
-               "grid": "--grid", "split": "--split", "method": "--method", "probes": "--probes", "rtol": "--rtol",
+               "grid": "--grid", "nfe": "--nfe", "split": "--split", "method": "--method", "probes": "--probes", "rtol": "--rtol",
                "atol": "--atol", "elbo_terms": "--elbo-terms", "scales": "--guidance"}
 
     def given(self) -> list[tuple[str, str]]:
@@ -190,6 +200,7 @@ class EvalRequest:
             raise ValueError(f"--batch must be >= 1, got {self.batch}")
         _seed(self.seed)
         _steps(self.steps, "--steps")
+        _budget(self.steps, self.nfe)
         if self.sampler is not None:
             parse_sampler_spec(self.sampler)
         if self.grid is not None:
@@ -225,6 +236,7 @@ class BenchRequest:
     seed: int = 0
     device: str = "cpu"
     append: bool = False
+    record: bool = False  # make the best difflab sampler at each budget the run's default (sampler_choice.record)
     progress: bool = True
     log: object = print  # where the rows are reported as they are measured
 
@@ -409,23 +421,13 @@ def check_fits(n: int, values_per_example: int, option: str = "--n", copies: int
                          "--seed values give more)")
 
 
-def sampling_settings(cfg, sampler: str | None = None, steps: int | None = None, grid: str | None = None) -> dict:
-    """Keywords for `dl.sample` / `sample_batched`: the run's [sample] settings, with `sampler` (a name or a
-    spec name[@grid][:key=value...]), `steps` and `grid` overriding them. The run's own sampler options and
-    grid options apply only while its own sampler (and grid) is used."""
-    from ..samplers.grids import GRIDS
-    from ..sampling import parse_sampler_spec
+def sampling_settings(cfg, sampler: str | None = None, steps: int | None = None, grid: str | None = None, *,
+                      nfe: int | None = None, folder=None) -> dict:
+    """Keywords for `dl.sample` / `sample_batched`: the run's [sample] settings, or its measured choice for the
+    budget when no sampler is named, with what the user named overriding them (`sampler_choice.settle`)."""
+    from .sampler_choice import settle
 
-    s = cfg.sample
-    spec = parse_sampler_spec(sampler or s.sampler)
-    if grid is not None:
-        choose(grid, GRIDS, "grid")
-    own = spec.sampler == s.sampler and not spec.options
-    grid = grid or spec.grid or s.grid or None
-    steps = steps or (None if spec.sampler == "ode_rk45" else s.steps)
-    grid_options = spec.grid_options or (s.grid_options if own and grid == (s.grid or None) and steps else {})
-    return {"sampler": spec.sampler, "steps": steps, "grid": grid, "grid_options": grid_options,
-            **(s.options if own else {}), **spec.options}
+    return settle(cfg, sampler, steps, grid, nfe=nfe, folder=folder).kwargs
 
 
 def labels_for(label: int | None, n: int, num_classes: int, class_names=()):

@@ -103,7 +103,8 @@ class Cascade(Kind):
         loaded = {role: s.kind.load_guided(s, scale=scale if guided[role] else None, device=device) for role, s in stages.items()}
         b = run.config.cascade
         base = stages["base"]
-        base_settings = sampling_settings(base.config, base_sampler or b.base_sampler or None, base_steps or b.base_steps or None)
+        base_settings = sampling_settings(base.config, base_sampler or b.base_sampler or None, base_steps or b.base_steps or None,
+                                          folder=base.folder)
         out = Stages(loaded["base"][0], loaded["base"][1], loaded["super_resolution"][0], loaded["super_resolution"][1],
                      rec["cascade"]["low_res_shape"], rec["shape"], level=level, base_settings=base_settings,
                      sr_settings=sampling_settings(run.config, sampler, steps), base_shape=base.facts["shape"],
@@ -274,7 +275,7 @@ class Cascade(Kind):
         den = method(den, path, seen_low, None, max(request.noise_std, self.BASE_NOISE), decode=decode)
         den = clipped(den, *base.facts["range"]) if base.facts.get("range") else den
         b = run.config.cascade
-        how = sampling_settings(base.config, b.base_sampler or None, b.base_steps or None)
+        how = sampling_settings(base.config, b.base_sampler or None, b.base_steps or None, folder=base.folder)
         low, first = sampling.sample_batched(den, path, N, tuple(base.facts["shape"]), seed=derive_seed(request.seed, "base"),
                                              batch_size=request.batch, device=request.device, return_info=True, **how,
                                              cond={"observation": ys, **self._stage_condition(base, request.label, N)})

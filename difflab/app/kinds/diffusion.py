@@ -21,7 +21,8 @@ from ... import sampling
 from ..build import (build_model, build_path, build_source, build_time_sampler, data_record, source_sample)
 from ..folders import say
 from ..outputs import Samples
-from ..requests import check_fits, labels_for, sampling_settings
+from ..requests import check_fits, labels_for
+from ..sampler_choice import settle
 from .base import Kind, a
 
 TEXT_FIELDS = ("context", "context_mask", "pooled")  # a caption's conditioning, as the batch and the networks name it
@@ -68,9 +69,9 @@ class Diffusion(Kind):
                                 "not take one",
         "data.source": "data.source (a toy set the flow starts from) is for diffusion runs; a {kind} run does not take it",
     }
-    sample_options = frozenset({"sampler", "steps", "grid", "label", "prompts", "scale", "classifier", "interval", "negative",
+    sample_options = frozenset({"sampler", "steps", "grid", "nfe", "label", "prompts", "scale", "classifier", "interval", "negative",
                                 "rescale", "threshold"})
-    eval_options = frozenset({"nll", "elbo", "metrics", "sampler", "steps", "grid", "split", "method", "probes", "rtol", "atol",
+    eval_options = frozenset({"nll", "elbo", "metrics", "sampler", "steps", "grid", "nfe", "split", "method", "probes", "rtol", "atol",
                               "elbo_terms", "scales", "classifier", "interval", "negative", "rescale"})
     restore_options = frozenset({"box", "scale", "jump", "resamples", "sampler", "steps", "grid", "label", "prompts"})
     edit_options = frozenset({"sampler", "steps", "grid", "label", "prompts"})
@@ -282,15 +283,21 @@ class Diffusion(Kind):
         facts = (clf or run).facts
         return labels_for(label, n, facts.get("num_classes") or 0, facts.get("class_names") or ())
 
-    def check_settings(self, run, sampler, steps, grid) -> dict:
-        """The sampling settings, their grid built once (a grid the path cannot take is refused here)."""
+    def settings(self, run, sampler=None, steps=None, grid=None, nfe=None):
+        """How `run` is sampled (`sampler_choice.Settings`): what the user named, else the run's measured choice for
+        the budget, else its configuration's [sample]."""
+        return settle(run.config, sampler, steps, grid, nfe=nfe, folder=run.folder)
+
+    def check_settings(self, run, sampler, steps, grid, nfe=None):
+        """The sampling settings (`settings`), their grid built once (a grid the path cannot take is refused here)."""
         from ...samplers.grids import make_grid
 
-        how = sampling_settings(run.config, sampler, steps, grid)
+        chosen = self.settings(run, sampler, steps, grid, nfe)
+        how = chosen.kwargs
         if how["steps"] is not None:
             path = build_path(run.config.diffusion)
             make_grid(how["grid"] or sampling.default_grid(path), path, how["steps"], **(how["grid_options"] or {}))
-        return how
+        return chosen
 
     def check_sample(self, run, request) -> None:
         self.refuse_unconditioned(run)
@@ -308,7 +315,7 @@ class Diffusion(Kind):
         if cfg.model.text_conditional and not request.prompts:
             raise ValueError(f"{run} is text-conditional: say what to draw with --prompt \"a dark ankle boot\" (repeat --prompt "
                              "for a grid)")
-        self.check_settings(run, request.sampler, request.steps, request.grid)
+        self.check_settings(run, request.sampler, request.steps, request.grid, request.nfe)
         check_fits(request.n * max(1, len(request.prompts)), math.prod(self.image_shape(run)) + math.prod(run.facts["shape"]))
 
     def sample(self, run, request) -> Samples:
@@ -325,11 +332,13 @@ class Diffusion(Kind):
             cond = {k: v.repeat(len(prompts), *[1] * (v.ndim - 1)) for k, v in cond.items()}
             cond.update({k: v.repeat_interleave(n, 0) for k, v in text.items()})
             n = n * len(prompts)
-        how = sampling_settings(cfg, request.sampler, request.steps, request.grid)
+        chosen = self.settings(run, request.sampler, request.steps, request.grid, request.nfe)
+        if chosen.source in ("measured", "preset"):
+            say(f"sampler: {chosen.label}, {chosen.kwargs['steps']} steps: {chosen.reason}")
         x, info = sampling.sample_batched(den, path, n, tuple(run.facts["shape"]), seed=request.seed, batch_size=request.batch,
                                           device=request.device, x=source_sample(cfg.data, n, torch.Generator().manual_seed(request.seed)),
                                           cond=cond or None, return_info=True, progress=request.progress and n > request.batch,
-                                          **how)
+                                          **chosen.kwargs)
         arrays = {"samples": x, "nfe": info.nfe, "timesteps": info.timesteps}
         if labels is not None:
             arrays["labels"] = labels
@@ -343,7 +352,7 @@ class Diffusion(Kind):
 
     # -- measuring -------------------------------------------------------------------------------
 
-    def sample_metrics(self, run, metrics, *, sampler=None, steps=None, grid=None, n: int = 1000, seed: int = 0,
+    def sample_metrics(self, run, metrics, *, sampler=None, steps=None, grid=None, nfe=None, n: int = 1000, seed: int = 0,
                        device="cpu", batch_size: int = 500, guide: dict | None = None) -> dict:
         """`n` samples (guided as `guide` asks: `load_guided` keywords) scored against held-out data (`evaluate.scorer`)."""
         from ..evaluate import check_metrics, scorer
@@ -359,9 +368,9 @@ class Diffusion(Kind):
         if cfg.model.class_conditional or clf is not None:
             labels = torch.arange(n) % (clf or run).facts["num_classes"]
         check_metrics(cfg.data, metrics, labels is not None)
-        self.check_settings(run, sampler, steps, grid)
+        chosen = self.check_settings(run, sampler, steps, grid, nfe)
         score, floors = scorer(cfg.data, metrics, n, seed)
-        how = sampling_settings(cfg, sampler, steps, grid)
+        how = chosen.kwargs
         den, path, _ = self.load_guided(run, device=device, **guide)
         t0 = time.time()
         x, info = sampling.sample_batched(den, path, n, tuple(run.facts["shape"]), seed=seed, batch_size=batch_size,
@@ -371,7 +380,7 @@ class Diffusion(Kind):
             from ...latent import decode_images
 
             x = decode_images(den.decode, x, batch_size=batch_size, device=device)
-        out = {"sampler": sampling.parse_sampler_spec(sampler or cfg.sample.sampler).label,
+        out = {"sampler": chosen.label,
                "grid": how["grid"] or sampling.default_grid(path), "steps": how["steps"], "nfe": info.nfe,
                "sample_seconds": round(time.time() - t0, 1), "n": n}
         if guide.get("scale") is not None:
@@ -475,7 +484,8 @@ class Diffusion(Kind):
         n = len(prompts) * per_prompt
         net, _ = load_feature_net("fashion_mnist", device=device)
         real, _, _ = held_out(run, "test", reference, seed)
-        how = sampling_settings(cfg, sampler, steps)
+        chosen = self.settings(run, sampler, steps)
+        how = chosen.kwargs
         rows = []
         for w in scales:
             den, path, _ = self.load_guided(run, scale=float(w), device=device)
@@ -492,7 +502,7 @@ class Diffusion(Kind):
                          "shade_accuracy": float((shade == want["shade"]).double().mean()),
                          "size_accuracy": float((size == want["size"]).double().mean()),
                          "fd": m["fd"], "precision": m["precision"], "recall": m["recall"], "n": n, "nfe": done.nfe,
-                         "sampler": sampling.parse_sampler_spec(sampler or cfg.sample.sampler).label, "steps": how["steps"],
+                         "sampler": chosen.label, "steps": how["steps"],
                          "sample_seconds": round(time.time() - t0, 1)})
         return rows
 
@@ -523,7 +533,7 @@ class Diffusion(Kind):
                 clf = self.check_guidance(run, **{**g, "scale": w, "threshold": None})
             labelled = run.config.model.class_conditional or clf is not None
             check_metrics(run.config.data, on_samples, labelled)
-            self.check_settings(run, request.sampler, request.steps, request.grid)
+            self.check_settings(run, request.sampler, request.steps, request.grid, request.nfe)
             check_fits(request.n or 1000, math.prod(self.image_shape(run)) + math.prod(run.facts["shape"]))
 
     def evaluate(self, run, request) -> list:
@@ -541,7 +551,7 @@ class Diffusion(Kind):
         if not on_samples:
             return [run.folder / "eval.md"]
         guide = {k: v for k, v in request.guidance.keywords().items() if k != "scale" and v is not None}
-        common = dict(sampler=request.sampler, steps=request.steps, grid=request.grid, n=request.n or 1000, seed=request.seed,
+        common = dict(sampler=request.sampler, steps=request.steps, grid=request.grid, nfe=request.nfe, n=request.n or 1000, seed=request.seed,
                       device=request.device, batch_size=request.batch)
         scales = request.scales
         if scales is not None and len(scales) > 1:
@@ -633,7 +643,7 @@ class Diffusion(Kind):
 
     def _restore_settings(self, run, request) -> dict:
         default = "ddpm" if request.method == "repaint" else None  # RePaint resamples: it needs a stochastic sampler
-        return self.check_settings(run, request.sampler or default, request.steps, request.grid)
+        return self.check_settings(run, request.sampler or default, request.steps, request.grid).kwargs
 
     def check_restore(self, run, request) -> None:
         if request.method == "repaint" and run.facts.get("latent"):
@@ -709,7 +719,7 @@ class Diffusion(Kind):
             from ...latent import encode_images
 
             start = encode_images(den, start, batch_size=request.batch, device=request.device)
-        how = sampling_settings(cfg, request.sampler, request.steps, request.grid)
+        how = self.settings(run, request.sampler, request.steps, request.grid).kwargs
         x, info = sampling.sample_batched(den, path, k * n, tuple(run.facts["shape"]), seed=request.seed,
                                           batch_size=request.batch, device=request.device, x_start=start,
                                           t_start=request.strength, return_info=True,
@@ -736,7 +746,9 @@ class Diffusion(Kind):
             lines.append(("captions", f"{c['split']} wording, encoded by {c['encoder']} ({c['dim']} features, {c['length']} "
                                       "tokens); sample with --prompt \"a dark ankle boot\""))
         lines.append(("diffusion", f"{d.path}, predicts {d.prediction}, weighting {d.weighting}"))
-        return lines
+        from ..sampler_choice import describe
+
+        return lines + describe(run.config, run.folder)
 
 
 KIND = Diffusion()
