@@ -50,7 +50,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_finite
+from ._checks import check_finite, choose
 from ._random import randn
 
 __all__ = ["sliced_wasserstein", "wasserstein2", "mmd", "energy_distance", "noise_floor", "frechet_distance", "gaussian_stats",
@@ -266,17 +266,19 @@ def digits_classifier(seed: int = 0):
 
 
 def fit_cnn_classifier(train, test=None, *, epochs: int = 2, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
-                       progress: bool = False):
-    """Train `nets.SmallCNN` on an ImageData train split; returns (network in eval mode, test accuracy or None).
+                       progress: bool = False, arch: str = "small_cnn"):
+    """Train a CNN classifier (`arch`: "small_cnn" for `nets.SmallCNN`, "residual_cnn" for `nets.ResidualCNN`) on an
+    ImageData train split; returns (network in eval mode, test accuracy or None).
 
     A fixed seed fixes the initialisation and the data order, so the judge is reproducible.
     """
-    from .nets import SmallCNN
+    from .nets import ResidualCNN, SmallCNN
 
+    archs = {"small_cnn": SmallCNN, "residual_cnn": ResidualCNN}
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # the initialisation draws from a seeded global RNG, then it is restored
         torch.manual_seed(seed)
-        net = SmallCNN(train.shape[0], train.num_classes)
+        net = archs[choose(arch, archs, "classifier architecture")](train.shape[0], train.num_classes)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     n = len(train)
     steps = epochs * (n // batch_size)

@@ -28,7 +28,7 @@ def test_shipped_feature_net_has_its_recorded_accuracy(name):
     assert acc > (0.97 if name == "digits" else 0.88)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "fashion_mnist" else n for n in FEATURE_SETS])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n != "digits" else n for n in FEATURE_SETS])
 def test_frechet_distance_of_real_halves_is_small_against_blurred_or_shuffled_images(name):
     net, _ = load_feature_net(name)
     x = _test_split(name).images
@@ -50,3 +50,19 @@ def test_missing_feature_net_says_how_to_make_it(tmp_path):
         load_feature_net("digits", directory=tmp_path)
     info = json.loads((dl.features.WEIGHTS_DIR / "digits.json").read_text())
     assert info["seed"] == 0 and info["feature_dim"] == 64
+
+
+def test_the_second_fashion_judge_is_another_network_with_another_seed():
+    from difflab.features import second_feature_net
+
+    name = second_feature_net("fashion_mnist")
+    assert name == "fashion_mnist_b" and second_feature_net("digits") is None
+    a, info_a = load_feature_net("fashion_mnist")
+    b, info_b = load_feature_net(name)
+    assert type(a) is not type(b) and info_a["seed"] != info_b["seed"] and info_b["data"] == "fashion_mnist"
+    x = dl.data.fashion_mnist("test").images[:500]
+    fa, fb = features(a, x)[0], features(b, x)[0]
+    assert fa.shape[1] == info_a["feature_dim"] and fb.shape[1] == info_b["feature_dim"]
+    # both judges agree on most labels (they learned the same classes), yet embed differently
+    pa, pb = features(a, x)[1].argmax(1), features(b, x)[1].argmax(1)
+    assert float((pa == pb).double().mean()) > 0.85

@@ -201,6 +201,7 @@ def measure_samplers(run, request) -> dict:
     x_T = (x_T if x_T is not None else prior_noise(path, n, shape, seed)).to(device)
     cond = {"label": torch.arange(n, device=device) % run.facts["num_classes"]} if cfg.model.class_conditional else None
 
+    second = {}
     if cfg.data.name == "toy":
         from ..data import toy_density
 
@@ -210,14 +211,17 @@ def measure_samplers(run, request) -> dict:
         quality = lambda x: M.wasserstein2(x, ref)  # noqa: E731
         floor = M.wasserstein2(density.sample(n, torch.Generator().manual_seed(20_000 + seed)).float(), ref)
     else:
-        from ..features import features, load_feature_net
+        from ..features import features, load_feature_net, second_feature_net
 
-        net, _ = load_feature_net(cfg.data.name)
-        stats = M.gaussian_stats(features(net, build_data(cfg.data, "test").images)[0])
+        test = build_data(cfg.data, "test").images
+        judges = [(name, load_feature_net(net)[0]) for name, net in
+                  (("FD", cfg.data.name), ("FD_b", second_feature_net(cfg.data.name))) if net]
+        stats = {name: M.gaussian_stats(features(net, test)[0]) for name, net in judges}
         train = build_data(cfg.data, "train").images
         quality_name = "FD"
-        quality = lambda x: M.frechet_distance(stats, features(net, x)[0])  # noqa: E731
-        floor = quality(train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]])
+        quality = lambda x: {name: M.frechet_distance(stats[name], features(net, x)[0]) for name, net in judges}  # noqa: E731
+        floors = quality(train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]])
+        floor, second = floors["FD"], {"second_quality": "FD_b", "second_floor": floors["FD_b"]} if len(judges) > 1 else {}
 
     jobs = [difflab_job(den, path, spec) for spec in specs]
     if request.diffusers:
@@ -225,15 +229,15 @@ def measure_samplers(run, request) -> dict:
     if hasattr(den, "decode"):  # latent diffusion: scored on the decoded images
         def score(x, decode=den.decode):
             with torch.no_grad():
-                return {quality_name: quality(decode(x.to(device)).clamp(-1, 1).cpu())}
+                return _figures(quality_name, quality(decode(x.to(device)).clamp(-1, 1).cpu()))
     else:
-        score = lambda x: {quality_name: quality(x.clamp(-1, 1) if x.ndim == 4 else x)}  # noqa: E731
+        score = lambda x: _figures(quality_name, quality(x.clamp(-1, 1) if x.ndim == 4 else x))  # noqa: E731
     rows = sweep(jobs, x_T, request.nfe, score, seed=seed, batch_size=request.batch, cond=cond,
                  log=request.log if request.progress else None)
     new = {(r["sampler"], r["library"], r["nfe_budget"]) for r in rows}
     rows = [r for r in earlier if (r["sampler"], r["library"], r["nfe_budget"]) not in new] + rows
     rows.sort(key=lambda r: r["nfe_budget"])  # stable: within a budget, the order the samplers ran in
-    result = {"run": str(run.folder), "n": n, "seed": seed, "quality": quality_name, "floor": floor, "rows": rows}
+    result = {"run": str(run.folder), "n": n, "seed": seed, "quality": quality_name, "floor": floor, **second, "rows": rows}
     write_json(file, result)
     _write_md(result, run.folder / "bench_samplers.md")
     _plot(result, run.folder / "bench_samplers.png")
@@ -242,6 +246,11 @@ def measure_samplers(run, request) -> dict:
 
         record(run.folder, result)
     return result
+
+
+def _figures(name: str, value) -> dict:
+    """A quality figure as a row's figures: {name: value}, or every judge's when `value` is already a dict."""
+    return dict(value) if isinstance(value, dict) else {name: value}
 
 
 def _earlier_rows(file: Path, n: int, seed: int) -> list[dict]:
@@ -261,14 +270,17 @@ def _earlier_rows(file: Path, n: int, seed: int) -> list[dict]:
 
 
 def _write_md(result: dict, out: Path) -> None:
-    q = result["quality"]
-    lines = [f"# Samplers on `{result['run']}`: {q} of {result['n']} samples (floor {result['floor']:.4f}: real data)", "",
-             f"| sampler | library | NFE | {q} | ms / sample | sampler overhead ms / step | network ms / step |", "|---|---|---|---|---|---|---|"]
+    q, q2 = result["quality"], result.get("second_quality")
+    floors = f"floor {result['floor']:.4f}" + (f", {q2} {result['second_floor']:.4f}" if q2 else "")
+    head = f"| sampler | library | NFE | {q} |" + (f" {q2} (second feature net) |" if q2 else "")
+    lines = [f"# Samplers on `{result['run']}`: {q} of {result['n']} samples ({floors}: real data)", "",
+             head + " ms / sample | sampler overhead ms / step | network ms / step |", "|" + "---|" * (7 + bool(q2))]
     for r in result["rows"]:
         if "error" in r:
-            lines.append(f"| {r['sampler']} | {r['library']} | {r['nfe_budget']} | n/a: {r['error']} | | | |")
+            lines.append(f"| {r['sampler']} | {r['library']} | {r['nfe_budget']} | n/a: {r['error']} |" + " |" * (3 + bool(q2)))
         else:
-            lines.append(f"| {r['sampler']} | {r['library']} | {r['nfe']} | {r[q]:.4f} | {1e3 * r['seconds_per_sample']:.2f} | "
+            second = f" {r[q2]:.4f} |" if q2 and q2 in r else (" |" if q2 else "")
+            lines.append(f"| {r['sampler']} | {r['library']} | {r['nfe']} | {r[q]:.4f} |{second} {1e3 * r['seconds_per_sample']:.2f} | "
                          f"{r.get('overhead_ms_per_step', float('nan')):.3f} | {r.get('network_ms_per_step', float('nan')):.3f} |")
     write_atomically(out, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
 

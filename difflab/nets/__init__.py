@@ -3,7 +3,7 @@ named like the batch fields: `label`; `context`, `context_mask` and `pooled` for
 width or a pooled width); no diffusion math inside."""
 
 from .embeddings import ClassEmbedding, FourierEmbedding, SinusoidalEmbedding, time_embedding
-from .classifier import SmallCNN
+from .classifier import ResidualCNN, SmallCNN
 from .mlp import MLP
 from .attention import CrossAttention
 from .categorical import CategoricalDiT, CategoricalUNet
@@ -12,7 +12,7 @@ from .autoencoder import VAE, IdentityAutoencoder
 from .transformer import TokenTransformer, TransformerBlock
 from .unet import NoisyClassifier, UNet
 
-__all__ = ["MLP", "UNet", "DiT", "VAE", "IdentityAutoencoder", "TokenTransformer", "TransformerBlock", "CrossAttention", "CategoricalUNet", "CategoricalDiT", "NoisyClassifier", "SmallCNN", "SinusoidalEmbedding", "FourierEmbedding", "ClassEmbedding", "time_embedding"]
+__all__ = ["MLP", "UNet", "DiT", "VAE", "IdentityAutoencoder", "TokenTransformer", "TransformerBlock", "CrossAttention", "CategoricalUNet", "CategoricalDiT", "NoisyClassifier", "SmallCNN", "ResidualCNN", "SinusoidalEmbedding", "FourierEmbedding", "ClassEmbedding", "time_embedding"]
 
 
 def count_parameters(net) -> int:
