@@ -46,9 +46,12 @@ trained for the same wall-clock minutes on this machine, then sampled at 10 and 
   lowest FD, and its ratio to the diffusers baseline's (issue 19's goal: at most 0.5). With n = 5,000 (2026-12-05,
   the preset with min-SNR weighting): the pixel preset at 10 NFE (0.38) and at 20 NFE (0.55).
   Writes `train_budget.json` and `train_budget.md` into `--out`.
-- n = 1,000 (the default) shortlists samplers; it does not rank sides: the FD's bias at that size is large (the
-  floor is 0.068 at n = 1,000, 0.021 at 5,000), depends on the reference set and is smaller for less diverse
-  models. Score the shortlist again with `--n 5000 --samplers ...` before concluding (benchmarks/README.md).
+- Every FD is the mean and standard deviation over `--seeds` (3) seeds of the noise (the starting noise and the
+  noise stochastic samplers draw) at `--n` (5,000) samples against the same 5,000 test images, in the shipped
+  feature network and in a second one trained independently (another architecture and seed,
+  `difflab.features.SECOND_NETS`), each beside its floor; the goal is checked in both. `--n 1000 --seeds 1`
+  shortlists samplers faster but does not rank sides: the FD's bias at that size is large (the floor is 0.068 at
+  n = 1,000, 0.021 at 5,000) and smaller for less diverse models.
 
 Run it alone: a second job on 2 cores slows both sides and the wall-clock budget means fewer steps.
 """
@@ -64,7 +67,7 @@ import torch
 
 import difflab as dl
 import difflab.bench
-from difflab.features import image_metrics, load_feature_net
+from difflab.features import features, image_metrics, load_feature_net, second_feature_net
 
 DIFFLAB_BUDGET_RECIPE = ("train.lr=2e-3", "train.lr_decay=cosine")  # the preset's fixed-time recipe
 # difflab sampler specs, as `difflab bench samplers` takes them (name[@grid][:key=value...]); the default grid is trailing
@@ -161,6 +164,36 @@ def reference(n: int, seed: int = 0):
     g = torch.Generator().manual_seed(10_000 + seed)
     test, train = dl.data.fashion_mnist("test").images, dl.data.fashion_mnist("train").images
     return net, test[torch.randperm(len(test), generator=g)[:n]], train[torch.randperm(len(train), generator=g)[:n]]
+
+
+def second_judge(real):
+    """FD in the second, independently trained feature network (`difflab.features.SECOND_NETS`) against `real`."""
+    net, _ = load_feature_net(second_feature_net("fashion_mnist"))
+    stats = dl.metrics.gaussian_stats(features(net, real)[0])
+    return lambda x: dl.metrics.frechet_distance(stats, features(net, x)[0])
+
+
+def over_seeds(per_seed: list[list[dict]]) -> list[dict]:
+    """Rows of the same (side, sampler, NFE) from several seeds -> one row: each figure's mean, and for the FDs
+    their standard deviation over the seeds (`fd_std`, `fd_b_std`) and the values (`fd_per_seed`)."""
+    groups: dict = {}
+    for rows in per_seed:
+        for r in rows:
+            groups.setdefault((r["side"], r["sampler"], r["nfe"]), []).append(r)
+    out = []
+    for rs in groups.values():
+        row = dict(rs[0])
+        for key in ("fd", "fd_b", "precision", "recall", "seconds_per_sample"):
+            if key in row:
+                row[key] = sum(r[key] for r in rs) / len(rs)
+        for key in ("fd", "fd_b"):
+            if key in row:
+                vals = torch.tensor([r[key] for r in rs], dtype=torch.float64)
+                row[f"{key}_std"] = float(vals.std()) if len(rs) > 1 else 0.0
+                row[f"{key}_per_seed"] = vals.tolist()
+        row["seeds"] = len(rs)
+        out.append(row)
+    return out
 
 
 @torch.no_grad()
@@ -262,19 +295,28 @@ def diffusers_side_job(unet, name: str, **param) -> dl.bench.Job:
                         stochastic="sde" in name.split())
 
 
-def fmt_fd(row: dict) -> str:
-    """FD, with its spread over the sampler's noise seeds when there were several."""
-    k = row.get("noise_seeds", 1)
-    return f"{row['fd']:.3f}" if k == 1 else f"{row['fd']:.3f} ± {row['fd_std']:.3f} ({k} noise seeds)"
+def fmt_fd(row: dict, key: str = "fd") -> str:
+    """FD (`key`: fd, or fd_b in the second feature net), with its spread over the seeds when there were several."""
+    if key not in row:
+        return "-"
+    k = row.get("seeds", row.get("noise_seeds", 1))
+    return f"{row[key]:.3f}" if k == 1 else f"{row[key]:.3f} ± {row.get(key + '_std', 0.0):.3f}"
 
 
 def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0, diffusers_train: dict | None = None,
-          labels=None, noise_seeds: int = 1) -> dict:
+          labels=None, noise_seeds: int = 1, seeds: int = 1) -> dict:
     """Every side's samplers at each NFE through difflab's harness (`dl.bench.sweep`): the same starting noise
     for the pixel sides (a latent side draws its own, of its latents' shape), each example's noise from its own
-    generator, stochastic samplers averaged over `noise_seeds`."""
-    net, real, pick = reference(n, seed)
+    generator, stochastic samplers averaged over `noise_seeds`; all of it for `seeds` seeds of the noise (the
+    starting noise and the noise drawn along the way), the figures their mean and spread (`over_seeds`), in both
+    feature networks (fd; fd_b in the second) against the same real images."""
+    if seeds > 1:
+        runs = [score(out, nfes, n, sides, seed + k, diffusers_train, labels, noise_seeds) for k in range(seeds)]
+        return {**runs[0], "seeds": seeds, "rows": over_seeds([r["rows"] for r in runs])}
+    net, real, pick = reference(n, 0)  # the same real images for every seed: the spread is the samples' own
     floor = image_metrics(net, real, pick)
+    fd_b = second_judge(real)
+    floor["fd_b"] = fd_b(pick)
 
     def wanted(spec):
         return labels is None or spec in labels
@@ -329,7 +371,7 @@ def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0
                 with torch.no_grad():
                     x = torch.cat([decode(x[i:i + 500]) for i in range(0, len(x), 500)])
             m = image_metrics(net, real, x.clamp(-1, 1))
-            return {key: m[key] for key in ("fd", "precision", "recall")}
+            return {**{key: m[key] for key in ("fd", "precision", "recall")}, "fd_b": fd_b(x.clamp(-1, 1))}
 
         # diffusers: Karras sigmas on cosine betas repeat timesteps (IndexError, AssertionError); a failure is a row
         got = dl.bench.sweep(jobs, start, nfes, figures, seed=seed, batch_size=500, noise_seeds=noise_seeds, log=log,
@@ -340,14 +382,17 @@ def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0
             r.setdefault("noise_seeds", 1)
             r.setdefault("fd_std", 0.0)
         rows += got
-    return {"n": n, "floor": {k: floor[k] for k in ("fd", "precision", "recall")}, "rows": [r for r in rows if "error" not in r]}
+    return {"n": n, "seeds": 1, "floor": {k: floor[k] for k in ("fd", "fd_b", "precision", "recall")},
+            "rows": [r for r in rows if "error" not in r]}
 
 
 def report(result: dict) -> str:
     rows = result["scores"]["rows"]
     tr = {side: t for side, t in result["train"].items() if any(r["side"] == side for r in rows)}
     main_rows = [r for r in rows if r["side"] in tr]
-    lines = [f"# Quality per CPU-minute: {result['minutes']} min of training each, {result['scores']['n']} samples", "",
+    k = result["scores"].get("seeds", 1)
+    lines = [f"# Quality per CPU-minute: {result['minutes']} min of training each, {result['scores']['n']} samples"
+             + (f", FD as mean ± standard deviation over {k} noise seeds" if k > 1 else ""), "",
              "| side | parameters | batch | bf16 | steps in budget | images seen | recipe changes |", "|---|---|---|---|---|---|---|"]
     for side, t in tr.items():
         changes = (", ".join(t.get("overrides", [])) if side != "diffusers"
@@ -360,7 +405,9 @@ def report(result: dict) -> str:
         lines.append(f"| {side} | {t['parameters'] / 1e6:.2f}M | {t['batch_size']} | {t.get('bf16', False)} | {steps} | "
                      f"{t['steps'] * t['batch_size']:,} | {changes or 'none'} |")
     fl = result["scores"]["floor"]
-    lines += ["", f"Floor (real training images): FD {fl['fd']:.3f}, precision {fl['precision']:.3f}, recall {fl['recall']:.3f}"]
+    lines += ["", f"Floor (real training images): FD {fl['fd']:.3f}"
+              + (f" (second feature net: {fl['fd_b']:.3f})" if "fd_b" in fl else "")
+              + f", precision {fl['precision']:.3f}, recall {fl['recall']:.3f}"]
     for side, t in tr.items():
         if "reconstruction" in t:
             r = t["reconstruction"]
@@ -370,18 +417,23 @@ def report(result: dict) -> str:
     recommended = []
     if len(tr) > 1:
         names = list(tr)
-        lines += ["| NFE | " + " | ".join(f"{s} best | FD | P / R | s per sample" for s in names)
-                  + (" | FD ratio to diffusers |" if "diffusers" in tr else " |"),
-                  "|---|" + "---|---|---|---|" * len(names) + ("---|" if "diffusers" in tr else "")]
+        lines += ["| NFE | " + " | ".join(f"{s} best | FD | FD, second net | P / R | s per sample" for s in names)
+                  + (" | FD ratio to diffusers (first net; second net) |" if "diffusers" in tr else " |"),
+                  "|---|" + "---|---|---|---|---|" * len(names) + ("---|" if "diffusers" in tr else "")]
         for nfe in sorted({r["nfe"] for r in main_rows}):
             best = {side: min((r for r in rows if r["side"] == side and r["nfe"] == nfe), key=lambda r: r["fd"], default=None)
                     for side in names}
-            cells = [f"{b['sampler']} | {fmt_fd(b)} | {b['precision']:.3f} / {b['recall']:.3f} | {b['seconds_per_sample']:.4f}"
-                     if b else "- | - | - | -" for b in best.values()]
+            cells = [f"{b['sampler']} | {fmt_fd(b)} | {fmt_fd(b, 'fd_b')} | {b['precision']:.3f} / {b['recall']:.3f} | "
+                     f"{b['seconds_per_sample']:.4f}" if b else "- | - | - | - | -" for b in best.values()]
             ratio = ""
             if "diffusers" in tr and best["diffusers"]:
-                ratio = " | " + ", ".join(f"{s} {best[s]['fd'] / best['diffusers']['fd']:.2f}" for s in names
-                                          if s != "diffusers" and best[s])
+                # in the second net, each side's best there (the best sampler may differ between the nets)
+                best_b = {side: min((r for r in rows if r["side"] == side and r["nfe"] == nfe and "fd_b" in r),
+                                    key=lambda r: r["fd_b"], default=None) for side in names}
+                ratio = " | " + ", ".join(f"{s} {best[s]['fd'] / best['diffusers']['fd']:.2f}"
+                                          + (f"; {best_b[s]['fd_b'] / best_b['diffusers']['fd_b']:.2f}"
+                                             if best_b[s] and best_b["diffusers"] else "")
+                                          for s in names if s != "diffusers" and best[s])
             lines.append(f"| {nfe} | " + " | ".join(cells) + ratio + " |")
             ours = {side: b for side, b in best.items() if side != "diffusers" and b}
             if ours:  # the recommended recipe at this NFE: difflab's side with the lowest FD (issue 19)
@@ -389,12 +441,16 @@ def report(result: dict) -> str:
                 verdict = ""
                 if "diffusers" in tr and best["diffusers"]:
                     r = ours[side]["fd"] / best["diffusers"]["fd"]
-                    verdict = f", {r:.2f} of the diffusers baseline's (goal <= 0.5: {'met' if r <= 0.5 else 'not met'})"
+                    rb = (best_b[side]["fd_b"] / best_b["diffusers"]["fd_b"] if best_b.get(side) and best_b.get("diffusers")
+                          else None)
+                    met = r <= 0.5 and (rb is None or rb <= 0.5)
+                    verdict = (f", {r:.2f} of the diffusers baseline's" + (f" ({rb:.2f} in the second feature net)" if rb else "")
+                               + f" (goal <= 0.5{' in both' if rb else ''}: {'met' if met else 'not met'})")
                 recommended.append(f"- {nfe} NFE: **{side}** with `{ours[side]['sampler']}`, FD {fmt_fd(ours[side])}{verdict}")
         lines += ["", "Recommended recipe (the lowest FD of difflab's sides):", "", *recommended, "", "Every sampler:", ""]
-    lines += ["| side | sampler | NFE | FD | precision | recall | s per sample |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['side']} | {r['sampler']} | {r['nfe']} | {fmt_fd(r)} | {r['precision']:.3f} | {r['recall']:.3f} | "
-              f"{r['seconds_per_sample']:.4f} |" for r in rows]
+    lines += ["| side | sampler | NFE | FD | FD, second net | precision | recall | s per sample |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['side']} | {r['sampler']} | {r['nfe']} | {fmt_fd(r)} | {fmt_fd(r, 'fd_b')} | {r['precision']:.3f} | "
+              f"{r['recall']:.3f} | {r['seconds_per_sample']:.4f} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -402,7 +458,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=Path("runs/budget"))
-    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--seeds", type=int, default=3, metavar="K",
+                    help="score every sampler with K seeds of the noise (starting and along the way): mean and spread")
     ap.add_argument("--nfe", default="10,20")
     ap.add_argument("--sides", default="difflab,diffusers", help="train and score only these sides (for sweeps)")
     ap.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
@@ -444,8 +502,8 @@ def main():
     a.set = DIFFLAB_BUDGET_RECIPE if a.set is None else tuple(a.set)
     a.latent_set = DIFFLAB_BUDGET_RECIPE if a.latent_set is None else tuple(a.latent_set)
     a.cascade_set = DIFFLAB_BUDGET_RECIPE if a.cascade_set is None else tuple(a.cascade_set)
-    if a.noise_seeds < 1:
-        ap.error(f"--noise-seeds must be at least 1, got {a.noise_seeds}")
+    if a.noise_seeds < 1 or a.seeds < 1:
+        ap.error(f"--noise-seeds and --seeds must be at least 1, got {a.noise_seeds}, {a.seeds}")
     sides = tuple(a.sides.split(","))
     if not set(sides) <= {"difflab", "diffusers", "latent", "cascade"} or not sides:
         ap.error(f"--sides takes difflab, diffusers, latent and/or cascade, got {a.sides!r}")
@@ -491,12 +549,13 @@ def main():
     kept = []
     if labels is not None:  # keep the earlier rows of the samplers not rerun (the same n: the same noise and real set)
         previous = json.loads(results_file.read_text()).get("scores", {}) if results_file.exists() else {}
-        if previous and previous.get("n") != a.n:
-            ap.error(f"--samplers: {results_file} holds scores with n={previous.get('n')}, not {a.n}: use its n or another --out")
+        if previous and (previous.get("n"), previous.get("seeds", 1)) != (a.n, a.seeds):
+            ap.error(f"--samplers: {results_file} holds scores with n={previous.get('n')} and {previous.get('seeds', 1)} seed(s), "
+                     f"not {a.n} and {a.seeds}: use its --n and --seeds, or another --out")
         kept = [r for r in previous.get("rows", [])
                 if not (r["sampler"] in labels and r["nfe"] in nfes and r["side"] in sides)]
     scores = score(a.out, nfes, a.n, sides, diffusers_train=train.get("diffusers"), labels=labels,
-                   noise_seeds=a.noise_seeds)
+                   noise_seeds=a.noise_seeds, seeds=a.seeds)
     scores["rows"] = sorted(kept + scores["rows"], key=lambda r: r["nfe"])
     result = {"minutes": a.minutes, "train": train, "scores": scores}
     results_file.write_text(json.dumps(result, indent=1))
