@@ -11,6 +11,16 @@ them) is its own.
 
 With `--patch` only difflab's network changes (a U-Net on patch x patch pixel patches, as
 `model.patch_size`); diffusers' UNet2DModel has no such stem and stays at full resolution.
+
+Levers, applied to both sides alike: `--channels-last` (memory format of the network and its input), `--optim
+foreach|fused` (AdamW's multi-tensor or fused kernels), `--bf16` (autocast), `--compile` (torch.compile; its
+cold start is reported apart). `--rounds R` runs the two sides alternately R times, each in a fresh process, and
+reports medians. `--profile` prints each side's top operators (self CPU time and share of the step) and `--peak`
+the fraction of the machine's float32 matmul peak (a large sgemm, measured in the same process) that the step's
+FLOPs (counted by torch.utils.flop_counter) reach.
+
+    .venv/bin/python benchmarks/train_speed.py --rounds 3 --peak --profile
+    .venv/bin/python benchmarks/train_speed.py --rounds 3 --channels-last --optim fused
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -42,26 +53,48 @@ def make(kind: str, a):
     return lambda x, t: net(x, t * 1000).sample, net
 
 
+def matmul_peak(threads: int, n: int = 2048, reps: int = 10) -> float:
+    """The machine's float32 matmul rate (FLOP/s), the best of `reps` n x n sgemms."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
 def child(kind: str, a) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
+    import contextlib
+
     import difflab as dl
 
     fn, net = make(kind, a)
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
+    net = net.to(memory_format=fmt)
     path = dl.paths.DiscreteVP.linear(1000)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, **({"foreach": True} if a.optim == "foreach" else
+                                                          {"fused": True} if a.optim == "fused" else {"foreach": False}))
     g = torch.Generator().manual_seed(0)
-    x0 = torch.rand(a.batch, 1, a.size, a.size, generator=g) * 2 - 1
+    x0 = (torch.rand(a.batch, 1, a.size, a.size, generator=g) * 2 - 1).contiguous(memory_format=fmt)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
+    call = torch.compile(fn) if a.compile else fn
 
     def step():
         t = torch.randint(1, 1001, (a.batch,), generator=g).float() / 1000
-        z = torch.randn(x0.shape, generator=g)
-        loss = (fn(path.perturb(x0, t, z), t) - z).pow(2).mean()
+        z = torch.randn(x0.shape, generator=g).contiguous(memory_format=fmt)
+        with autocast():
+            loss = (call(path.perturb(x0, t, z), t).float() - z).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    for _ in range(a.warmup):
+    t0 = time.perf_counter()
+    step()
+    cold = time.perf_counter() - t0
+    for _ in range(a.warmup - 1):
         step()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
@@ -69,8 +102,27 @@ def child(kind: str, a) -> dict:
         step()
     secs = time.perf_counter() - t0
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"kind": kind, "params": sum(p.numel() for p in net.parameters()), "images_per_s": a.steps * a.batch / secs,
-            "ms_per_step": 1000 * secs / a.steps, "peak_rss_mb": rss1 / 1024, "peak_growth_mb": (rss1 - rss0) / 1024}
+    out = {"kind": kind, "params": sum(p.numel() for p in net.parameters()), "images_per_s": a.steps * a.batch / secs,
+           "ms_per_step": 1000 * secs / a.steps, "peak_rss_mb": rss1 / 1024, "peak_growth_mb": (rss1 - rss0) / 1024,
+           "first_step_s": cold}
+    if a.peak:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            step()
+        out["flops_per_step"] = counter.get_total_flops()
+        out["matmul_peak_flops"] = matmul_peak(a.threads)
+        out["peak_fraction"] = out["flops_per_step"] / (secs / a.steps) / out["matmul_peak_flops"]
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                step()
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        out["top_ops"] = [(e.key, e.self_cpu_time_total / total) for e in events[:12]]
+    return out
 
 
 def main():
@@ -84,24 +136,57 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--channels-last", action="store_true", help="channels-last memory format (network and input)")
+    ap.add_argument("--optim", default="plain", choices=("plain", "foreach", "fused"), help="AdamW's implementation")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the network call (first step reported apart)")
+    ap.add_argument("--rounds", type=int, default=1, help="alternate the sides this many times; medians reported")
+    ap.add_argument("--peak", action="store_true", help="the fraction of the float32 matmul peak the step reaches")
+    ap.add_argument("--profile", action="store_true", help="each side's top operators by self CPU time")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         print(json.dumps(child(a.child, a)))
         return
+    runs = {"difflab": [], "diffusers": []}
+    for _ in range(a.rounds):
+        for kind in runs:
+            r = subprocess.run([sys.executable, __file__, "--child", kind] + sys.argv[1:], capture_output=True, text=True)
+            if r.returncode:
+                sys.exit(f"{kind} failed:\n{r.stderr[-3000:]}")
+            runs[kind].append(json.loads(r.stdout.strip().splitlines()[-1]))
     rows = []
-    for kind in ("difflab", "diffusers"):
-        r = subprocess.run([sys.executable, __file__, "--child", kind] + sys.argv[1:], capture_output=True, text=True, check=True)
-        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    for kind, rs in runs.items():
+        row = dict(rs[0])
+        for key in ("images_per_s", "ms_per_step", "peak_rss_mb", "peak_growth_mb", "first_step_s", "peak_fraction"):
+            if key in row:
+                row[key] = statistics.median(r[key] for r in rs)
+        row["images_per_s_all"] = [round(r["images_per_s"], 1) for r in rs]
+        rows.append(row)
+    levers = [name for name, on in (("channels-last", a.channels_last), (f"AdamW {a.optim}", a.optim != "plain"),
+                                     ("bf16 autocast", a.bf16), ("torch.compile", a.compile)) if on]
     print(f"# training step, 1x{a.size}x{a.size}, batch {a.batch}, {a.threads} threads, torch {torch.__version__}"
-          f"{f', difflab on {a.patch}x{a.patch} patches' if a.patch > 1 else ''}\n")
+          f"{f', difflab on {a.patch}x{a.patch} patches' if a.patch > 1 else ''}; {', '.join(levers) or 'float32, no lever'}; "
+          f"median of {a.rounds} round(s), each side in a fresh process\n")
     print("| network | parameters | images/s | ms/step | peak RSS (MB) | RSS growth in the timed steps (MB) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['kind']} | {r['params']:,} | {r['images_per_s']:.0f} | {r['ms_per_step']:.0f} | {r['peak_rss_mb']:.0f} | {r['peak_growth_mb']:.0f} |")
     d, f = rows
     print(f"\nspeed ratio difflab / diffusers: {d['images_per_s'] / f['images_per_s']:.2f}; "
-          f"peak RSS ratio: {d['peak_rss_mb'] / f['peak_rss_mb']:.2f}")
+          f"peak RSS ratio: {d['peak_rss_mb'] / f['peak_rss_mb']:.2f}; every round's images/s: "
+          + "; ".join(f"{r['kind']} {r['images_per_s_all']}" for r in rows))
+    if a.compile:
+        print("first step (compilation included): " + ", ".join(f"{r['kind']} {r['first_step_s']:.1f} s" for r in rows))
+    if a.peak:
+        for r in rows:
+            print(f"{r['kind']}: {r['flops_per_step'] / 1e9:.2f} GFLOP per step, {r['peak_fraction']:.1%} of the float32 matmul "
+                  f"peak ({r['matmul_peak_flops'] / 1e9:.0f} GFLOP/s)")
+    if a.profile:
+        for r in rows:
+            print(f"\n{r['kind']}: top operators by self CPU time (share of the profiled steps)\n\n| operator | share |\n|---|---|")
+            for name, share in r["top_ops"]:
+                print(f"| {name} | {share:.1%} |")
 
 
 if __name__ == "__main__":
