@@ -22,21 +22,11 @@ from pathlib import Path
 import torch
 
 import difflab as dl
-from difflab.app.bench import Job, difflab_job, sweep
+from difflab.app.bench import default_job, difflab_job, sweep
 from difflab.app.build import build_data
 from difflab.app.run import Run
 from difflab.app.sampler_choice import settle
 from difflab.features import features, load_feature_net, second_feature_net
-
-
-def default_job(run, den, path) -> Job:
-    """What `difflab sample RUN --nfe N` draws, with the choice made afresh at each budget."""
-    def draw(x_T, nfe, generators, cond):
-        kw = settle(run.config, nfe=nfe, folder=run.folder).kwargs
-        x, info = dl.sampling.sample(den, path, x=x_T, generator=generators, cond=cond, return_info=True, **kw)
-        return x, info.nfe
-
-    return Job("default", "difflab", draw, stochastic=True)
 
 
 def main():
@@ -55,7 +45,7 @@ def main():
     den, path, _ = run.load()
     shape = tuple(run.facts["shape"])
     nfes = [int(v) for v in a.nfe.split(",")]
-    jobs = [default_job(run, den, path)] + [difflab_job(den, path, s) for s in a.samplers.split(",") if s]
+    jobs = [default_job(cfg, den, path, run.folder)] + [difflab_job(den, path, s) for s in a.samplers.split(",") if s]
 
     test = build_data(cfg.data, "test").images
     train = build_data(cfg.data, "train").images

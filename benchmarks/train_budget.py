@@ -8,7 +8,8 @@ trained for the same wall-clock minutes on this machine, then sampled at 10 and 
   `train.max_minutes` set to the budget, `train.lr=2e-3`, `train.lr_decay=cosine` (down to 0 at the
   end of the budget) and, with `--bf16` (the default), `train.amp_cpu=true`.
   Sampled with the sampler specs of DIFFLAB_SAMPLERS (`dpmpp_2m`, `unipc:variant=bh1`, `dpmpp_2m@karras`, ...,
-  as `difflab bench samplers` writes them; the default grid is trailing).
+  as `difflab bench samplers` writes them; the default grid is trailing); `--samplers default,...` adds what
+  `difflab sample` picks with no sampler named (the preset's [sample.by_nfe] choice at each budget).
 - diffusers: a `UNet2DModel` of about 1.1M parameters (32/64/64 channels, one ResNet block per level,
   attention at 7x7), `DDPMScheduler` (1,000 linear-beta steps, epsilon), AdamW, batch 128, EMA.
   Tuned for a short CPU run rather than its GPU example defaults (lr 1e-4, 500 warm-up steps,
@@ -321,9 +322,11 @@ def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0
     def wanted(spec):
         return labels is None or spec in labels
 
-    def difflab_jobs(den, path):
-        extra = [spec for spec in labels or () if spec not in DIFFLAB_SAMPLERS and spec not in DIFFUSERS_SCHEDULERS]
-        return [dl.bench.difflab_job(den, path, spec) for spec in DIFFLAB_SAMPLERS if wanted(spec)] + \
+    def difflab_jobs(den, path, folder):
+        extra = [spec for spec in labels or () if spec not in DIFFLAB_SAMPLERS and spec not in DIFFUSERS_SCHEDULERS
+                 and spec != "default"]
+        default = [dl.bench.default_job(dl.runs.run_config(folder), den, path, folder)] if wanted("default") else []
+        return default + [dl.bench.difflab_job(den, path, spec) for spec in DIFFLAB_SAMPLERS if wanted(spec)] + \
                [dl.bench.difflab_job(den, path, spec) for spec in extra]
 
     groups = []  # (side name or None to keep the job's library, jobs, starting noise, decode)
@@ -331,7 +334,7 @@ def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0
     if "difflab" in sides:
         den, path, _ = dl.load(out / "difflab")
         x_T = dl.sampling.prior_noise(path, n, (1, 28, 28), seed)
-        pixel_jobs += difflab_jobs(den, path)
+        pixel_jobs += difflab_jobs(den, path, out / "difflab")
     else:
         x_T = dl.sampling.prior_noise(dl.paths.DiscreteVP.linear(1000), n, (1, 28, 28), seed)  # sigma(1) = 1 on both sides
     if "diffusers" in sides:
@@ -359,7 +362,7 @@ def score(out: Path, nfes, n: int, sides=("difflab", "diffusers"), seed: int = 0
     if "latent" in sides:
         den, path, _ = dl.load(out / "latent" / "latent")
         shape = tuple(dl.runs.data_info(out / "latent" / "latent")["shape"])
-        groups.append(("latent", difflab_jobs(den, path), dl.sampling.prior_noise(path, n, shape, seed), den.decode))
+        groups.append(("latent", difflab_jobs(den, path, out / "latent" / "latent"), dl.sampling.prior_noise(path, n, shape, seed), den.decode))
 
     def log(line):
         print(line, flush=True)
@@ -539,7 +542,7 @@ def main():
         print(f"{side}: {t['steps']} steps of batch {t['batch_size']} in {t['seconds'] / 60:.1f} min ({t['parameters'] / 1e6:.2f}M parameters)")
     labels = None if a.samplers is None else a.samplers.split(",")
     for label in labels or []:
-        if label not in DIFFUSERS_SCHEDULERS:
+        if label not in DIFFUSERS_SCHEDULERS and label != "default":
             try:
                 dl.sampling.parse_sampler_spec(label)
             except ValueError as e:

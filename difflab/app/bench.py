@@ -35,7 +35,7 @@ from .._random import derive_seed, example_generators, split_generators
 from ..sampling import SamplerSpec, about, parse_sampler_spec, prior_noise, sample
 from .folders import write_atomically, write_json
 
-__all__ = ["Job", "difflab_job", "diffusers_job", "sweep", "measure_samplers", "parse_sampler_spec",
+__all__ = ["Job", "difflab_job", "default_job", "diffusers_job", "sweep", "measure_samplers", "parse_sampler_spec",
            "DEFAULT_SAMPLERS", "DIFFUSERS_SCHEDULERS"]
 
 DEFAULT_SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "unipc", "ode_euler", "ode_heun", "ode_rk4", "euler_maruyama")
@@ -85,6 +85,22 @@ def difflab_job(denoiser, path, spec: str | SamplerSpec) -> Job:
         return x, info.nfe
 
     return Job(spec.label, "difflab", draw, spec.stochastic, timer)
+
+
+def default_job(cfg, denoiser, path, folder=None, label: str = "default") -> Job:
+    """What `difflab sample` draws with no sampler named (`sampler_choice.settle`: the run's measured choice for the
+    budget, else its configuration's), chosen afresh at each budget: `cfg` the run's configuration, `folder` its
+    folder (for its recorded measurement)."""
+    from .sampler_choice import settle
+
+    timer = Timed(denoiser)
+
+    def draw(x_T, nfe, generators, cond):
+        kw = settle(cfg, nfe=nfe, folder=folder).kwargs
+        x, info = sample(timer, path, x=x_T, generator=generators, cond=cond, return_info=True, **kw)
+        return x, info.nfe
+
+    return Job(label, "difflab", draw, True, timer)
 
 
 def _scheduler(name: str, path):
