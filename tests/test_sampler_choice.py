@@ -80,9 +80,11 @@ def test_record_keeps_the_best_difflab_sampler_per_budget_and_precedes_the_prese
     assert "500" in s.reason
     assert settle(cfg, nfe=20).kwargs["sampler"] == "ddim" and settle(cfg, nfe=20).source == "preset"  # no folder
     assert record(tmp_path / "none", {"quality": "FD", "n": 1, "rows": rows[2:4]}) == {}
-    (tmp_path / FILE).write_text("{not json")
-    with pytest.raises(ValueError, match="damaged.*--record"):
-        settle(cfg, folder=tmp_path)
+    for bad in ("{not json", "[]", '{"budgets": {"10": {"spec": "ddim"}}}', json.dumps({**out, "n": "many"}),
+                json.dumps({**out, "budgets": {"10": {"spec": "nosuch", "value": 1.0}}}), json.dumps({**out, "budgets": {}})):
+        (tmp_path / FILE).write_text(bad)
+        with pytest.raises(ValueError, match="damaged.*--record"):
+            settle(cfg, folder=tmp_path)
 
 
 @pytest.mark.parametrize("key, value, message", [("ten", "ddim", "not a number of network evaluations"),

@@ -76,6 +76,9 @@ def measured(folder: Path | None) -> dict:
     try:
         data = json.loads(file.read_text())
         check_table({k: v["spec"] for k, v in data["budgets"].items()}, FILE)
+        if not (isinstance(data["quality"], str) and isinstance(data["n"], int) and data["budgets"]
+                and all(isinstance(v["value"], (int, float)) for v in data["budgets"].values())):
+            raise ValueError
         return data
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         raise ValueError(f"{file} is damaged (not the JSON `difflab bench samplers --record` writes): delete it, or "
@@ -100,8 +103,8 @@ def _budget_reason(source: str, data: dict, at: int, budget: int) -> str:
     where = "" if at == budget else f" (the nearest measured budget {'below' if at < budget else 'above'} {budget})"
     if source == "measured":
         row = data["budgets"][str(at)]
-        return (f"the best of {row.get('candidates', '?')} samplers measured on this run at {at} NFE{where}: {data.get('quality', 'quality')} "
-                f"{row['value']:.4g} on {data.get('n', '?'):,} samples (difflab bench samplers --record)")
+        return (f"the best of {row.get('candidates', '?')} samplers measured on this run at {at} NFE{where}: {data['quality']} "
+                f"{row['value']:.4g} on {data['n']:,} samples (difflab bench samplers --record)")
     return f"the configuration's measured choice for {at} NFE{where} ([sample.by_nfe])"
 
 
