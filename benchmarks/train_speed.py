@@ -163,6 +163,11 @@ def main():
                 row[key] = statistics.median(r[key] for r in rs)
         row["images_per_s_all"] = [round(r["images_per_s"], 1) for r in rs]
         rows.append(row)
+    if a.peak:  # one peak for both sides: the best sgemm rate seen in any process (single runs vary by up to 40%)
+        peak = max(r["matmul_peak_flops"] for rs in runs.values() for r in rs)
+        for row in rows:
+            row["matmul_peak_flops"] = peak
+            row["peak_fraction"] = row["flops_per_step"] / (row["ms_per_step"] / 1000) / peak
     levers = [name for name, on in (("channels-last", a.channels_last), (f"AdamW {a.optim}", a.optim != "plain"),
                                      ("bf16 autocast", a.bf16), ("torch.compile", a.compile)) if on]
     print(f"# training step, 1x{a.size}x{a.size}, batch {a.batch}, {a.threads} threads, torch {torch.__version__}"
