@@ -10,18 +10,14 @@ class, shade and size, prompted in the wording it was trained on and in held-out
   caption dropout 0.1 to the empty caption; trained `--minutes` with the fixed-time recipe (lr 2e-3 cosine, bf16).
   `--pooled-only` (`model.text_tokens = false`): no cross-attention, the sentence embedding alone.
 - Prompts (`difflab.evaluate.prompt_set`): one per (class, shade, size), 90 in the training vocabulary ("seen") and
-  90 in words and templates never trained on ("held_out", e.g. "footwear for jogging, deep-coloured");
+  90 in words and templates never trained on ("held_out", e.g. "footwear for jogging, deep-coloured"), and 100
+  written as a user would ("user", `data.user_prompts`, e.g. "a cosy wool pullover"; shade and size where stated);
   `--per-prompt` samples each with `--sampler` at 20 steps, at each classifier-free scale in `--scales`.
 - Figures (`difflab.evaluate.run_text_metrics`): the shipped judge's class accuracy, the accuracy of shade and size
   measured from the samples' pixels against the training cut points (chance 1/3), FD / precision / recall against
   1,000 test images.
 - Picture: figures/text2image.png (text2image_pooled.png with --pooled-only), rows of prompts (seen and held out) by samples, at `--picture-scale`.
-- `--probe` (no training, no sampling): what the frozen sentence encoder itself tells apart. A logistic regression
-  from each seen caption's embedding (the pooled sentence vector; the token states max-pooled) to its class, shade
-  and size, fitted on every caption of the training vocabulary, and the nearest seen caption (cosine), each scored on
-  the 90 seen and 90 held-out prompts. A model that reads the caption only through these embeddings and has seen
-  only the training wording generalises to a paraphrase only as far as the encoder puts it near its meaning: the
-  probe's held-out accuracy is the yardstick for the model's.
+- What the frozen encoder itself tells apart (the yardstick for a model that reads it): benchmarks/text_encoders.py.
 Writes text2image_benchmark.json / .md into the run's folder in --out. Run it alone on the machine.
 """
 
@@ -43,43 +39,8 @@ PICTURE = ["a dark ankle boot", "footwear for jogging, deep-coloured", "a photo 
            "a slim grey dress", "sundress that is charcoal", "a large light coat", "parka, bright"]
 
 
-def encoder_probe(seed: int = 0) -> list[dict]:
-    """Class / shade / size read off the frozen encoder's embeddings of the seen captions, scored on the seen and
-    held-out prompt sets (module doc, `--probe`)."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-
-    from difflab.data.captions import captions, encode_cached
-
-    def features(texts):
-        e = encode_cached(None, texts)
-        mask = e["mask"][..., None]
-        return {"pooled": torch.nn.functional.normalize(e["pooled"].double(), dim=-1).numpy(),
-                "max-pooled tokens": e["context"].double().masked_fill(~mask, -1e4).amax(1).numpy()}
-
-    table = captions("seen")
-    train = features([c.text for c in table])
-    prompts = {split: prompt_set(split) for split in ("seen", "held_out")}
-    test = {split: features([p.text for p in ps]) for split, ps in prompts.items()}
-    rows = []
-    for feat in train:
-        fits = {}
-        for attr in ("label", "shade", "size"):
-            y = np.array([-1 if getattr(c, attr) is None else getattr(c, attr) for c in table])
-            keep = y >= 0
-            fits[attr] = LogisticRegression(C=10.0, max_iter=5000, random_state=seed).fit(train[feat][keep], y[keep]), keep
-        for split, ps in prompts.items():
-            truth = {attr: np.array([getattr(p, attr) for p in ps]) for attr in fits}
-            rows.append({"features": feat, "probe": "logistic", "wording": split,
-                         **{attr: float((clf.predict(test[split][feat]) == truth[attr]).mean()) for attr, (clf, _) in fits.items()}})
-            if feat == "pooled":  # the nearest seen caption that states the attribute (cosine of unit vectors)
-                sim = test[split][feat] @ train[feat].T
-                acc = {}
-                for attr, (_, keep) in fits.items():
-                    idx = np.flatnonzero(keep)[sim[:, keep].argmax(1)]
-                    acc[attr] = float((np.array([getattr(table[i], attr) for i in idx]) == truth[attr]).mean())
-                rows.append({"features": feat, "probe": "nearest caption", "wording": split, **acc})
-    return rows
+def fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def main() -> None:
@@ -100,23 +61,15 @@ def main() -> None:
     ap.add_argument("--picture-scale", type=float, default=3.0)
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--pooled-only", action="store_true", help="model.text_tokens = false (module doc)")
-    ap.add_argument("--probe", action="store_true", help="only the encoder probe (module doc), written to --out")
+    ap.add_argument("--encoder", default="minilm", help="data.text_encoder: the sentence encoder the model reads "
+                                                        "(benchmarks/text_encoders.py compares them)")
     a = ap.parse_args()
-    if a.probe:
-        a.out.mkdir(parents=True, exist_ok=True)
-        rows = encoder_probe()
-        lines = ["| features | probe | wording | class | shade | size |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['features']} | {r['probe']} | {r['wording']} | {r['label']:.3f} | {r['shade']:.3f} | {r['size']:.3f} |" for r in rows]
-        (a.out / "encoder_probe.json").write_text(json.dumps(rows, indent=1))
-        (a.out / "encoder_probe.md").write_text("\n".join(lines) + "\n")
-        print("\n".join(lines))
-        return
     a.out.mkdir(parents=True, exist_ok=True)
     FIGURES.mkdir(exist_ok=True)
     tag = "_pooled" if a.pooled_only else ""
     run = a.out / (a.model + tag)
     budget = [f"train.steps={a.steps}", "train.max_minutes=0"] if a.steps else [f"train.max_minutes={a.minutes}"]
-    over = [*RECIPE, *budget, f"train.lr={a.lr}"] + (["model.text_tokens=false"] if a.pooled_only else [])
+    over = [*RECIPE, *budget, f"train.lr={a.lr}", f"data.text_encoder={a.encoder}"] + (["model.text_tokens=false"] if a.pooled_only else [])
     if a.model == "dit":
         over += ["model.kind=dit", f"model.patch_size={a.patch}", f"model.width={a.width}", f"model.depth={a.depth}", f"model.heads={a.heads}"]
     if not a.skip_train:
@@ -124,7 +77,7 @@ def main() -> None:
     net, _, state = dl.runs.load_network(run)
     res = {"model": a.model, "overrides": over, "steps": state["step"], "parameters": dl.nets.count_parameters(net), "rows": {}}
     scales = [float(w) for w in a.scales.split(",")]
-    for split in ("seen", "held_out"):
+    for split in ("seen", "held_out", "user"):
         rows = run_text_metrics(run, prompt_set(split), scales, per_prompt=a.per_prompt, sampler=a.sampler, steps=20)
         res["rows"][split] = rows
         for r in rows:
@@ -140,7 +93,7 @@ def main() -> None:
              "| wording | w | class accuracy | shade accuracy | size accuracy | FD | precision | recall |", "|---|---|---|---|---|---|---|---|"]
     for split, rows in res["rows"].items():
         for r in rows:
-            lines.append(f"| {split} | {r['scale']:g} | {r['class_accuracy']:.3f} | {r['shade_accuracy']:.3f} | {r['size_accuracy']:.3f} | "
+            lines.append(f"| {split} | {r['scale']:g} | {r['class_accuracy']:.3f} | {fmt(r['shade_accuracy'])} | {fmt(r['size_accuracy'])} | "
                          f"{r['fd']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} |")
     (run / "text2image_benchmark.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

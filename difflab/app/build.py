@@ -65,7 +65,7 @@ def build_data(cfg, split: str | None = None):
         if cfg.captions:
             from ..data.captions import captioned
 
-            return captioned(images, split=cfg.captions)
+            return captioned(images, cfg.text_encoder, split=cfg.captions)
         return images
     if cfg.name == "folder":
         if not cfg.root:
@@ -248,8 +248,6 @@ def data_record(data) -> dict:
     if latent:  # latents, not pixels: no range to clip to; what they decode to is kept beside
         record.update(range=None, latent=latent)
     if isinstance(data, CaptionedImages):  # what a prompt must be encoded like, and the attributes' cut points
-        from ..text_encoder import NAME
-
-        record["captions"] = {"split": data.split, "encoder": NAME, "dim": data.context_dim, "length": data.length,
+        record["captions"] = {"split": data.split, "encoder": data.encoder, "dim": data.context_dim, "length": data.length,
                               "thresholds": data.cuts.to_dict()}
     return record

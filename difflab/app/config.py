@@ -46,6 +46,7 @@ class DataConfig:
     low_res: int = 0  # >= 2: super-resolution data: each image with its f-times smaller block average as the condition low_res
     captions: str = ""  # fashion_mnist: "seen" gives every image a caption (class, shade, size; data.captions), encoded by
     #                     the sentence encoder of the optional extra difflab[text], for a text-conditioned model
+    text_encoder: str = "minilm"  # captions: the sentence encoder (difflab.text_encoder): minilm | mpnet (difflab[text-mpnet])
 
     def __post_init__(self):
         from ..data import TOY_SETS
@@ -80,6 +81,12 @@ class DataConfig:
         if self.captions and (self.name != "fashion_mnist" or self.levels):
             raise ValueError("data.captions describes Fashion-MNIST images (class, shade, size): it needs "
                              "data.name = 'fashion_mnist' without data.levels")
+        from ..text_encoder import ENCODERS
+
+        choose(self.text_encoder, tuple(ENCODERS), "data.text_encoder")
+        if self.text_encoder != "minilm" and not self.captions:
+            raise ValueError(f"data.text_encoder = {self.text_encoder!r} says how captions are encoded: it needs "
+                             "data.captions = 'seen'")
 
     @property
     def categorical(self) -> bool:

@@ -290,10 +290,16 @@ def write_report(run, key: str, result: dict, command: str) -> Path:
 def prompt_set(split: str = "seen", seed: int = 0) -> list:
     """One prompt per (class, shade, size) of Fashion-MNIST (90), each naming all three, in the wording of
     `split` ("seen": the training captions' vocabulary; "held_out": synonyms and templates never trained on),
-    drawn with a fixed seed (`data.captions`)."""
+    drawn with a fixed seed (`data.captions`); "user": the 100 prompts written as a user would
+    (`data.user_prompts`, the class always, shade and size where they say it; a test set only)."""
     import random
 
     from ..data.captions import captions
+
+    if split == "user":
+        from ..data.user_prompts import user_prompts
+
+        return user_prompts()
 
     rng = random.Random(seed)
     table = [c for c in captions(split) if c.size is not None]

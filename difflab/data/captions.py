@@ -69,7 +69,7 @@ def _article(text: str) -> str:
 class Caption:
     text: str
     label: int
-    shade: int
+    shade: int | None  # None: the sentence does not say (a user's prompt, data.user_prompts)
     size: int | None  # None: the sentence does not say
     split: str
 
@@ -180,15 +180,18 @@ def assign(labels: Tensor, shade: Tensor, size: Tensor, table: list[Caption], se
 
 def encode_cached(encoder, texts: list[str], length: int | None = None) -> dict[str, Tensor]:
     """encoder(texts, length) through a cache on disk (text_encoder.cache_root()/captions, safetensors keyed
-    by the texts and the encoder), so a training set's captions are encoded once (`encoder` None: the
-    `text_encoder.SentenceEncoder`, loaded only when the cache misses)."""
+    by the texts and the encoder's name), so a training set's captions are encoded once. `encoder`: a loaded
+    `text_encoder.SentenceEncoder`, or the name of one (None: the default, MiniLM), loaded only when the cache
+    misses."""
     import hashlib
 
     from safetensors.torch import load_file, save_file
 
-    from ..text_encoder import NAME, cache_root
+    from ..text_encoder import NAME, SentenceEncoder, cache_root, encoder_spec
 
-    key = hashlib.sha256("\n".join([NAME, str(length), *texts]).encode()).hexdigest()[:24]
+    named = encoder is None or isinstance(encoder, str)
+    name = encoder_spec(encoder or NAME).name if named else getattr(encoder, "name", NAME)
+    key = hashlib.sha256("\n".join([name, str(length), *texts]).encode()).hexdigest()[:24]
     file = cache_root() / "captions" / f"{key}.safetensors"
     if file.exists():
         try:
@@ -197,10 +200,8 @@ def encode_cached(encoder, texts: list[str], length: int | None = None) -> dict[
             return out
         except Exception:  # a damaged cache file is encoded again
             file.unlink(missing_ok=True)
-    if encoder is None:
-        from ..text_encoder import SentenceEncoder
-
-        encoder = SentenceEncoder()
+    if named:
+        encoder = SentenceEncoder(name=name)
     out = encoder(texts, length=length)
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(".tmp")
@@ -221,6 +222,7 @@ class CaptionedImages(ImageData):
     null: dict | None = None
     cuts: Thresholds | None = None
     split: str = "seen"
+    encoder: str = "all-MiniLM-L6-v2"  # the sentence encoder's name (text_encoder.ENCODERS)
 
     def batch(self, index: Tensor) -> dict[str, Tensor]:
         out = super().batch(index)
@@ -242,8 +244,12 @@ class CaptionedImages(ImageData):
 
 def captioned(images: ImageData, encoder=None, split: str = "seen", seed: int = 0, cuts: Thresholds | None = None) -> CaptionedImages:
     """Fashion-MNIST images with one true caption each (module doc); every caption of the split is encoded once
-    (`encode_cached`, the same cache for every set of images). The attribute cut points are measured on these
-    images unless `cuts` are given (a test split uses the training split's)."""
+    (`encode_cached`, the same cache for every set of images) by `encoder` (a loaded `SentenceEncoder` or the name
+    of one; None: MiniLM). The attribute cut points are measured on these images unless `cuts` are given (a test
+    split uses the training split's)."""
+    from ..text_encoder import NAME, encoder_spec
+
+    name = encoder_spec(encoder or NAME).name if encoder is None or isinstance(encoder, str) else getattr(encoder, "name", NAME)
     if images.labels is None or tuple(images.images.shape[1:]) != (1, 28, 28) or int(images.labels.max()) > 9:
         raise ValueError("captions are made for Fashion-MNIST (28x28 grey images, classes 0..9): data.name = 'fashion_mnist'")
     cuts = cuts or thresholds(images.images, images.labels)
@@ -255,4 +261,4 @@ def captioned(images: ImageData, encoder=None, split: str = "seen", seed: int = 
     null = {"context": enc["context"][-1:], "context_mask": enc["mask"][-1:], "pooled": enc["pooled"][-1:]}
     return CaptionedImages(images.images, images.labels, f"{images.name}+captions:{split}", images.class_names,
                            texts=texts, caption_index=assign(images.labels, shade, size, table, seed), encoded=encoded,
-                           null=null, cuts=cuts, split=split)
+                           null=null, cuts=cuts, split=split, encoder=name)

@@ -36,6 +36,12 @@ def text_fields(cfg) -> tuple[str, ...]:
     return TEXT_FIELDS if cfg.model.text_tokens else ("pooled",)
 
 
+def _stated_accuracy(got: torch.Tensor, want: torch.Tensor) -> float | None:
+    """The share of `got == want` among the examples whose `want` is stated (>= 0); None when none is."""
+    stated = want >= 0
+    return float((got[stated] == want[stated]).double().mean()) if stated.any() else None
+
+
 def _conditions(cfg) -> tuple[str, ...]:
     return (("label",) if cfg.model.class_conditional else ()) + text_fields(cfg) + (("low_res",) if cfg.data.low_res else ())
 
@@ -243,12 +249,15 @@ class Diffusion(Kind):
         info = run.facts.get("captions")
         if not info:
             raise ValueError(f"{run} is not text-conditional (trained without data.captions): it takes no prompt")
-        from ...text_encoder import NAME, shared
+        from ...text_encoder import NAME, encoder_spec, shared
 
-        if info.get("encoder") != NAME:
-            raise ValueError(f"{run} was trained on captions encoded by {info.get('encoder')}; this difflab has {NAME}")
+        name = info.get("encoder", NAME)
+        try:
+            encoder_spec(name)
+        except ValueError as e:
+            raise ValueError(f"{run} was trained on captions encoded by {name}, an encoder this difflab does not have ({e})") from None
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        encoder = shared(str(device))
+        encoder = shared(str(device), name)
         longest = max(len(encoder.tokenizer(p)["input_ids"]) for p in prompts)
         if longest > info["length"]:
             say(f"note: a prompt of {longest} tokens is cut to the {info['length']} the run was trained on")
@@ -480,7 +489,9 @@ class Diffusion(Kind):
         cuts = Thresholds.from_dict(info["captions"]["thresholds"])
         text = self.prompt_condition(run, [p.text for p in prompts], device)
         cond = {k: v.repeat_interleave(per_prompt, 0) for k, v in text.items()}
-        want = {k: torch.tensor([getattr(p, k) for p in prompts]).repeat_interleave(per_prompt) for k in ("label", "shade", "size")}
+        # -1: the prompt does not say (a user's wording); an attribute is scored on the prompts that state it
+        want = {k: torch.tensor([-1 if getattr(p, k) is None else getattr(p, k) for p in prompts]).repeat_interleave(per_prompt)
+                for k in ("label", "shade", "size")}
         n = len(prompts) * per_prompt
         net, _ = load_feature_net("fashion_mnist", device=device)
         real, _, _ = held_out(run, "test", reference, seed)
@@ -499,8 +510,8 @@ class Diffusion(Kind):
             shade, size = attributes(x, want["label"], cuts)
             m = image_metrics(net, real, x, labels=want["label"])
             rows.append({"scale": float(w), "class_accuracy": m["accuracy"],
-                         "shade_accuracy": float((shade == want["shade"]).double().mean()),
-                         "size_accuracy": float((size == want["size"]).double().mean()),
+                         "shade_accuracy": _stated_accuracy(shade, want["shade"]),
+                         "size_accuracy": _stated_accuracy(size, want["size"]),
                          "fd": m["fd"], "precision": m["precision"], "recall": m["recall"], "n": n, "nfe": done.nfe,
                          "sampler": chosen.label, "steps": how["steps"],
                          "sample_seconds": round(time.time() - t0, 1)})
