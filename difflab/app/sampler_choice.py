@@ -21,7 +21,7 @@ run as it was measured: the configuration's own grid and sampler options do not 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .._checks import choose
@@ -42,7 +42,6 @@ class Settings:
     reason: str
     budget: int | None = None
     source: str = "config"  # named | measured | preset | config
-    extra: dict = field(default_factory=dict)
 
 
 def check_table(by_nfe: dict, where: str) -> dict[int, str]:
@@ -148,7 +147,7 @@ def settle(cfg, sampler: str | None = None, steps: int | None = None, grid: str 
         steps = None if adaptive and steps is None else steps or s.steps
     grid_options = spec.grid_options or (s.grid_options if own and grid == (s.grid or None) and steps else {})
     kwargs = {"sampler": spec.sampler, "steps": steps, "grid": grid, "grid_options": grid_options, **options, **extra}
-    return Settings(kwargs, label, reason, nfe if not adaptive else None, source, extra)
+    return Settings(kwargs, label, reason, nfe if not adaptive else None, source)
 
 
 def sampling_settings(cfg, sampler: str | None = None, steps: int | None = None, grid: str | None = None, *,
