@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import difflab as dl
-from difflab.app.bench import default_job, difflab_job, sweep
+from difflab.app.bench import default_job, difflab_job, over_seeds, sweep
 from difflab.app.build import build_data
 from difflab.app.run import Run
 from difflab.app.sampler_choice import settle
@@ -62,15 +62,7 @@ def main():
     for seed in range(a.seeds):
         x_T = dl.sampling.prior_noise(path, a.n, shape, seed)
         per_seed.append(sweep(jobs, x_T, nfes, score, seed=seed, batch_size=500, log=lambda line: print(f"seed {seed}: {line}", flush=True)))
-    rows = []
-    for i, row in enumerate(per_seed[0]):
-        if "error" in row:
-            continue
-        out = {"sampler": row["sampler"], "nfe_budget": row["nfe_budget"], "nfe": row["nfe"]}
-        for k in judges:
-            vals = torch.tensor([rs[i][k] for rs in per_seed], dtype=torch.float64)
-            out[k], out[f"{k}_std"], out[f"{k}_per_seed"] = float(vals.mean()), float(vals.std()) if len(vals) > 1 else 0.0, vals.tolist()
-        rows.append(out)
+    rows = over_seeds(per_seed, spread=tuple(judges), mean=tuple(judges))
     chosen = {b: settle(cfg, nfe=b, folder=run.folder) for b in nfes}
     print(f"\n# `difflab sample {a.run} --nfe N` against every candidate: FD of {a.n:,} samples, mean ± std over {a.seeds} "
           f"seeds\n\nfloor (real training images): " + ", ".join(f"{k} {v:.4f}" for k, v in floor.items()) + "\n")

@@ -68,6 +68,7 @@ import torch
 
 import difflab as dl
 import difflab.bench
+from difflab.app.bench import over_seeds
 from difflab.features import features, image_metrics, load_feature_net, second_feature_net
 
 DIFFLAB_BUDGET_RECIPE = ("train.lr=2e-3", "train.lr_decay=cosine")  # the preset's fixed-time recipe
@@ -172,29 +173,6 @@ def second_judge(real):
     net, _ = load_feature_net(second_feature_net("fashion_mnist"))
     stats = dl.metrics.gaussian_stats(features(net, real)[0])
     return lambda x: dl.metrics.frechet_distance(stats, features(net, x)[0])
-
-
-def over_seeds(per_seed: list[list[dict]]) -> list[dict]:
-    """Rows of the same (side, sampler, NFE) from several seeds -> one row: each figure's mean, and for the FDs
-    their standard deviation over the seeds (`fd_std`, `fd_b_std`) and the values (`fd_per_seed`)."""
-    groups: dict = {}
-    for rows in per_seed:
-        for r in rows:
-            groups.setdefault((r["side"], r["sampler"], r["nfe"]), []).append(r)
-    out = []
-    for rs in groups.values():
-        row = dict(rs[0])
-        for key in ("fd", "fd_b", "precision", "recall", "seconds_per_sample"):
-            if key in row:
-                row[key] = sum(r[key] for r in rs) / len(rs)
-        for key in ("fd", "fd_b"):
-            if key in row:
-                vals = torch.tensor([r[key] for r in rs], dtype=torch.float64)
-                row[f"{key}_std"] = float(vals.std()) if len(rs) > 1 else 0.0
-                row[f"{key}_per_seed"] = vals.tolist()
-        row["seeds"] = len(rs)
-        out.append(row)
-    return out
 
 
 @torch.no_grad()

@@ -1,9 +1,9 @@
 """The sampler harness and `difflab bench samplers`, under the name earlier versions gave them: `difflab.app.bench`."""
 
 from .app.bench import (DEFAULT_SAMPLERS, DIFFUSERS_SCHEDULERS, Job, Timed, default_job, difflab_job, diffusers_job,
-                        measure_samplers, parse_sampler_spec, sweep)
+                        measure_samplers, over_seeds, parse_sampler_spec, sweep)
 
-__all__ = ["Job", "Timed", "difflab_job", "default_job", "diffusers_job", "sweep", "bench_samplers", "measure_samplers", "parse_sampler_spec",
+__all__ = ["Job", "Timed", "difflab_job", "default_job", "diffusers_job", "sweep", "over_seeds", "bench_samplers", "measure_samplers", "parse_sampler_spec",
            "DEFAULT_SAMPLERS", "DIFFUSERS_SCHEDULERS"]
 
 

@@ -177,3 +177,21 @@ def test_bench_samplers_table_and_the_same_answers_as_diffusers(tmp_path):
     assert "| ddim | difflab | 20 |" in (run / "bench_samplers.md").read_text()
     r = runner.invoke(app, ["bench", "samplers", str(run), "--nfe", "20", "--n", "100", "--samplers", "ddim", "--append"])
     assert r.exit_code == 2 and "n=200, seed=0" in r.output and "--n 200" in r.output
+
+
+def test_over_seeds_averages_each_job_and_spreads_the_fds():
+    """One row per (library, sampler, budget) from rows of several seeds: means, the sample standard deviation
+    (n - 1) and the values, failed rows left out; a single seed has spread 0."""
+    import statistics
+
+    seeds = [[{"library": "difflab", "sampler": "a", "nfe_budget": 10, "nfe": 10, "fd": v, "fd_b": 2 * v, "precision": 0.5},
+              {"library": "diffusers", "sampler": "a", "nfe_budget": 10, "error": "failed"},
+              {"library": "difflab", "sampler": "a", "nfe_budget": 20, "nfe": 20, "fd": v / 2}] for v in (1.0, 2.0, 4.0)]
+    rows = dl.bench.over_seeds(seeds)
+    assert [(r["library"], r["nfe_budget"]) for r in rows] == [("difflab", 10), ("difflab", 20)]
+    r10, r20 = rows
+    assert r10["fd"] == pytest.approx(7 / 3) and r10["fd_b"] == pytest.approx(14 / 3) and r10["precision"] == 0.5
+    assert r10["fd_std"] == pytest.approx(statistics.stdev([1.0, 2.0, 4.0])) and r10["fd_per_seed"] == [1.0, 2.0, 4.0]
+    assert r10["seeds"] == 3 and r20["fd"] == pytest.approx(7 / 6) and "fd_b_std" not in r20
+    one = dl.bench.over_seeds(seeds[:1])
+    assert one[0]["fd_std"] == 0.0 and one[0]["seeds"] == 1

@@ -35,7 +35,7 @@ from .._random import derive_seed, example_generators, split_generators
 from ..sampling import SamplerSpec, about, parse_sampler_spec, prior_noise, sample
 from .folders import write_atomically, write_json
 
-__all__ = ["Job", "difflab_job", "default_job", "diffusers_job", "sweep", "measure_samplers", "parse_sampler_spec",
+__all__ = ["Job", "difflab_job", "default_job", "diffusers_job", "sweep", "over_seeds", "measure_samplers", "parse_sampler_spec",
            "DEFAULT_SAMPLERS", "DIFFUSERS_SCHEDULERS"]
 
 DEFAULT_SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "unipc", "ode_euler", "ode_heun", "ode_rk4", "euler_maruyama")
@@ -199,6 +199,33 @@ def sweep(jobs: list[Job], x_T: Tensor, nfes, score: Callable[[Tensor], dict], *
 
 
 # -- difflab bench samplers RUN ------------------------------------------------------------------
+
+
+def over_seeds(per_seed: list[list[dict]], spread=("fd", "fd_b"),
+               mean=("fd", "fd_b", "precision", "recall", "seconds_per_sample")) -> list[dict]:
+    """`sweep`'s rows from several seeds of the noise -> one row per (side or library, sampler, NFE budget), in
+    first-seen order: each figure of `mean` averaged, and for each of `spread` its standard deviation over the seeds
+    (`fd_std`, with Bessel's correction; 0 for one seed) and the values (`fd_per_seed`). Failed rows are left out."""
+    groups: dict = {}
+    for rows in per_seed:
+        for r in rows:
+            if "error" not in r:
+                key = (r.get("side", r.get("library")), r["sampler"], r.get("nfe_budget", r.get("nfe")))
+                groups.setdefault(key, []).append(r)
+    out = []
+    for rs in groups.values():
+        row = dict(rs[0])
+        for key in mean:
+            if key in row:
+                row[key] = sum(r[key] for r in rs) / len(rs)
+        for key in spread:
+            if key in row:
+                vals = torch.tensor([r[key] for r in rs], dtype=torch.float64)
+                row[f"{key}_std"] = float(vals.std()) if len(rs) > 1 else 0.0
+                row[f"{key}_per_seed"] = vals.tolist()
+        row["seeds"] = len(rs)
+        out.append(row)
+    return out
 
 def measure_samplers(run, request) -> dict:
     """Quality and time of each sampler of `request` (a `requests.BenchRequest`) at each NFE budget on a diffusion
