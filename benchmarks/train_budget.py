@@ -44,8 +44,9 @@ trained for the same wall-clock minutes on this machine, then sampled at 10 and 
   (SDE-DPM-Solver++) also draws noise as it goes; its FD moves with that noise's seed (by +-0.05 at
   n = 1,000), so `--noise-seeds K` averages it over K seeds.
 - The report names the recommended recipe at each NFE: the side of difflab's (pixel, cascade, latent) with the
-  lowest FD, and its ratio to the diffusers baseline's (issue 19's goal: at most 0.5). With n = 5,000 (2026-12-05,
-  the preset with min-SNR weighting): the pixel preset at 10 NFE (0.38) and at 20 NFE (0.55).
+  lowest FD, and its ratio to the diffusers baseline's (goal: at most 0.5 in both feature nets). On 2026-12-06 (3 seeds,
+  n = 5,000, benchmarks/README.md): the pixel preset's default sampler, 0.37 at 10 NFE and 0.41 at 20 (0.37 and 0.37 in
+  the second net).
   Writes `train_budget.json` and `train_budget.md` into `--out`.
 - Every FD is the mean and standard deviation over `--seeds` (3) seeds of the noise (the starting noise and the
   noise stochastic samplers draw) at `--n` (5,000) samples against the same 5,000 test images, in the shipped
