@@ -178,6 +178,15 @@ def assign(labels: Tensor, shade: Tensor, size: Tensor, table: list[Caption], se
     return out
 
 
+def _encoder_name(encoder) -> str:
+    """The model name of `encoder`: a loaded SentenceEncoder, a key or name of one, or None (the default, MiniLM)."""
+    from ..text_encoder import NAME, encoder_spec
+
+    if encoder is None or isinstance(encoder, str):
+        return encoder_spec(encoder or NAME).name
+    return getattr(encoder, "name", NAME)
+
+
 def encode_cached(encoder, texts: list[str], length: int | None = None) -> dict[str, Tensor]:
     """encoder(texts, length) through a cache on disk (text_encoder.cache_root()/captions, safetensors keyed
     by the texts and the encoder's name), so a training set's captions are encoded once. `encoder`: a loaded
@@ -187,10 +196,10 @@ def encode_cached(encoder, texts: list[str], length: int | None = None) -> dict[
 
     from safetensors.torch import load_file, save_file
 
-    from ..text_encoder import NAME, SentenceEncoder, cache_root, encoder_spec
+    from ..text_encoder import SentenceEncoder, cache_root
 
     named = encoder is None or isinstance(encoder, str)
-    name = encoder_spec(encoder or NAME).name if named else getattr(encoder, "name", NAME)
+    name = _encoder_name(encoder)
     key = hashlib.sha256("\n".join([name, str(length), *texts]).encode()).hexdigest()[:24]
     file = cache_root() / "captions" / f"{key}.safetensors"
     if file.exists():
@@ -247,9 +256,7 @@ def captioned(images: ImageData, encoder=None, split: str = "seen", seed: int = 
     (`encode_cached`, the same cache for every set of images) by `encoder` (a loaded `SentenceEncoder` or the name
     of one; None: MiniLM). The attribute cut points are measured on these images unless `cuts` are given (a test
     split uses the training split's)."""
-    from ..text_encoder import NAME, encoder_spec
-
-    name = encoder_spec(encoder or NAME).name if encoder is None or isinstance(encoder, str) else getattr(encoder, "name", NAME)
+    name = _encoder_name(encoder)
     if images.labels is None or tuple(images.images.shape[1:]) != (1, 28, 28) or int(images.labels.max()) > 9:
         raise ValueError("captions are made for Fashion-MNIST (28x28 grey images, classes 0..9): data.name = 'fashion_mnist'")
     cuts = cuts or thresholds(images.images, images.labels)
