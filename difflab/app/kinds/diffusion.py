@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ... import sampling
-from ..build import (build_model, build_path, build_source, build_time_sampler, data_record, source_sample)
+from ..build import (build_data, build_model, build_path, build_source, build_time_sampler, data_record, source_sample)
 from ..folders import say
 from ..outputs import Samples
 from ..requests import check_fits, labels_for
@@ -478,20 +478,29 @@ class Diffusion(Kind):
         """For each classifier-free scale w in `scales`: `per_prompt` samples of each prompt (a `data.captions.Caption`,
         which knows the class, shade and size it asks for), the shipped judge's class accuracy on them, the accuracy
         of each attribute measured from the samples' pixels against the run's training cut points (chance 1/3), and
-        the Frechet distance, precision and recall of all the samples against `reference` test images."""
-        from ...data.captions import Thresholds, attributes
+        the Frechet distance, precision and recall of all the samples against `reference` test images.
+
+        A class-conditional Fashion-MNIST run is measured the same way, given each prompt's class itself instead of
+        its words (the ceiling a text model is compared with; its shade and size are not asked, so near chance);
+        its cut points are those of its training images, as a captioned run's are."""
+        from ...data.captions import Thresholds, attributes, thresholds
         from ...features import image_metrics, load_feature_net
         from ..evaluate import held_out
 
         cfg, info = run.config, run.facts
-        if not cfg.model.text_conditional or not info.get("captions"):
-            raise ValueError(f"{run} is not text-conditional: it takes no prompts")
-        cuts = Thresholds.from_dict(info["captions"]["thresholds"])
-        text = self.prompt_condition(run, [p.text for p in prompts], device)
-        cond = {k: v.repeat_interleave(per_prompt, 0) for k, v in text.items()}
         # -1: the prompt does not say (a user's wording); an attribute is scored on the prompts that state it
         want = {k: torch.tensor([-1 if getattr(p, k) is None else getattr(p, k) for p in prompts]).repeat_interleave(per_prompt)
                 for k in ("label", "shade", "size")}
+        if cfg.model.text_conditional and info.get("captions"):
+            cuts = Thresholds.from_dict(info["captions"]["thresholds"])
+            text = self.prompt_condition(run, [p.text for p in prompts], device)
+            cond = {k: v.repeat_interleave(per_prompt, 0) for k, v in text.items()}
+        elif cfg.model.class_conditional and cfg.data.name == "fashion_mnist" and not info.get("latent"):
+            train = build_data(cfg.data, "train")
+            cuts = thresholds(train.images, train.labels)
+            cond = {"label": want["label"].to(device)}
+        else:
+            raise ValueError(f"{run} is neither text-conditional nor a class-conditional Fashion-MNIST run: it takes no prompts")
         n = len(prompts) * per_prompt
         net, _ = load_feature_net("fashion_mnist", device=device)
         real, _, _ = held_out(run, "test", reference, seed)
@@ -629,7 +638,6 @@ class Diffusion(Kind):
 
     def _test_images(self, run, request):
         """--test-images N: N held-out images of the run's data (drawn with the request's seed), or None."""
-        from ..build import build_data
         from ..evaluate import check_split
 
         if request.test_images is None:
