@@ -66,6 +66,13 @@ def test_the_thesaurus_adds_no_word_the_held_out_tests_ask_for():
     added |= set().union(*(_words(t) for t in th.EXTRA_TEMPLATES))
     assert "parka" in tested and "breeche" in added  # the check sees what it should
     assert not added & tested, sorted(added & tested)
+    # nor a phrase of them ("dress shirt" is made of seen words, but it is a held-out name)
+    texts = [f" {c.text.lower()} " for c in cap.captions("held_out")] + [f" {p[0].lower()} " for p in USER_PROMPTS]
+    seen_names = {w.lower() for v in cap.SYNONYMS.values() for w in v[0]}
+    for table in (th.CLASS_WORDS, th.SHADE_WORDS, th.SIZE_WORDS):
+        for v in table.values():
+            for w in v:
+                assert w.lower() not in seen_names and not any(f" {w.lower()} " in t for t in texts), w
     # class words of different classes never coincide, nor with another class's seen names
     names = {c: set(v[0]) | set(th.CLASS_WORDS[c]) for c, v in cap.SYNONYMS.items()}
     for a in range(10):

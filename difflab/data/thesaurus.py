@@ -31,7 +31,7 @@ from __future__ import annotations
 __all__ = ["CLASS_WORDS", "SHADE_WORDS", "SIZE_WORDS", "EXTRA_TEMPLATES"]
 
 CLASS_WORDS = {  # beyond captions.SYNONYMS' seen names
-    0: ("T-shirt", "tee shirt", "jersey", "tank top", "halter", "bustier"),
+    0: ("tee shirt", "jersey", "tank top", "halter", "bustier"),
     1: ("trouser", "pant", "bell-bottoms", "bellbottom trousers", "breeches", "knickerbockers", "corduroys", "cords",
         "jodhpurs", "riding breeches", "pedal pushers", "toreador pants", "salwar", "stretch pants",
         "trews", "Levi's"),
@@ -44,7 +44,7 @@ CLASS_WORDS = {  # beyond captions.SYNONYMS' seen names
         "pea jacket", "mackinaw", "mackintosh", "Burberry", "oilskin", "slicker", "lab coat", "box coat",
         "morning coat", "bolero"),
     5: ("espadrille", "huarache", "zori", "scuffer"),
-    6: ("dress shirt", "polo shirt", "shirtwaist", "kurta", "dashiki", "middy blouse", "camise"),
+    6: ("polo shirt", "shirtwaist", "kurta", "dashiki", "middy blouse", "camise"),
     7: ("plimsoll", "cleats"),
     8: ("pocketbook", "reticule", "holdall"),
     9: ("desert boot", "half boot", "top boot", "jackboot", "Wellington boot", "hip boot", "thigh boot", "riding boot",
