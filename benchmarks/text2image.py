@@ -6,8 +6,9 @@ class, shade and size, prompted in the wording it was trained on and in held-out
 
 - Model: the `fashion_mnist` preset's network (`--model unet`, the patch-2 U-Net; or `dit`, with --width, --depth,
   --heads, --patch) with `model.text_conditional = true` (cross-attention to the caption's token states at the
-  attention levels, the pooled sentence embedding added to the time embedding), `data.captions = "seen"`,
-  caption dropout 0.1 to the empty caption; trained `--minutes` with the fixed-time recipe (lr 2e-3 cosine, bf16).
+  attention levels, the pooled sentence embedding added to the time embedding), `data.captions = "seen"`, read by
+  `--encoder` (mpnet, the preset's, or minilm), caption dropout 0.1 to the empty caption; trained `--minutes` with
+  the fixed-time recipe (lr 2e-3 cosine, bf16).
   `--pooled-only` (`model.text_tokens = false`): no cross-attention, the sentence embedding alone.
   `--captions augmented`: the seen wording widened by WordNet's names and more templates (`difflab.data.thesaurus`),
   still without a word of the held-out or user prompts.
@@ -20,7 +21,7 @@ class, shade and size, prompted in the wording it was trained on and in held-out
 - Figures (`difflab.evaluate.run_text_metrics`): the shipped judge's class accuracy, the accuracy of shade and size
   measured from the samples' pixels against the training cut points (chance 1/3), FD / precision / recall against
   1,000 test images.
-- Picture: figures/text2image.png (text2image_pooled.png with --pooled-only, _mpnet with --encoder mpnet, ...), rows of prompts (seen and held out) by samples, at `--picture-scale`.
+- Picture: figures/text2image.png (text2image_pooled.png with --pooled-only, _minilm with --encoder minilm, ...), rows of prompts (seen and held out) by samples, at `--picture-scale`.
 - What the frozen encoder itself tells apart (the yardstick for a model that reads it): benchmarks/text_encoders.py.
 Writes text2image_benchmark.json / .md into the run's folder in --out. Run it alone on the machine.
 """
@@ -69,15 +70,15 @@ def main() -> None:
     ap.add_argument("--pooled-only", action="store_true", help="model.text_tokens = false (module doc)")
     ap.add_argument("--captions", choices=("seen", "augmented"), default="seen", help="the training wording (module doc)")
     ap.add_argument("--class-conditional", action="store_true", help="the ceiling: given the class, not words (module doc)")
-    ap.add_argument("--encoder", default="minilm", help="data.text_encoder: the sentence encoder the model reads "
-                                                        "(benchmarks/text_encoders.py compares them)")
+    ap.add_argument("--encoder", default="mpnet", help="data.text_encoder: the sentence encoder the model reads (the "
+                                                       "fashion_mnist_text preset's; benchmarks/text_encoders.py compares them)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     FIGURES.mkdir(exist_ok=True)
-    if a.class_conditional and (a.pooled_only or a.captions != "seen" or a.encoder != "minilm"):
+    if a.class_conditional and (a.pooled_only or a.captions != "seen" or a.encoder != "mpnet"):
         ap.error("--pooled-only, --captions and --encoder say how a text model reads its prompt; --class-conditional reads none")
     tag = "_class" if a.class_conditional else "".join(
-        ("_pooled" if a.pooled_only else "", "_augmented" if a.captions == "augmented" else "", "" if a.encoder == "minilm" else f"_{a.encoder}"))
+        ("_pooled" if a.pooled_only else "", "_augmented" if a.captions == "augmented" else "", "" if a.encoder == "mpnet" else f"_{a.encoder}"))
     run = a.out / (a.model + tag)
     budget = [f"train.steps={a.steps}", "train.max_minutes=0"] if a.steps else [f"train.max_minutes={a.minutes}"]
     over = [*RECIPE, *budget, f"train.lr={a.lr}"]

