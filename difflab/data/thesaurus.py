@@ -15,7 +15,7 @@ needed at run time:
 - templates: new sentence shapes, written for this table.
 
 What keeps the held-out figures honest: no word here (up to a plural "s") occurs in the held-out caption vocabulary
-or in the user prompts (`data.user_prompts`) unless the seen vocabulary already has it; tests/test_captions.py
+or in the user prompts (`data.user_prompts`) unless the seen vocabulary already has it; tests/test_text.py
 checks it. So "parka", "cardigan", "jeans", "tote", "sundress", "pale" stay words the model never trained on. The
 held-out figures were not used to choose anything here.
 
