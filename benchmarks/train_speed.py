@@ -1,6 +1,8 @@
 """Training-step speed and peak memory: difflab's UNet against diffusers' UNet2DModel, side by side.
 
-Both networks are sized alike (parameter counts printed), trained with the same loss (eps-MSE on
+Both networks are the same architecture (channels, blocks, attention at the lowest level and in the middle,
+the time embedding scaling and shifting each block's second GroupNorm; parameter counts printed, within 0.1%
+at the default), trained with the same loss (eps-MSE on
 DDPM's linear schedule), AdamW, batch and resolution. Each model runs in its own fresh process so
 that peak memory (max resident set size during the timed steps, minus the resident size before
 them) is its own.
@@ -14,7 +16,7 @@ With `--patch` only difflab's network changes (a U-Net on patch x patch pixel pa
 
 Levers, applied to both sides alike: `--channels-last` (memory format of the network and its input), `--optim
 foreach|fused` (AdamW's multi-tensor or fused kernels), `--bf16` (autocast), `--compile` (torch.compile; its
-cold start is reported apart). `--rounds R` runs the two sides alternately R times, each in a fresh process, and
+cold start is reported apart), `--micro K` (each batch in K parts whose gradients add up to the batch's). `--rounds R` runs the two sides alternately R times, each in a fresh process, and
 reports medians. `--profile` prints each side's top operators (self CPU time and share of the step) and `--peak`
 the fraction of the machine's float32 matmul peak (a large sgemm, measured in the same process) that the step's
 FLOPs (counted by torch.utils.flop_counter) reach.
@@ -28,12 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
-import subprocess
 import sys
 import time
 
 import torch
+from fresh import alternate, medians
 
 
 def make(kind: str, a):
@@ -49,7 +50,8 @@ def make(kind: str, a):
     down = tuple("DownBlock2D" for _ in mult[:-1]) + ("AttnDownBlock2D",)
     up = ("AttnUpBlock2D",) + tuple("UpBlock2D" for _ in mult[:-1])
     net = UNet2DModel(sample_size=a.size, in_channels=1, out_channels=1, block_out_channels=chans, layers_per_block=a.blocks,
-                      down_block_types=down, up_block_types=up, norm_num_groups=min(32, a.channels), attention_head_dim=32)
+                      down_block_types=down, up_block_types=up, norm_num_groups=min(32, a.channels), attention_head_dim=32,
+                      resnet_time_scale_shift="scale_shift")  # the time embedding scales and shifts, as difflab's ResBlock
     return lambda x, t: net(x, t * 1000).sample, net
 
 
@@ -85,10 +87,11 @@ def child(kind: str, a) -> dict:
     def step():
         t = torch.randint(1, 1001, (a.batch,), generator=g).float() / 1000
         z = torch.randn(x0.shape, generator=g).contiguous(memory_format=fmt)
-        with autocast():
-            loss = (call(path.perturb(x0, t, z), t).float() - z).pow(2).mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        for xs, ts, zs in zip(x0.chunk(a.micro), t.chunk(a.micro), z.chunk(a.micro)):  # the same gradient, summed by parts
+            with autocast():
+                loss = (call(path.perturb(xs, ts, zs), ts).float() - zs).pow(2).sum() / z.numel()
+            loss.backward()
         opt.step()
 
     t0 = time.perf_counter()
@@ -122,6 +125,7 @@ def child(kind: str, a) -> dict:
         events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
         total = sum(e.self_cpu_time_total for e in events)
         out["top_ops"] = [(e.key, e.self_cpu_time_total / total) for e in events[:12]]
+        out["conv_share"] = sum(e.self_cpu_time_total for e in events if "convolution" in e.key) / total
     return out
 
 
@@ -140,6 +144,8 @@ def main():
     ap.add_argument("--optim", default="plain", choices=("plain", "foreach", "fused"), help="AdamW's implementation")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network call (first step reported apart)")
+    ap.add_argument("--micro", type=int, default=1, help="the batch in this many parts, their gradients summed (cache-sized "
+                    "activations; the same gradient)")
     ap.add_argument("--rounds", type=int, default=1, help="alternate the sides this many times; medians reported")
     ap.add_argument("--peak", action="store_true", help="the fraction of the float32 matmul peak the step reaches")
     ap.add_argument("--profile", action="store_true", help="each side's top operators by self CPU time")
@@ -148,19 +154,10 @@ def main():
     if a.child:
         print(json.dumps(child(a.child, a)))
         return
-    runs = {"difflab": [], "diffusers": []}
-    for _ in range(a.rounds):
-        for kind in runs:
-            r = subprocess.run([sys.executable, __file__, "--child", kind] + sys.argv[1:], capture_output=True, text=True)
-            if r.returncode:
-                sys.exit(f"{kind} failed:\n{r.stderr[-3000:]}")
-            runs[kind].append(json.loads(r.stdout.strip().splitlines()[-1]))
+    runs = alternate(__file__, ("difflab", "diffusers"), sys.argv[1:], a.rounds)
     rows = []
     for kind, rs in runs.items():
-        row = dict(rs[0])
-        for key in ("images_per_s", "ms_per_step", "peak_rss_mb", "peak_growth_mb", "first_step_s", "peak_fraction"):
-            if key in row:
-                row[key] = statistics.median(r[key] for r in rs)
+        row = medians(rs, ("images_per_s", "ms_per_step", "peak_rss_mb", "peak_growth_mb", "first_step_s", "peak_fraction"))
         row["images_per_s_all"] = [round(r["images_per_s"], 1) for r in rs]
         rows.append(row)
     if a.peak:  # one peak for both sides: the best sgemm rate seen in any process (single runs vary by up to 40%)
@@ -169,7 +166,8 @@ def main():
             row["matmul_peak_flops"] = peak
             row["peak_fraction"] = row["flops_per_step"] / (row["ms_per_step"] / 1000) / peak
     levers = [name for name, on in (("channels-last", a.channels_last), (f"AdamW {a.optim}", a.optim != "plain"),
-                                     ("bf16 autocast", a.bf16), ("torch.compile", a.compile)) if on]
+                                     ("bf16 autocast", a.bf16), ("torch.compile", a.compile),
+                                     (f"{a.micro} micro-batches", a.micro > 1)) if on]
     print(f"# training step, 1x{a.size}x{a.size}, batch {a.batch}, {a.threads} threads, torch {torch.__version__}"
           f"{f', difflab on {a.patch}x{a.patch} patches' if a.patch > 1 else ''}; {', '.join(levers) or 'float32, no lever'}; "
           f"median of {a.rounds} round(s), each side in a fresh process\n")
@@ -192,6 +190,9 @@ def main():
             print(f"\n{r['kind']}: top operators by self CPU time (share of the profiled steps)\n\n| operator | share |\n|---|---|")
             for name, share in r["top_ops"]:
                 print(f"| {name} | {share:.1%} |")
+            conv = r["conv_share"]
+            print(f"\nconvolution forward and backward: {conv:.1%} of the step; were every other operator free, the step "
+                  f"would be at most {1 / conv:.2f}x faster (Amdahl)")
 
 
 if __name__ == "__main__":
