@@ -55,6 +55,27 @@ def test_resume_is_bit_identical(tmp_path, amp_cpu):
     assert len(list((tmp_path / "straight" / "checkpoints").glob("step-*"))) == 2
 
 
+def test_amp_cpu_auto_is_bf16_exactly_where_the_cpu_has_it(tmp_path, monkeypatch):
+    native = dl.training.loop.cpu_has_native_bf16
+    x86 = "processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512bw avx512_bf16 amx_tile\n\nprocessor\t: 1\n"
+    assert native(x86) and native(x86.replace("avx512_bf16", "amx_bf16"))
+    assert not native(x86.replace(" avx512_bf16", "")) and not native("")
+    assert native("Features\t: fp asimd bf16 i8mm\n") and not native("Features\t: fp asimd\n")  # Arm
+    short = {**TINY, "train": {**TINY["train"], "steps": 4}}
+    for has in (True, False):
+        monkeypatch.setattr(dl.training.loop, "cpu_has_native_bf16", lambda has=has: has)
+        dl.training.train(load_config(short, ['train.amp_cpu="auto"']), tmp_path / f"auto_{has}", progress=False)
+        dl.training.train(load_config(short, [f"train.amp_cpu={str(has).lower()}"]), tmp_path / f"set_{has}", progress=False)
+        # "auto" trains exactly as the explicit choice it stands for, and the checkpoint says which it was
+        _assert_identical(_weights(tmp_path / f"auto_{has}"), _weights(tmp_path / f"set_{has}"))
+        state = dl.training.checkpoint.read_state(dl.training.latest_checkpoint(tmp_path / f"auto_{has}"))
+        assert state["bf16_autocast"] is has
+    assert not torch.equal(_weights(tmp_path / "auto_True")["model"]["conv_in.weight"],
+                           _weights(tmp_path / "auto_False")["model"]["conv_in.weight"])  # bf16 did change the arithmetic
+    with pytest.raises(ValueError, match='amp_cpu must be true, false or "auto"'):
+        load_config(short, ["train.amp_cpu=yes"])
+
+
 def test_a_wall_clock_budget_stops_with_a_checkpoint_and_resumes_exactly(tmp_path, monkeypatch):
     monkeypatch.setattr(dl.training.loop, "time", _TickingClock())  # no test depends on the machine's speed
     cfg = load_config({**TINY, "train": {**TINY["train"], "steps": 10_000, "max_minutes": 0.02}})  # 1.2 s

@@ -210,7 +210,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 mixed precision on CUDA
-    amp_cpu: bool = False  # bf16 mixed precision on CPU too: 1.7x faster where the CPU has native bf16 (AVX512-BF16, AMX)
+    # bf16 mixed precision on CPU too: true, false, or "auto" (on where the CPU computes bf16 natively: AVX512-BF16, AMX,
+    # Arm BF16; there a step is 1.4-1.7x faster, elsewhere bf16 is emulated and slower)
+    amp_cpu: bool | str = False
     checkpoint_every: int = 1000
     keep_last: int = 3
     log_every: int = 50
@@ -223,6 +225,8 @@ class TrainConfig:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             raise ValueError(f"train.device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}")
         choose(self.lr_decay, LR_DECAYS, "train.lr_decay")
+        if not isinstance(self.amp_cpu, bool) and self.amp_cpu != "auto":
+            raise ValueError(f'train.amp_cpu must be true, false or "auto", got {self.amp_cpu!r}')
         if not 0 <= self.decay_from < 1:
             raise ValueError(f"train.decay_from must be in [0, 1), got {self.decay_from}")
         if not (self.max_minutes >= 0 and math.isfinite(self.max_minutes)):

@@ -53,6 +53,23 @@ class TrainResult:
     seconds: float
 
 
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bf16 natively (x86 AVX512-BF16 or AMX-BF16, Arm BF16), read from Linux's
+    /proc/cpuinfo (or the text `cpuinfo`): where bf16 autocast pays (train.amp_cpu = "auto"). Elsewhere (no
+    such flag, or no /proc/cpuinfo) False: bf16 would be emulated, slower than float32."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    text = cpuinfo
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def _budget_used(used: float, since: float, budget: float, world: int, device) -> float:
     """The fraction of the wall-clock budget spent (the largest over processes, so all agree on the
     learning rate and on the step where they stop)."""
@@ -194,7 +211,8 @@ def _fit(model, objective, data, run_dir, tc, info, device, resume_from, start_o
     if info.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     autocast = None
-    if (device.type == "cuda" and tc.amp) or (device.type == "cpu" and tc.amp_cpu):
+    amp_cpu = cpu_has_native_bf16() if tc.amp_cpu == "auto" else tc.amp_cpu
+    if (device.type == "cuda" and tc.amp) or (device.type == "cpu" and amp_cpu):
         autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731 - no loss scaling needed
     log = _Log(run_dir, step) if info.is_main else None
     bar = None
@@ -234,7 +252,8 @@ def _fit(model, objective, data, run_dir, tc, info, device, resume_from, start_o
         if info.is_main:
             save_checkpoint(run_dir, step, model=model, ema=ema, optimizer=optimizer, rng=rng, keep_last=tc.keep_last,
                             state={**extra_state, "epoch": epoch, "position": pos, "world": info.world, "data": data.name,
-                                   "last_loss": last_loss, "budget_seconds": budget_used + time.time() - t_start})
+                                   "last_loss": last_loss, "budget_seconds": budget_used + time.time() - t_start,
+                                   "bf16_autocast": autocast is not None})
 
     model.train()
     while step < end:
