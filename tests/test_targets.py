@@ -67,3 +67,38 @@ def test_error_scale_is_the_exact_ratio_of_errors(kind):
 def test_unknown_kind_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="valid choices: eps, x0, v, score, velocity.*Did you mean 'eps'"):
         dl.targets.from_x0_eps("epsilon", torch.zeros(1, 2), torch.zeros(1, 2), dl.paths.VP(), 0.5)
+
+
+def test_a_network_denoiser_evaluates_large_batches_in_parts_without_changing_them():
+    torch.manual_seed(0)
+    net = dl.nets.UNet(1, 8, (1, 2), 1, num_classes=3, context_dim=4).eval()
+    for p in net.parameters():  # away from the zero-initialised output layers, so the check has something to compare
+        torch.nn.init.normal_(p, std=0.1)
+    sizes = []
+    net.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+    path = dl.paths.DiscreteVP.cosine(100)
+    x, t = torch.randn(7, 1, 8, 8), torch.rand(7)
+    cond = {"label": torch.tensor([0, 1, 2, -1, 0, 1, 2]), "context": torch.randn(7, 5, 4), "context_mask": None}
+    whole = dl.as_denoiser(net, path, "v", chunk=0)
+    parts = dl.as_denoiser(net, path, "v", chunk=3)
+    with torch.no_grad():
+        expected = whole(x, t, **cond)
+        assert sizes == [7]
+        got = parts(x, t, **cond)
+        assert sizes[1:] == [3, 3, 1]  # every per-example tensor split alike, the rest (None) passed on
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+        sizes.clear()
+        parts(x, torch.tensor(0.5), label=cond["label"])  # one time for all: passed whole to every part
+        assert sizes == [3, 3, 1]
+    sizes.clear()
+    parts(x, t, **cond)  # with gradients (DPS, distillation): one call, one graph
+    assert sizes == [7]
+    # by device: on a CPU, parts of at most CPU_PART_NUMBERS input numbers (of 64 numbers each here)
+    sizes.clear()
+    n = dl.denoisers.CPU_PART_NUMBERS // 64 + 1
+    with torch.no_grad():
+        dl.as_denoiser(net, path, "v")(torch.randn(n, 1, 8, 8), torch.rand(n))
+    assert sizes == [n - 1, 1]
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="chunk must be"):
+            dl.as_denoiser(net, path, "v", chunk=bad)
