@@ -11,10 +11,11 @@ and a term g added to the score is (sigma^2 / alpha) g added to the denoiser. He
 
   w = 0 is the conditional model itself. diffusers' and most papers' `guidance_scale` is 1 + w. The
   conditional and unconditional passes go through the network as one batch (each conditioning tensor
-  concatenated with its null) where that is cheaper: on an accelerator, or for small batches; on a CPU a
-  large doubled batch runs slower per example than two calls (benchmarks/README.md measures 3.1x against
-  2.2x the unguided cost at batch 500), so there the passes are two calls. NFE counts 2 per step either
-  way. A `negative` condition replaces the null in the second pass: the samples are pushed away from it.
+  concatenated with its null) where that is cheaper: on an accelerator, or for small batches. On a CPU a
+  call's time grows in proportion to its batch from about 16 examples on, so one pass over 2B costs what two
+  over B do (2.0-2.1x an unguided call at batch 64 and 512 either way; 1.1-1.6x for one pass at batch <= 4:
+  benchmarks/README.md, "Classifier-free guidance's cost"), and there the passes are two calls. NFE counts 2
+  per step either way. A `negative` condition replaces the null in the second pass: the samples are pushed away from it.
 - `classifier(den, path, clf, scale)` (Dhariwal & Nichol 2021; the notes' s_w = s(x) + w grad log p_t(c | x)):
 
       D_w(x_t, c) = D(x_t) + w (sigma^2 / alpha) grad_x log p_t(c | x_t),
@@ -51,8 +52,8 @@ __all__ = ["classifier_free", "classifier", "dynamic_threshold", "as_classifier"
            "DynamicThreshold", "NetworkClassifier"]
 
 
-# On a CPU one call on 2B examples beats two calls on B only for small batches (the doubled batch's
-# activations outgrow the caches); on an accelerator one call is always the cheaper.
+# On a CPU one call on 2B examples beats two calls on B only while a call's fixed cost dominates (crossover at
+# B ~ 16-32, benchmarks/guidance_speed.py); on an accelerator one call is always the cheaper.
 SMALL_BATCH = 64
 
 
