@@ -34,11 +34,11 @@ from difflab.app.config import load_config
 
 
 def network():
-    """The fashion_mnist_cond preset's network (fresh weights: the cost does not depend on their values) and path."""
-    m = load_config("fashion_mnist_cond").model
-    unet = dl.nets.UNet(1, m.channels, tuple(m.channel_mult), m.num_res_blocks, attention_levels=tuple(m.attention_levels),
-                        patch_size=m.patch_size, num_classes=10).eval().requires_grad_(False)
-    return unet, dl.paths.DiscreteVP.cosine(1000)
+    """The fashion_mnist_cond preset's network (fresh weights: the cost does not depend on their values), path and
+    prediction."""
+    cfg = load_config("fashion_mnist_cond")
+    unet = dl.config.build_model(cfg.model, (1, 28, 28), 10).eval().requires_grad_(False)
+    return unet, dl.config.build_path(cfg.diffusion), cfg.diffusion.prediction
 
 
 def shared_share(unet, batch: int = 8) -> float:
@@ -54,15 +54,6 @@ def shared_share(unet, batch: int = 8) -> float:
     return shared / total
 
 
-def timed(fn, reps: int) -> list[float]:
-    out = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", default="1,4,16,64,256,512")
@@ -76,8 +67,8 @@ def main():
     if min(batches) < 1 or a.reps < 1:
         ap.error("--batch takes positive integers, --reps at least 1")
     torch.manual_seed(0)
-    unet, path = network()
-    den = dl.as_denoiser(unet, path, "v", chunk=a.chunk)
+    unet, path, prediction = network()
+    den = dl.as_denoiser(unet, path, prediction, chunk=a.chunk)
     variants = {"unguided": den,
                 "two calls": dl.guidance.ClassifierFree(den, a.scale, batched=False),
                 "one pass": dl.guidance.ClassifierFree(den, a.scale, batched=True)}
@@ -98,7 +89,9 @@ def main():
             times = {name: [] for name in calls}
             for _ in range(a.reps):
                 for name, fn in calls.items():
-                    times[name] += timed(fn, 1)
+                    t0 = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - t0)
             med = {name: statistics.median(ts) for name, ts in times.items()}
             picks = "one pass" if 2 * b <= dl.guidance.SMALL_BATCH else "two calls"
             print(f"| {b} | {1000 * med['unguided']:.1f} | {1000 * med['unguided'] / b:.2f} | "

@@ -36,9 +36,11 @@ from types import SimpleNamespace
 
 import torch
 from fresh import alternate, medians
+from train_speed import make
 
 NETS = ("preset", "difflab", "diffusers")
 DIFFLAB_SAMPLERS = {10: "unipc@karras", 20: "dpmpp_2m_sde@karras"}  # the fashion_mnist preset's [sample.by_nfe]
+SAME = SimpleNamespace(mult="1,2,2", channels=32, blocks=1, patch=1, size=28)  # train_speed.py's default pair
 DIFFUSERS_SAMPLERS = {10: "UniPCMultistepScheduler karras", 20: "DPMSolverMultistepScheduler sde karras"}
 
 
@@ -49,15 +51,13 @@ def difflab_sampler(net: str, run: str | None):
     if net == "preset" and run:
         denoiser, path, _ = dl.load(run)
     elif net == "preset":
-        from difflab.app.config import load_config
-
-        m = load_config("fashion_mnist").model
-        unet = dl.nets.UNet(1, m.channels, tuple(m.channel_mult), m.num_res_blocks, attention_levels=tuple(m.attention_levels),
-                            patch_size=m.patch_size).eval().requires_grad_(False)
-        path = dl.paths.DiscreteVP.cosine(1000)
-        denoiser = dl.as_denoiser(unet, path, "v")
+        cfg = dl.config.load_config("fashion_mnist")
+        unet = dl.config.build_model(cfg.model, (1, 28, 28), None).eval().requires_grad_(False)
+        path = dl.config.build_path(cfg.diffusion)
+        denoiser = dl.as_denoiser(unet, path, cfg.diffusion.prediction)
     else:
-        unet = dl.nets.UNet(1, 32, (1, 2, 2), 1, attention_levels=(-1,)).eval().requires_grad_(False)
+        _, unet = make("difflab", SAME)
+        unet.eval().requires_grad_(False)
         path = dl.paths.DiscreteVP.linear(1000)
         denoiser = dl.as_denoiser(unet, path, "eps")
 
@@ -73,9 +73,8 @@ def diffusers_sampler():
     """draw(batch, nfe, seed) -> images from diffusers' DDPMPipeline on the same-architecture UNet2DModel."""
     from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
     from diffusers.utils.torch_utils import randn_tensor
-    from train_speed import make
 
-    _, unet = make("diffusers", SimpleNamespace(mult="1,2,2", channels=32, blocks=1, patch=1, size=28))
+    _, unet = make("diffusers", SAME)
     unet.eval().requires_grad_(False)
     schedulers = {10: UniPCMultistepScheduler(num_train_timesteps=1000, use_karras_sigmas=True),
                   20: DPMSolverMultistepScheduler(num_train_timesteps=1000, algorithm_type="sde-dpmsolver++",

@@ -62,9 +62,8 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             return False
-    text = cpuinfo
     flags = set()
-    for line in text.splitlines():
+    for line in cpuinfo.splitlines():
         if line.startswith(("flags", "Features")):
             flags.update(line.partition(":")[2].split())
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
