@@ -72,6 +72,13 @@ def test_amp_cpu_auto_is_bf16_exactly_where_the_cpu_has_it(tmp_path, monkeypatch
         assert state["bf16_autocast"] is has
     assert not torch.equal(_weights(tmp_path / "auto_True")["model"]["conv_in.weight"],
                            _weights(tmp_path / "auto_False")["model"]["conv_in.weight"])  # bf16 did change the arithmetic
+    # decided once: a run started where bf16 is native and resumed where it is not goes on in bf16, exactly
+    monkeypatch.setattr(dl.training.loop, "cpu_has_native_bf16", lambda: True)
+    dl.training.train(load_config(short, ['train.amp_cpu="auto"', "train.steps=2"]), tmp_path / "moved", progress=False)
+    monkeypatch.setattr(dl.training.loop, "cpu_has_native_bf16", lambda: False)
+    dl.training.train(load_config(short, ['train.amp_cpu="auto"']), tmp_path / "moved", progress=False)
+    _assert_identical(_weights(tmp_path / "moved"), _weights(tmp_path / "set_True"))
+    assert dl.training.checkpoint.read_state(dl.training.latest_checkpoint(tmp_path / "moved"))["bf16_autocast"] is True
     with pytest.raises(ValueError, match='amp_cpu must be true, false or "auto"'):
         load_config(short, ["train.amp_cpu=yes"])
 
@@ -272,9 +279,53 @@ def test_pickle_files_are_refused(tmp_path):
     torch.save({"w": torch.zeros(2)}, tmp_path / "weights.pt")
     with pytest.raises(ValueError, match="pickle"):
         ck.load_tensors(tmp_path / "weights.pt")
-    (tmp_path / "disguised.safetensors").write_bytes((tmp_path / "weights.pt").read_bytes())
-    with pytest.raises(ValueError, match="pickle"):
-        ck.load_tensors(tmp_path / "disguised.safetensors")
+    for legacy in (False, True):  # torch.save's zip of pickles, and its legacy bare pickle (protocol 2)
+        file = tmp_path / f"disguised{legacy}.safetensors"
+        torch.save({"w": torch.zeros(2)}, file, _use_new_zipfile_serialization=not legacy)
+        with pytest.raises(ValueError, match="pickle"):
+            ck.load_tensors(file)
+
+
+def _with_header_length(n: int) -> bytes:
+    """safetensors bytes whose JSON header is exactly `n` bytes long (a tensor name padded to fit)."""
+    from safetensors.torch import save
+
+    for pad in range(n):
+        data = save({"w" + "x" * pad: torch.arange(3.0)})
+        if int.from_bytes(data[:8], "little") == n:
+            return data
+    raise AssertionError(n)
+
+
+@pytest.mark.parametrize("n", [128, 384, 640, 1408, 0x0480])
+def test_a_safetensors_file_loads_whatever_its_header_length(tmp_path, n):
+    """Its first byte is the header length mod 256: 0x80 (and 0x80 then 2..5, a pickle's PROTO opcode) too."""
+    data = _with_header_length(n)
+    assert data[0] == 0x80 or n == 384
+    (tmp_path / "m.safetensors").write_bytes(data)
+    (name, w), = ck.load_tensors(tmp_path / "m.safetensors").items()
+    assert torch.equal(w, torch.arange(3.0))
+    (tmp_path / "cut.safetensors").write_bytes(data[: n // 2])  # truncated inside its header: damaged, not pickle
+    with pytest.raises(ck.CheckpointDamaged, match="not a readable safetensors"):
+        ck.load_tensors(tmp_path / "cut.safetensors")
+
+
+def test_a_network_whose_checkpoint_starts_with_0x80_trains_samples_and_resumes(tmp_path):
+    """toy2d with depth 2 and width 16: model.safetensors' header is 128 mod 256 bytes long."""
+    from typer.testing import CliRunner
+
+    from difflab.cli import app
+
+    run = tmp_path / "r"
+    over = ["model.depth=2", "model.width=16", "train.steps=2", "train.checkpoint_every=2"]
+    r = CliRunner().invoke(app, ["train", "toy2d", "--out", str(run), *[a for o in over for a in ("--set", o)]])
+    assert r.exit_code == 0, r.output
+    assert (dl.training.latest_checkpoint(run) / "model.safetensors").read_bytes()[0] == 0x80
+    r = CliRunner().invoke(app, ["sample", str(run), "--n", "4", "--steps", "2", "--out", str(tmp_path / "s.npz")])
+    assert r.exit_code == 0, r.output
+    over[2] = "train.steps=4"
+    r = CliRunner().invoke(app, ["train", "toy2d", "--out", str(run), *[a for o in over for a in ("--set", o)]])
+    assert r.exit_code == 0 and dl.training.checkpoint.read_state(dl.training.latest_checkpoint(run))["step"] == 4, r.output
 
 
 def test_loss_going_nan_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path):

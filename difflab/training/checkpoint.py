@@ -35,6 +35,7 @@ _PICKLE_HINT = (
 )
 TENSOR_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors")
 JSON_FILES = ("optimizer.json",)
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt")
 
 
 class CheckpointDamaged(ValueError):
@@ -49,13 +50,31 @@ def load_tensors(path: str | Path, device="cpu") -> dict[str, Tensor]:
         data = path.read_bytes()
     except OSError as e:
         raise CheckpointDamaged(f"cannot read {path}: {e.strerror or e}") from None
-    if data[:1] == b"\x80" or data[:2] == b"PK" or path.suffix in (".pt", ".pth", ".pkl", ".bin", ".ckpt"):
+    if path.suffix in PICKLE_SUFFIXES or (not is_safetensors(data) and looks_like_pickle(data)):
         raise ValueError(_PICKLE_HINT.format(path=path))
     try:
         tensors = load_bytes(data)
     except (SafetensorError, ValueError, RuntimeError, OverflowError, UnicodeDecodeError) as e:
         raise CheckpointDamaged(f"{path} is not a readable safetensors file ({_one_line(e)})") from None
     return {k: v.to(device) for k, v in tensors.items()} if str(device) != "cpu" else tensors
+
+
+def is_safetensors(data: bytes) -> bool:
+    """Whether `data` opens as safetensors does: an 8-byte little-endian header length N, then N bytes of a JSON
+    object. (Its first byte is N mod 256, anything at all: 0x80 is as valid as any.)"""
+    if len(data) < 10:
+        return False
+    n = int.from_bytes(data[:8], "little")
+    return 2 <= n <= len(data) - 8 and data[8:9] == b"{"
+
+
+def looks_like_pickle(data: bytes) -> bool:
+    """Whether `data` carries a pickle's signature: the PROTO opcode 0x80 and a protocol 2..5 (torch.save's
+    legacy format) followed by opcodes, or a zip archive (torch.save's default: pickles inside a zip). A
+    safetensors header length is below 100 MB (its format's limit), so its bytes 4..7 are zero: a truncated
+    safetensors file is damaged, not a pickle."""
+    proto = len(data) >= 8 and data[0] == 0x80 and 2 <= data[1] <= 5 and data[4:8] != bytes(4)
+    return proto or data[:4] == b"PK\x03\x04"
 
 
 def _one_line(e: BaseException) -> str:

@@ -210,7 +210,10 @@ def _fit(model, objective, data, run_dir, tc, info, device, resume_from, start_o
     if info.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     autocast = None
-    amp_cpu = cpu_has_native_bf16() if tc.amp_cpu == "auto" else tc.amp_cpu
+    amp_cpu = tc.amp_cpu
+    if amp_cpu == "auto":  # decided when the run starts and kept: resumed on another CPU, the run computes as it did
+        recorded = state.get("bf16_autocast") if resume_from is not None else None
+        amp_cpu = recorded if isinstance(recorded, bool) else cpu_has_native_bf16()
     if (device.type == "cuda" and tc.amp) or (device.type == "cpu" and amp_cpu):
         autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731 - no loss scaling needed
     log = _Log(run_dir, step) if info.is_main else None
@@ -226,6 +229,8 @@ def _fit(model, objective, data, run_dir, tc, info, device, resume_from, start_o
     end = tc.steps if stop_after is None else min(tc.steps, stop_after)
     budget = 60 * tc.max_minutes if tc.max_minutes > 0 else None
     t_start, t_log, s_log, loss_acc, n_acc, last_loss = time.time(), time.time(), step, 0.0, 0, float("nan")
+    if resume_from is not None and isinstance(state.get("last_loss"), (int, float)):
+        last_loss = float(state["last_loss"])  # a resumed run with nothing left to train still knows its last loss
     spent = budget_used / budget if budget else 0.0  # fraction of the budget used, agreed by all processes
     if spent >= 1:
         end = step
