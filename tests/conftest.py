@@ -13,6 +13,12 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+def pytest_report_header(config):
+    """Which CPU kernels PyTorch chose (ATEN_CPU_CAPABILITY can cap them: `./dev test` runs the stored-result tests
+    again on AVX2)."""
+    return f"torch {torch.__version__}, CPU kernels: {torch.backends.cpu.get_cpu_capability()}"
+
+
 ALL_PATHS = {
     "VP": lambda: dl.paths.VP(),
     "ConstantVP": lambda: dl.paths.ConstantVP(8.0),

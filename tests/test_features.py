@@ -18,13 +18,15 @@ def _test_split(name):
     return dl.data.digits("test") if name == "digits" else dl.data.fashion_mnist("test")
 
 
+@pytest.mark.stored
 @pytest.mark.parametrize("name", list(FEATURE_SETS))
 def test_shipped_feature_net_has_its_recorded_accuracy(name):
     net, info = load_feature_net(name)
     test = _test_split(name)
     _, probs = features(net, test.images)
     acc = float((probs.argmax(1) == test.labels).double().mean())
-    assert acc == pytest.approx(info["test_accuracy"], abs=1e-3)  # the weights are the ones measured
+    # the weights are the ones measured, on another machine: at most two borderline images decided otherwise
+    assert abs(acc - info["test_accuracy"]) * len(test.labels) <= 2 + 1e-6, (acc, info["test_accuracy"])
     assert acc > (0.97 if name == "digits" else 0.88)
 
 
