@@ -40,15 +40,21 @@ def default_grid(path) -> str:
 
 def steps_for_nfe(sampler: str, nfe: int, **options) -> dict:
     """Grid steps (and options) with which `sampler`, run with `options`, spends at most `nfe` network
-    evaluations (the most steps that fit; at least one step)."""
+    evaluations (the most steps that fit). A budget below one step's cost, or an adaptive sampler (whose cost is
+    not known beforehand), is refused: the budget is never exceeded."""
     info = about(sampler)
     if isinstance(nfe, bool) or not isinstance(nfe, (int, float)) or int(nfe) != nfe or nfe < 1:
         raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
     nfe = int(nfe)
     if info.adaptive:
         raise ValueError(f"{sampler} is adaptive: set its tolerances (rtol, atol) instead of an NFE budget")
+    chosen = info.budget(nfe, options) if info.budget is not None else {"steps": 1}
+    steps, merged = chosen["steps"], {**options, **{k: v for k, v in chosen.items() if k != "steps"}}
+    if info.nfe(steps, merged) > nfe:
+        raise ValueError(f"--nfe {nfe}: {sampler}'s fewest steps cost {info.nfe(steps, merged)} network evaluations; give "
+                         f"--nfe {info.nfe(steps, merged)} or more, or a sampler that spends one per step (ddim, dpmpp_2m)")
     if info.budget is not None:
-        return info.budget(nfe, options)
+        return chosen
     steps = 1
     while info.nfe(steps + 1, options) <= nfe:
         steps += 1

@@ -21,6 +21,7 @@ run as it was measured: the configuration's own grid and sampler options do not 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,14 @@ def check_table(by_nfe: dict, where: str) -> dict[int, str]:
     return dict(sorted(out.items()))
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def measured(folder: Path | None) -> dict:
     """The run's recorded measurement (`record`), {} when it has none. A damaged file is refused with the fix."""
     file = Path(folder) / FILE if folder is not None else None
@@ -75,11 +84,13 @@ def measured(folder: Path | None) -> dict:
     try:
         data = json.loads(file.read_text())
         check_table({k: v["spec"] for k, v in data["budgets"].items()}, FILE)
-        if not (isinstance(data["quality"], str) and isinstance(data["n"], int) and data["budgets"]
-                and all(isinstance(v["value"], (int, float)) for v in data["budgets"].values())):
+        if not (isinstance(data["quality"], str) and data["quality"].strip() and _count(data["n"]) and data["budgets"]
+                and all(_number(v["value"]) and _count(v.get("candidates", 1)) and (v.get("nfe") is None or _count(v["nfe"]))
+                        for v in data["budgets"].values())
+                and isinstance(data.get("floor"), (int, float, type(None)))):
             raise ValueError
         return data
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError):
         raise ValueError(f"{file} is damaged (not the JSON `difflab bench samplers --record` writes): delete it, or "
                          "measure again with `difflab bench samplers RUN --record`") from None
 
@@ -140,7 +151,7 @@ def settle(cfg, sampler: str | None = None, steps: int | None = None, grid: str 
     options = {**(s.options if own else {}), **spec.options}
     adaptive = about(spec.sampler).adaptive
     extra = {}
-    if nfe is not None and not adaptive:
+    if nfe is not None:  # an adaptive sampler, or one whose single step costs more, is refused there
         extra = steps_for_nfe(spec.sampler, nfe, **options)
         steps = extra.pop("steps")
     else:
@@ -167,6 +178,8 @@ def record(folder: Path, result: dict) -> dict:
         b = int(r["nfe_budget"])
         counts[b] = counts.get(b, 0) + 1
         value = float(r[result["quality"]])
+        if not math.isfinite(value):  # a sampler that diverged is no choice
+            continue
         if b not in best or value < best[b]["value"]:
             best[b] = {"spec": r["sampler"], "value": value, "nfe": r.get("nfe")}
     if not best:

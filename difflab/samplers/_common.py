@@ -14,6 +14,7 @@ the bench and the benchmarks read these facts instead of keeping lists of their 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,6 +75,8 @@ class About:
             if not ok:
                 want = "true or false" if isinstance(default, bool) else "a number" if not isinstance(default, str) else "a string"
                 raise ValueError(f"option {key!r} of sampler {sampler!r} must be {want}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"option {key!r} of sampler {sampler!r} must be a finite number, got {value!r}")
         return options
 
     def nfe(self, steps: int, options: dict | None = None) -> int:

@@ -75,8 +75,8 @@ def ddpm(denoiser, path, x: Tensor, ts, *, variance: str = "beta_tilde", generat
 def ddim(denoiser, path, x: Tensor, ts, *, eta: float = 0.0, generator: torch.Generator | None = None,
          callback=None, return_info: bool = False, **cond):
     """DDIM over the grid `ts` (eta = 0: deterministic; eta = 1: DDPM with beta-tilde)."""
-    if not eta >= 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    if not 0 <= eta <= 1:
+        raise ValueError(f"DDIM's eta lies in [0, 1] (0: deterministic, 1: DDPM's posterior variance), got {eta}")
     den, ts = start(denoiser, x, ts)
     for i, st in enumerate(steps_of(path, ts)):
         x0 = den(x, times_for(x, st.t), **cond)

@@ -162,8 +162,11 @@ def grid_options(name: str) -> dict:
 
 
 def make_grid(name: str, path, steps: int, **kwargs) -> Tensor:
-    """The grid called `name` (one of `GRIDS`) for `path` with `steps` steps and the grid's own options."""
+    """The grid called `name` (one of `GRIDS`) for `path` with `steps` steps and the grid's own options. On a
+    discrete-time path every grid takes at most its T steps: a network of T times has no more to visit."""
     accepted = grid_options(name)
+    if getattr(path, "discrete", False) and not isinstance(steps, bool) and isinstance(steps, int):
+        _check_discrete_steps(steps, int(path.T), name)
     for key, value in kwargs.items():
         choose(key, accepted, f"option of the {name!r} grid")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
