@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .folders import is_main_process, write_atomically
 
-__all__ = ["cache_file", "cached"]
+__all__ = ["cache_file", "cached", "intact"]
 
 
 def cache_file(kind: str, key: str) -> Path:
@@ -21,9 +21,23 @@ def cache_file(kind: str, key: str) -> Path:
     return cache_root() / kind / f"{safe}.safetensors"
 
 
-def cached(kind: str, key: str, compute: Callable[[], dict], valid: Callable[[dict], bool] = lambda t: True) -> dict:
-    """The tensors `compute()` gives (a dict), read from the cache when it holds them for `key` (and `valid` accepts
-    them), else computed and written there (by the main process)."""
+def intact(tensors: dict, shapes: dict) -> bool:
+    """Whether cached `tensors` are what was asked for: exactly the names of `shapes`, each of its shape, finite."""
+    import torch
+
+    if set(tensors) != set(shapes):
+        return False
+    for name, shape in shapes.items():
+        t = tensors[name]
+        if tuple(t.shape) != tuple(shape) or (t.is_floating_point() and not bool(torch.isfinite(t).all())):
+            return False
+    return True
+
+
+def cached(kind: str, key: str, compute: Callable[[], dict], shapes: dict) -> dict:
+    """The tensors `compute()` gives (a dict name -> tensor of the shape `shapes` names), read from the cache when it
+    holds them for `key` intact (`intact`: a file damaged or edited by hand is computed again), else computed and
+    written there (by the main process)."""
     from safetensors.torch import save_file
 
     from ..training.checkpoint import CheckpointDamaged, load_tensors
@@ -32,9 +46,9 @@ def cached(kind: str, key: str, compute: Callable[[], dict], valid: Callable[[di
     if file.is_file():
         try:
             tensors = load_tensors(file)
-            if valid(tensors):
+            if intact(tensors, shapes):
                 return tensors
-        except (CheckpointDamaged, KeyError, ValueError, OSError):
+        except (CheckpointDamaged, ValueError, OSError):
             pass
     tensors = compute()
     if is_main_process():

@@ -112,6 +112,15 @@ def _bug(e: Exception) -> None:
     raise typer.Exit(1) from None
 
 
+def _path(value) -> Path:
+    """A path option's value: an empty one (--out '') would name the current folder, so it is refused."""
+    if isinstance(value, Path):
+        return value
+    if not str(value).strip():
+        raise typer.BadParameter("an empty path names no file or folder: give one")
+    return Path(value)
+
+
 def _command(*args, **kwargs):
     """`app.command`, with every command's errors made clean (`_clean_errors`)."""
     def wrap(fn):
@@ -141,7 +150,7 @@ def _interval(text: str | None):
 
 # -- options shared by several commands (declared once) --------------------------------------------
 
-RunArg = Annotated[Path, typer.Argument(help="A run folder written by `difflab train`.")]
+RunArg = Annotated[Path, typer.Argument(parser=_path, help="A run folder written by `difflab train`.")]
 Sampler = Annotated[Optional[str], typer.Option(help="Sampler (default: the one measured best at the budget, else the run's "
                                                 "[sample] sampler), or a spec "
                                                 "name[@grid][:key=value], e.g. dpmpp_2m@karras:rho=5 or ddim:eta=0.5.")]
@@ -153,7 +162,7 @@ Grid = Annotated[Optional[str], typer.Option(help="Step grid: uniform, leading, 
 Seed = Annotated[int, typer.Option(help="Seed of the samples (the same seed, the same samples).")]
 Batch = Annotated[int, typer.Option(min=1, help="Examples per batch (the samples do not depend on it).")]
 Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")]
-Classifier = Annotated[Optional[Path], typer.Option(help="A classifier run (kind = \"classifier\") on the same path and "
+Classifier = Annotated[Optional[Path], typer.Option(parser=_path, help="A classifier run (kind = \"classifier\") on the same path and "
                                                     "data, to guide this run's samples towards --label.")]
 Interval = Annotated[Optional[str], typer.Option("--guidance-interval", help="Guide only where the noise level sigma/alpha "
                                                  "lies in LO,HI (Kynkaanniemi et al. 2024), e.g. 0.3,5.")]
@@ -169,7 +178,7 @@ Settings = Annotated[list[str], typer.Option("--set", help="Override a configura
 def train(
     config: Annotated[str, typer.Argument(help="A TOML file, or a preset: toy2d, digits, fashion_mnist, ... (configs/).")],
     set_: Settings = [],  # noqa: B006 (typer reads the default)
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<name>).")] = None,
+    out: Annotated[Optional[Path], typer.Option(parser=_path, help="Run folder (default: runs/<name>).")] = None,
     fresh: Annotated[bool, typer.Option(help="Start over instead of resuming the run folder's latest checkpoint (its "
                                         "checkpoints are deleted once everything else has checked out).")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto (default: train.device).")] = None,
@@ -193,11 +202,11 @@ def train(
 
 @_command()
 def distill(
-    teacher: Annotated[Path, typer.Argument(help="A trained run holding a diffusion model: the teacher.")],
+    teacher: Annotated[Path, typer.Argument(parser=_path, help="A trained run holding a diffusion model: the teacher.")],
     method: Annotated[str, typer.Option(help="progressive (halving the steps round by round), consistency (a consistency "
                                         "model) or reflow (a rectified flow on the teacher's ODE pairs).")] = "consistency",
     steps: Annotated[int, typer.Option(help="The student's sampling steps (1, 2, 4, ...).")] = 1,
-    out: Annotated[Optional[Path], typer.Option(help="The student's run folder (default: runs/<teacher>_<method><steps>).")] = None,
+    out: Annotated[Optional[Path], typer.Option(parser=_path, help="The student's run folder (default: runs/<teacher>_<method><steps>).")] = None,
     set_: Settings = [],  # noqa: B006
     fresh: Annotated[bool, typer.Option(help="Start over instead of resuming.")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto (default: train.device).")] = None,
@@ -234,7 +243,7 @@ def sample(
     dynamic_threshold: Annotated[Optional[float], typer.Option(help="Imagen's dynamic thresholding of x0_hat at this "
                                                                "percentile (e.g. 0.995; image runs).")] = None,
     batch: Batch = 500,
-    out: Annotated[Optional[Path], typer.Option(help="FILE.png (a grid, or a 2-D scatter), FILE.npz (arrays), FILE.txt "
+    out: Annotated[Optional[Path], typer.Option(parser=_path, help="FILE.png (a grid, or a 2-D scatter), FILE.npz (arrays), FILE.txt "
                                                 "(text) or a folder DIR/ (one PNG per image) [default: samples.png]")] = None,
     base_sampler: Annotated[Optional[str], typer.Option(help="A cascade's base stage: its sampler spec.")] = None,
     base_steps: Annotated[Optional[int], typer.Option(min=1, help="A cascade's base stage: its steps.")] = None,
@@ -295,13 +304,13 @@ def eval_(
         typer.echo(f"plot: {extra}")
 
 
-Images = Annotated[Optional[list[Path]], typer.Option("--image", help="An image file (repeatable); for restore, the "
+Images = Annotated[Optional[list[Path]], typer.Option("--image", parser=_path, help="An image file (repeatable); for restore, the "
                                                      "observation as it is (low-resolution for sr).")]
 TestImages = Annotated[Optional[int], typer.Option(help="Use N held-out images of the run's data instead (the truth known).")]
 Label = Annotated[Optional[int], typer.Option(help="Class label of a class-conditional run (default: the unconditional "
                                               "model, when it was trained with label dropout).")]
 Prompt = Annotated[Optional[list[str]], typer.Option(help="A caption for a text-conditional run.")]
-Out = Annotated[Optional[Path], typer.Option(help="FILE.png (a row per image), FILE.npz or a folder DIR/ "
+Out = Annotated[Optional[Path], typer.Option(parser=_path, help="FILE.png (a row per image), FILE.npz or a folder DIR/ "
                                              "[default: samples.png]")]
 
 

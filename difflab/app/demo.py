@@ -26,8 +26,16 @@ def digits_demo(out: str | Path = "runs/demo", *, overrides: list[str] | None = 
     Writes samples.png, reverse.gif (the reverse process of 64 samples), loss.png, report.md and
     report.json into the run folder; returns the report.
     """
+    from .folders import check_run_folder
+    from .requests import _seed, check_fits
+
     out = Path(out)
     cfg = load_config("digits", [f"train.device={json.dumps(device)}", *(overrides or [])])
+    _seed(seed)  # every request checked before training starts: nothing trained for a request that will be refused
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"--n {n}: the number of digits to draw and judge, at least 1")
+    check_fits(n, 64)
+    check_run_folder(out)
     t0 = time.time()
     result = train(cfg, out, progress=progress)
     train_s = time.time() - t0
@@ -82,6 +90,9 @@ def oracle_demo(out: str | Path = "runs/oracle-demo", *, n: int = 4000, budgets=
     """Every sampler on the exact 8-mode ring (DDPM linear schedule), at each NFE budget: a picture and a table."""
     from .bench import difflab_job, sweep
 
+    from .requests import _seed
+
+    _seed(seed)
     out = Path(out)
     dev = torch.device(device)
     mix = oracles.ring_mixture(8, radius=4.0, std=0.4)

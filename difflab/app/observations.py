@@ -65,7 +65,9 @@ def read(files, task: str, A, shape: tuple) -> Tensor:
 
     C, H, W = shape
     f = A.factor if task == "sr" else 1
-    images = torch.stack([read_image(p, C, H // f, W // f) for p in files])
+    what = (f"the observation of --task sr --factor {f} is the low-resolution image as it is: {f}x{f} block averages of "
+            "the run's images, and so" if task == "sr" else f"the observation of --task {task} is an image of the run's size, and")
+    images = torch.stack([read_image(p, C, H // f, W // f, exact=f"{what} it") for p in files])
     return images.flatten(1)[:, A.index] if task == "inpaint" else images
 
 

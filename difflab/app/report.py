@@ -16,6 +16,7 @@ import csv
 import html
 import io
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -58,6 +59,11 @@ figcaption { color: var(--muted); font-size: 0.9em; }
 def write_report(run, *, samples: bool = True, n: int = 64, seed: int = 0, device: str = "cpu") -> Path:
     """Write `report.html` into the run's folder (atomically) and return its path; `samples=False` draws nothing new
     (the report then shows only the pictures the folder holds)."""
+    from .requests import _seed
+
+    _seed(seed)  # checked before anything is drawn: a bad seed is refused, not a report without samples
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1024:
+        raise ValueError(f"--n {n}: the report's grid holds 1 to 1024 samples")
     text = render(run, samples=samples, n=n, seed=seed, device=device)
     return write_atomically(run.folder / NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
@@ -120,8 +126,16 @@ def _read_log(run) -> list[dict]:
         return []
 
 
+def _finite(row: dict, name: str):
+    try:
+        value = float(row[name])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _training(run) -> str:
-    rows = _read_log(run)
+    rows = [r for r in _read_log(run) if _finite(r, "step") is not None and _finite(r, "loss") is not None]
     if not rows:
         return ""
     if len(rows) > 2000:  # a long run's log: every k-th row (and the last) keeps the page small
@@ -131,11 +145,9 @@ def _training(run) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def column(name):
-        try:
-            return [float(r[name]) for r in rows]
-        except (KeyError, TypeError, ValueError):
-            return None
+    def column(name):  # a log edited by hand (a word, 1e400) loses the column, not the report
+        values = [_finite(r, name) for r in rows]
+        return None if None in values else values
 
     steps, loss, lr = column("step"), column("loss"), column("lr")
     if steps is None or loss is None:
@@ -157,8 +169,8 @@ def _training(run) -> str:
     state = run.state if run.kind.trains else {}
     speed = column("it_per_s")
     facts = [f"{int(steps[-1]):,} steps logged, last loss {loss[-1]:.4g}"]
-    if state.get("budget_seconds"):
-        seconds = state["budget_seconds"]
+    seconds = state.get("budget_seconds") if isinstance(state, dict) else None
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds) and seconds > 0:
         facts.append(f"{seconds / 60:.1f} minutes of training" if seconds >= 60 else f"{seconds:.1f} s of training")
     if speed:
         facts.append(f"{sum(speed) / len(speed):.2f} steps/s on average")
@@ -303,12 +315,15 @@ def _checkpoints(run) -> str:
         state = {}
         try:
             state = json.loads((ckpt / "state.json").read_text())
-        except (OSError, ValueError, UnicodeDecodeError):
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
             pass
+        state = state if isinstance(state, dict) else {}
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(ckpt.stat().st_mtime))
-        minutes = f"{state['budget_seconds'] / 60:.1f}" if isinstance(state.get("budget_seconds"), (int, float)) else ""
-        rows.append(f"<tr><td>{html.escape(ckpt.name)}</td><td>{state.get('step', '')}</td><td>{minutes}</td>"
-                    f"<td>{size / 1e6:.2f}</td><td>{when}</td></tr>")
+        seconds = state.get("budget_seconds")
+        number = isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
+        minutes = f"{seconds / 60:.1f}" if number else ""
+        cells = (ckpt.name, state.get("step", ""), minutes, f"{size / 1e6:.2f}", when)
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     if not rows:
         return ""
     head = "<tr><th>checkpoint</th><th>step</th><th>training minutes</th><th>MB</th><th>written</th></tr>"

@@ -315,6 +315,11 @@ class RestoreRequest:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.resamples > 100 or self.jump > MAX_STEPS:
             raise ValueError(f"--resamples {self.resamples}, --jump {self.jump}: at most 100 resamples (RePaint uses 10)")
+        if isinstance(self.blur, bool) or not isinstance(self.blur, (int, float)) or not (math.isfinite(self.blur)
+                                                                                        and 0 < self.blur <= 1000):
+            raise ValueError(f"--blur {self.blur}: a Gaussian blur's width in pixels, > 0 and finite (1.0 is its default)")
+        if self.factor > 1024:
+            raise ValueError(f"--factor {self.factor}: super-resolution's factor divides the image's side (2 or 4 is usual)")
         if not (math.isfinite(self.noise_std) and 0 <= self.noise_std <= 10):
             raise ValueError(f"--noise {self.noise}: the observation's noise standard deviation, from 0 to 10 (pixels in [-1, 1])")
         if not (math.isfinite(self.scale) and 0 <= self.scale <= MAX_GUIDANCE):

@@ -71,6 +71,74 @@ def _resume_point(run_dir: Path, cfg) -> Path | None:
     return ckpt
 
 
+def check_sampling(cfg, fix: str = "set sample.steps or sample.grid") -> None:
+    """A run that will hold a diffusion model can be sampled with its own [sample] settings: checked before it
+    trains (a grid its path cannot take, such as more steps than a discrete path's T, would fail only afterwards)."""
+    from ..samplers.grids import make_grid
+    from ..sampling import default_grid
+    from .build import build_path
+    from .sampler_choice import settle
+
+    how = settle(cfg).kwargs
+    if how["steps"] is None:  # adaptive
+        return
+    path = build_path(cfg.diffusion)
+    try:
+        make_grid(how["grid"] or default_grid(path), path, how["steps"], **(how["grid_options"] or {}))
+    except ValueError as e:
+        raise ValueError(f"[sample] of {cfg.name}: {e}; the run could not be sampled as configured ({fix})") from None
+
+
+def used_folders(requires: dict) -> list[Path]:
+    """The folder of every run that the runs `requires` (role -> `Run`) name, at any depth, resolved."""
+    seen, stack = [], list(requires.values())
+    while stack:
+        run = stack.pop()
+        folder = run.folder.resolve()
+        if folder not in seen:
+            seen.append(folder)
+            stack.extend(run.requires.values())
+    return seen
+
+
+def check_apart(folder: Path, used) -> None:
+    """A run folder neither inside nor holding a folder of a run it uses (`used`: resolved folders): training writes
+    config.json, data.json and checkpoints/ and --fresh deletes checkpoints/, so nesting would change that run."""
+    here = Path(folder).resolve()
+    for other in used:
+        if here == other or other in here.parents:
+            raise ValueError(f"--out {folder} is {'the run' if here == other else 'inside the run'} {other}, which this run "
+                             "uses: a run never writes into a run it uses; choose a folder outside it")
+        if here in other.parents:
+            raise ValueError(f"--out {folder} holds the run {other}, which this run uses: a run never writes around a run it "
+                             "uses; choose a folder outside it")
+
+
+def _changes(old, new, prefix: str = "") -> list[str]:
+    """`key: old -> new` for every value that differs between two configuration dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in sorted(set(old) | set(new), key=str)
+                for c in _changes(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix[:-1]}: {json.dumps(old)} -> {json.dumps(new)}"]
+
+
+def _note_changes(run_dir: Path, cfg) -> None:
+    """A resumed run whose configuration changed where that is allowed (its name, [sample], the operational train
+    keys) gets the new config.json, and says what changed: what the run is sampled with follows what was asked."""
+    try:
+        saved = _filled(json.loads((run_dir / "config.json").read_text()))
+    except (OSError, ValueError, UnicodeDecodeError):
+        saved = None
+    now = json.loads(json.dumps(cfg.to_dict()))
+    if saved == now:
+        return
+    if is_main_process():
+        write_json(run_dir / "config.json", cfg.to_dict())
+        changed = _changes(saved, now) if saved is not None else ["config.json (it was missing or unreadable)"]
+        say(f"note: resuming {run_dir} with {', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''} (config.json "
+            "updated)")
+
+
 def _write_record(cfg, run_dir: Path, kind, requires: dict, resume: bool):
     """A run that trains nothing: its folder holds config.json and data.json."""
     from ..training import TrainResult
@@ -102,6 +170,9 @@ def train(cfg, run_dir: str | Path, *, resume: bool = True, progress: bool = Tru
     check_run_folder(run_dir)
     kind = KINDS[cfg.kind]
     requires = open_requires(cfg, run_dir)
+    check_apart(run_dir, used_folders(requires))
+    if kind.trains and kind.diffusion_model:
+        check_sampling(cfg)
     if not kind.trains:
         return _write_record(cfg, run_dir, kind, requires, resume)
     data = data if data is not None else build_data(cfg.data)
@@ -115,6 +186,8 @@ def train(cfg, run_dir: str | Path, *, resume: bool = True, progress: bool = Tru
         kind.initialize(model, cfg, requires)
     data = kind.training_data(cfg, data, requires)
     record = data_record(data)
+    if ckpt is not None:
+        _note_changes(run_dir, cfg)
 
     def on_start():  # a fresh run folder: what it is, before its first checkpoint
         write_json(run_dir / "config.json", cfg.to_dict())
@@ -140,8 +213,15 @@ def distill(teacher, method: str, steps: int, out: str | Path, *, overrides=(), 
     if not run.kind.diffusion_model:
         raise ValueError(f"{run} is {a(run.config.kind)} run: a teacher holds a diffusion model")
     plan = KINDS[method].distillation(run, int(steps), Path(out))
+    used = [run.folder.resolve(), *used_folders(run.requires)]
     configs = []
-    for values, folder in plan:
+    for values, folder in plan:  # every round checked before the first trains
         check_run_folder(folder)
-        configs.append((load_config(values, list(overrides)), folder))
+        check_apart(folder, used)
+        cfg = load_config(values, list(overrides))
+        check_sampling(cfg, f"give distill --steps that the teacher's path takes, not {steps}")
+        if resume:
+            _resume_point(folder, cfg)  # an existing run of another configuration is refused now, not after earlier rounds
+        configs.append((cfg, folder))
+        used.append(folder.resolve())  # the next round's teacher
     return [train(cfg, folder, resume=resume, progress=progress) for cfg, folder in configs]

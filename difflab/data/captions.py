@@ -214,6 +214,15 @@ def _encoder_name(encoder) -> str:
     return getattr(encoder, "name", NAME)
 
 
+def _encoded_whole(out: dict, n: int, length: int | None) -> bool:
+    """Whether a cached encoding is one of `n` texts: context (n, L, d), mask (n, L), pooled (n, d'), finite."""
+    if set(out) != {"context", "mask", "pooled"}:
+        return False
+    c, m, p = out["context"], out["mask"], out["pooled"]
+    return (c.ndim == 3 and c.shape[0] == n and tuple(m.shape) == tuple(c.shape[:2]) and p.ndim == 2 and p.shape[0] == n
+            and (length is None or c.shape[1] == length) and bool(torch.isfinite(c).all() and torch.isfinite(p).all()))
+
+
 def encode_cached(encoder, texts: list[str], length: int | None = None) -> dict[str, Tensor]:
     """encoder(texts, length) through a cache on disk (text_encoder.cache_root()/captions, safetensors keyed
     by the texts and the encoder's name), so a training set's captions are encoded once. `encoder`: a loaded
@@ -233,9 +242,11 @@ def encode_cached(encoder, texts: list[str], length: int | None = None) -> dict[
         try:
             out = load_file(str(file))
             out["mask"] = out["mask"].bool()
-            return out
+            if _encoded_whole(out, len(texts), length):
+                return out
         except Exception:  # a damaged cache file is encoded again
-            file.unlink(missing_ok=True)
+            pass
+        file.unlink(missing_ok=True)
     if named:
         encoder = SentenceEncoder(name=name)
     out = encoder(texts, length=length)

@@ -179,18 +179,41 @@ def fashion_mnist(split: str = "train", root: str | Path = FASHION_MNIST_DIR) ->
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
+MAX_PIXELS = 50_000_000  # an image larger than this is refused before it is decoded (PIL calls 89M a bomb)
+
+
 def _open_image(path: Path):
-    """Open and fully decode an image (a truncated file fails here, not later)."""
+    """Open and fully decode an image (a truncated file fails here, not later); one of more than `MAX_PIXELS`
+    pixels is refused from its header, before it is decoded."""
+    import warnings
+
     from PIL import Image
 
-    im = Image.open(path)
-    im.load()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(path)
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+            im.close()
+            raise ValueError(f"it is {w}x{h} pixels, more than {MAX_PIXELS:,}")
+        im.load()
     return im
 
 
-def read_image(path: str | Path, channels: int, height: int, width: int) -> Tensor:
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file, read from its header (nothing decoded); (0, 0) if it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return (0, 0)
+
+
+def read_image(path: str | Path, channels: int, height: int, width: int, *, exact: str | None = None) -> Tensor:
     """One image file as a (channels, height, width) tensor in [-1, 1]: grey or RGB, resized (bicubic) to the size
-    asked for."""
+    asked for; with `exact` (what the size means, for the message) an image of another size is refused instead."""
     from PIL import Image
 
     path = Path(path)
@@ -202,6 +225,9 @@ def read_image(path: str | Path, channels: int, height: int, width: int) -> Tens
         raise ValueError(f"{path} is not a readable image ({str(e).splitlines()[0][:100] if str(e) else type(e).__name__}); "
                          "give a PNG or JPEG file") from None
     with im:
+        if exact is not None and im.size != (width, height):
+            raise ValueError(f"{path} is {im.size[0]}x{im.size[1]} pixels; {exact} is {width}x{height} (width x height): "
+                             "give an image of that size")
         im = im.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BICUBIC)
         a = np.asarray(im, dtype=np.float32) / 255.0
     return to_unit(torch.from_numpy(a[None] if channels == 1 else a.transpose(2, 0, 1).copy()))

@@ -715,12 +715,22 @@ class Diffusion(Kind):
             summary += f"; PSNR {float(gain):.2f} dB (the observation as it is: {float(psnr(seen, truth).mean()):.2f} dB)"
         return Samples("images", x, arrays, picture=torch.cat(rows), nrow=len(rows[0]), summary=summary)
 
-    def edit_images(self, run, request, stage: bool = False):
+    def edit_images(self, run, request, stage: bool = False, note: bool = False):
         from ...data import read_image
+        from ...data.images import image_size
 
         shape = self._image_shape(run, "edit", stage)
         images = self._test_images(run, request)
-        return images if images is not None else torch.stack([read_image(p, *shape) for p in request.images])
+        if images is not None:
+            return images
+        images = torch.stack([read_image(p, *shape) for p in request.images])
+        if note:
+            for p in request.images:
+                if image_size(p) != (shape[2], shape[1]):
+                    w, h = image_size(p)
+                    say(f"note: {p} is {w}x{h} pixels; it is edited resized to the run's {shape[2]}x{shape[1]} (bicubic"
+                        + (", its proportions not kept)" if w * shape[1] != h * shape[2] else ")"))
+        return images
 
     def check_edit(self, run, request) -> None:
         images = self.edit_images(run, request)
@@ -730,7 +740,7 @@ class Diffusion(Kind):
 
     def edit(self, run, request) -> Samples:
         """SDEdit: each image noised to t = strength on the path, then sampled back (`sampling.sample`'s x_start)."""
-        images = self.edit_images(run, request)
+        images = self.edit_images(run, request, note=True)
         k, n = len(images), request.n
         den, path, cfg = self.load(run, device=request.device)
         start = images.repeat_interleave(n, 0)

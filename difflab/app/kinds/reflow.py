@@ -86,7 +86,7 @@ class Reflow(Student):
                                  progress=True, **settings)
             return {"x0": x0, "z": z}
 
-        pairs = cached("reflow", key, draw)
+        pairs = cached("reflow", key, draw, {"x0": (n, *shape), "z": (n, *shape)})
         return PairedData(pairs["x0"], pairs["z"], f"reflow pairs of {teacher.folder.name}", labels,
                           teacher.facts.get("class_names") or (), value_range=teacher.facts.get("range"))
 
