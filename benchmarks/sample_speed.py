@@ -44,20 +44,20 @@ SAME = SimpleNamespace(mult="1,2,2", channels=32, blocks=1, patch=1, size=28)  #
 DIFFUSERS_SAMPLERS = {10: "UniPCMultistepScheduler karras", 20: "DPMSolverMultistepScheduler sde karras"}
 
 
-def difflab_sampler(net: str, run: str | None):
+def difflab_sampler(net: str, run: str | None, device: str = "cpu"):
     """draw(batch, nfe, seed) -> images with difflab's sampler at that budget, for the `preset` or same-architecture net."""
     import difflab as dl
 
     if net == "preset" and run:
-        denoiser, path, _ = dl.load(run)
+        denoiser, path, _ = dl.load(run, device=device)
     elif net == "preset":
         cfg = dl.config.load_config("fashion_mnist")
-        unet = dl.config.build_model(cfg.model, (1, 28, 28), None).eval().requires_grad_(False)
+        unet = dl.config.build_model(cfg.model, (1, 28, 28), None).eval().requires_grad_(False).to(device)
         path = dl.config.build_path(cfg.diffusion)
         denoiser = dl.as_denoiser(unet, path, cfg.diffusion.prediction)
     else:
         _, unet = make("difflab", SAME)
-        unet.eval().requires_grad_(False)
+        unet.eval().requires_grad_(False).to(device)
         path = dl.paths.DiscreteVP.linear(1000)
         denoiser = dl.as_denoiser(unet, path, "eps")
 
@@ -65,17 +65,17 @@ def difflab_sampler(net: str, run: str | None):
         spec = dl.sampling.parse_sampler_spec(DIFFLAB_SAMPLERS[nfe])
         with torch.no_grad():
             return dl.sample(denoiser, path, (batch, 1, 28, 28), generator=torch.Generator().manual_seed(seed),
-                             **spec.kwargs(nfe))
+                             device=device, **spec.kwargs(nfe)).cpu()
     return draw
 
 
-def diffusers_sampler():
+def diffusers_sampler(device: str = "cpu"):
     """draw(batch, nfe, seed) -> images from diffusers' DDPMPipeline on the same-architecture UNet2DModel."""
     from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
     from diffusers.utils.torch_utils import randn_tensor
 
     _, unet = make("diffusers", SAME)
-    unet.eval().requires_grad_(False)
+    unet.eval().requires_grad_(False).to(device)
     schedulers = {10: UniPCMultistepScheduler(num_train_timesteps=1000, use_karras_sigmas=True),
                   20: DPMSolverMultistepScheduler(num_train_timesteps=1000, algorithm_type="sde-dpmsolver++",
                                                   use_karras_sigmas=True)}
@@ -84,7 +84,7 @@ def diffusers_sampler():
         # DDPMPipeline's loop (its __call__ hands a generator to every scheduler's step, which UniPC's refuses)
         scheduler, g = schedulers[nfe], torch.Generator().manual_seed(seed)
         takes_generator = "generator" in inspect.signature(scheduler.step).parameters
-        image = randn_tensor((batch, 1, 28, 28), generator=g)
+        image = randn_tensor((batch, 1, 28, 28), generator=g, device=torch.device(device))
         scheduler.set_timesteps(nfe)
         with torch.no_grad():
             for t in scheduler.timesteps:
@@ -104,8 +104,9 @@ def child(spec: str, a) -> dict:
         import difflab as dl
 
         dl.denoisers.CPU_PART_NUMBERS = a.chunk * 28 * 28 or 2**62  # read at each call: a part is a.chunk images
-    draw = diffusers_sampler() if net == "diffusers" else difflab_sampler(net, a.run)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    draw = diffusers_sampler(a.device) if net == "diffusers" else difflab_sampler(net, a.run, a.device)
+    device_type = torch.device(a.device).type
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     out = {"net": net, "precision": precision, "batch": batch}
     with autocast:
         draw(batch, 10, seed=1)  # warm-up: the first call of a shape pays for oneDNN's kernel choice
@@ -126,6 +127,7 @@ def main():
     ap.add_argument("--chunk", type=int, default=None, help="difflab's denoiser evaluates a batch in parts of at most "
                     "this many examples (0: whole; default: the library's, denoisers.CPU_PART_NUMBERS)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (both sides on it; images come back to the CPU)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     a.nfe = (10, 20)
@@ -139,7 +141,8 @@ def main():
     specs = [f"{n}:{p}:{b}" for p in precisions for b in batches for n in nets]
     runs = alternate(__file__, specs, sys.argv[1:], a.rounds)
     rows = {spec: medians(rs, [f"nfe{n}" for n in a.nfe]) for spec, rs in runs.items()}
-    print(f"# sampling throughput (images/s), 1x28x28, {a.threads} threads, torch {torch.__version__}; median of "
+    where = torch.cuda.get_device_name(a.device) if a.device.startswith("cuda") else f"{a.threads} threads"
+    print(f"# sampling throughput (images/s) on {a.device}, 1x28x28, {where}, torch {torch.__version__}; median of "
           f"{a.rounds} round(s), each (network, precision, batch) in a fresh process; preset weights: "
           f"{a.run or 'fresh initialisation'}; difflab's parts: {'library default' if a.chunk is None else a.chunk or 'whole batch'}\n")
     print("| network | sampler at 10 / 20 NFE | precision | batch | 10 NFE | 20 NFE | difflab / diffusers (10; 20) |")

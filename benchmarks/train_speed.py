@@ -66,6 +66,11 @@ def matmul_peak(threads: int, n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 / best
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def child(kind: str, a) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
@@ -73,20 +78,21 @@ def child(kind: str, a) -> dict:
 
     import difflab as dl
 
+    device = torch.device(a.device)
     fn, net = make(kind, a)
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
-    net = net.to(memory_format=fmt)
+    net = net.to(device=device, memory_format=fmt)
     path = dl.paths.DiscreteVP.linear(1000)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, **({"foreach": True} if a.optim == "foreach" else
                                                           {"fused": True} if a.optim == "fused" else {"foreach": False}))
-    g = torch.Generator().manual_seed(0)
-    x0 = (torch.rand(a.batch, 1, a.size, a.size, generator=g) * 2 - 1).contiguous(memory_format=fmt)
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
+    g = torch.Generator(device).manual_seed(0)
+    x0 = (torch.rand(a.batch, 1, a.size, a.size, generator=g, device=device) * 2 - 1).contiguous(memory_format=fmt)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
     call = torch.compile(fn) if a.compile else fn
 
     def step():
-        t = torch.randint(1, 1001, (a.batch,), generator=g).float() / 1000
-        z = torch.randn(x0.shape, generator=g).contiguous(memory_format=fmt)
+        t = torch.randint(1, 1001, (a.batch,), generator=g, device=device).float() / 1000
+        z = torch.randn(x0.shape, generator=g, device=device).contiguous(memory_format=fmt)
         opt.zero_grad(set_to_none=True)
         for xs, ts, zs in zip(x0.chunk(a.micro), t.chunk(a.micro), z.chunk(a.micro)):  # the same gradient, summed by parts
             with autocast():
@@ -96,15 +102,22 @@ def child(kind: str, a) -> dict:
 
     t0 = time.perf_counter()
     step()
+    _sync(device)
     cold = time.perf_counter() - t0
     for _ in range(a.warmup - 1):
         step()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     for _ in range(a.steps):
         step()
+    _sync(device)
     secs = time.perf_counter() - t0
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":  # on a GPU the memory that matters is the device's: its peak during the timed steps
+        rss0, rss1 = 0, torch.cuda.max_memory_allocated(device) / 1024
     out = {"kind": kind, "params": sum(p.numel() for p in net.parameters()), "images_per_s": a.steps * a.batch / secs,
            "ms_per_step": 1000 * secs / a.steps, "peak_rss_mb": rss1 / 1024, "peak_growth_mb": (rss1 - rss0) / 1024,
            "first_step_s": cold}
@@ -149,11 +162,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=1, help="alternate the sides this many times; medians reported")
     ap.add_argument("--peak", action="store_true", help="the fraction of the float32 matmul peak the step reaches")
     ap.add_argument("--profile", action="store_true", help="each side's top operators by self CPU time")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (on a GPU, memory is the device's peak allocation)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         print(json.dumps(child(a.child, a)))
         return
+    if a.device != "cpu" and (a.profile or a.peak):
+        ap.error("--profile and --peak measure the CPU: run them with --device cpu")
     runs = alternate(__file__, ("difflab", "diffusers"), sys.argv[1:], a.rounds)
     rows = []
     for kind, rs in runs.items():
@@ -168,10 +184,12 @@ def main():
     levers = [name for name, on in (("channels-last", a.channels_last), (f"AdamW {a.optim}", a.optim != "plain"),
                                      ("bf16 autocast", a.bf16), ("torch.compile", a.compile),
                                      (f"{a.micro} micro-batches", a.micro > 1)) if on]
-    print(f"# training step, 1x{a.size}x{a.size}, batch {a.batch}, {a.threads} threads, torch {torch.__version__}"
+    where = torch.cuda.get_device_name(a.device) if a.device.startswith("cuda") else f"{a.threads} threads"
+    print(f"# training step on {a.device}, 1x{a.size}x{a.size}, batch {a.batch}, {where}, torch {torch.__version__}"
           f"{f', difflab on {a.patch}x{a.patch} patches' if a.patch > 1 else ''}; {', '.join(levers) or 'float32, no lever'}; "
           f"median of {a.rounds} round(s), each side in a fresh process\n")
-    print("| network | parameters | images/s | ms/step | peak RSS (MB) | RSS growth in the timed steps (MB) |")
+    memory = "peak GPU memory (MB) | growth (MB)" if a.device != "cpu" else "peak RSS (MB) | RSS growth in the timed steps (MB)"
+    print(f"| network | parameters | images/s | ms/step | {memory} |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['kind']} | {r['params']:,} | {r['images_per_s']:.0f} | {r['ms_per_step']:.0f} | {r['peak_rss_mb']:.0f} | {r['peak_growth_mb']:.0f} |")
