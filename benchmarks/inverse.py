@@ -56,6 +56,33 @@ def restore(run: Path, name: str, method: str, a, out: Path) -> dict:
             "seconds_per_image": seconds / a.n}
 
 
+def variant(run: Path, name: str, method: str, a) -> dict:
+    """A DPS variant on the same observations `restore` makes: `dps_unbounded` (the transform without its bound, as
+    difflab's dps was before it had one) or `chung` (Chung et al.'s Algorithm 1, `dl.inverse.chung_dps`, DDPM steps
+    on the run's grid at --steps, step --zeta)."""
+    import functools
+
+    from difflab.denoisers import clipped
+
+    r = Run.open(run)
+    request = RestoreRequest(method="dps", test_images=a.n, n=1, steps=a.steps, noise=a.noise, seed=a.seed, **TASKS[name])
+    request.check()
+    A, truth, y = r.kind.observations(r, request)
+    den, path = r.kind.raw_denoiser(r, clip=False)
+    how = r.kind._restore_settings(r, request)
+    if method == "chung":
+        how["sampler"] = functools.partial(dl.inverse.chung_dps, A=A, zeta=a.zeta)
+        cond = {"y": y}
+    else:
+        den = dl.inverse.dps(den, path, A, None, request.noise_std, scale=a.scale, bounded=False)
+        cond = {"observation": y}
+    den = clipped(den, *r.facts["range"])
+    t0 = time.perf_counter()
+    x, info = dl.sampling.sample_batched(den, path, len(y), tuple(r.facts["shape"]), seed=a.seed, batch_size=a.batch, cond=cond,
+                                         return_info=True, **how)
+    return {"x": x, "truth": truth, "observations": y, "nfe": info.nfe, "seconds_per_image": (time.perf_counter() - t0) / len(y)}
+
+
 def trained_sr(sr: Path, truth: torch.Tensor, a) -> dict:
     """The super-resolution stage given the 2x observations (block averages), at the same steps."""
     run = Run.open(sr)
@@ -80,7 +107,8 @@ def main() -> None:
     p.add_argument("--jump", type=int, default=5)
     p.add_argument("--resamples", type=int, default=3)
     p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--methods", default="pgdm,dps,repaint")
+    p.add_argument("--methods", default="pgdm,dps,repaint", help="also dps_unbounded and chung (Chung et al.'s Algorithm 1)")
+    p.add_argument("--zeta", type=float, default=3.0, help="chung's step (3: its best at 20 steps on exact posteriors)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=250)
     p.add_argument("--out", type=Path, default=Path("runs/inverse"))
@@ -92,12 +120,12 @@ def main() -> None:
     for name in a.tasks.split(","):
         methods = [m for m in a.methods.split(",") if m != "repaint" or TASKS[name]["task"] == "inpaint"]
         for method in methods:
-            res = restore(a.run, name, method, a, a.out)
+            res = variant(a.run, name, method, a) if method in ("dps_unbounded", "chung") else restore(a.run, name, method, a, a.out)
             if name not in pictures:  # the observation itself, enlarged: what a restoration must beat
                 seen = _seen(name, res["observations"])
                 pictures[name] = {"observation": seen, "truth": res["truth"]}
                 rows.append(_row(name, "the observation", {**res, "x": seen, "nfe": 0, "seconds_per_image": 0.0}, floor_images))
-            pictures[name][method] = res["x"]
+            pictures[name][method] = res["x"]  # (a variant's observations are the same: the same seed draws the same images)
             rows.append(_row(name, method, res, floor_images))
             print(json.dumps(rows[-1]), flush=True)
         if name == "sr2" and a.sr is not None:
