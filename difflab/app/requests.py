@@ -317,7 +317,7 @@ class RestoreRequest:
             raise ValueError(f"--resamples {self.resamples}, --jump {self.jump}: at most 100 resamples (RePaint uses 10)")
         if isinstance(self.blur, bool) or not isinstance(self.blur, (int, float)) or not (math.isfinite(self.blur)
                                                                                         and 0 < self.blur <= 1000):
-            raise ValueError(f"--blur {self.blur}: a Gaussian blur's width in pixels, > 0 and finite (1.0 is its default)")
+            raise ValueError(f"--blur {self.blur}: a Gaussian blur's width in pixels, above 0 and at most 1000 (1.0 is its default)")
         if self.factor > 1024:
             raise ValueError(f"--factor {self.factor}: super-resolution's factor divides the image's side (2 or 4 is usual)")
         if not (math.isfinite(self.noise_std) and 0 <= self.noise_std <= 10):
