@@ -69,7 +69,7 @@ def variant(run: Path, name: str, method: str, a) -> dict:
     request.check()
     A, truth, y = r.kind.observations(r, request)
     den, path = r.kind.raw_denoiser(r, clip=False)
-    how = r.kind._restore_settings(r, request)
+    how = r.kind.check_settings(r, None, a.steps, None).kwargs  # what restore --method dps samples with
     if method == "chung":
         how["sampler"] = functools.partial(dl.inverse.chung_dps, A=A, zeta=a.zeta)
         cond = {"y": y}

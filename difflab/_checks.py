@@ -7,6 +7,7 @@ what was wrong and how to fix it, instead of a shape error three calls deep.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 
 import torch
@@ -32,6 +33,11 @@ def choose(name: str, choices: Iterable[str], what: str) -> str:
     hint = difflib.get_close_matches(str(name), choices, n=1)
     did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
     raise ValueError(f"unknown {what} {name!r}; valid choices: {', '.join(choices)}.{did_you_mean}")
+
+
+def is_finite_number(value) -> bool:
+    """Whether `value` is a finite int or float (a bool is not a number here: JSON's true is no count)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_finite(x: Tensor, name: str) -> Tensor:

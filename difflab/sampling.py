@@ -48,17 +48,18 @@ def steps_for_nfe(sampler: str, nfe: int, **options) -> dict:
     nfe = int(nfe)
     if info.adaptive:
         raise ValueError(f"{sampler} is adaptive: set its tolerances (rtol, atol) instead of an NFE budget")
-    chosen = info.budget(nfe, options) if info.budget is not None else {"steps": 1}
-    steps, merged = chosen["steps"], {**options, **{k: v for k, v in chosen.items() if k != "steps"}}
-    if info.nfe(steps, merged) > nfe:
-        raise ValueError(f"--nfe {nfe}: {sampler}'s fewest steps cost {info.nfe(steps, merged)} network evaluations; give "
-                         f"--nfe {info.nfe(steps, merged)} or more, or a sampler that spends one per step (ddim, dpmpp_2m)")
     if info.budget is not None:
-        return chosen
-    steps = 1
-    while info.nfe(steps + 1, options) <= nfe:
-        steps += 1
-    return {"steps": steps}
+        chosen = info.budget(nfe, options)
+    else:
+        steps = 1
+        while info.nfe(steps + 1, options) <= nfe:
+            steps += 1
+        chosen = {"steps": steps}
+    cost = info.nfe(chosen["steps"], {**options, **{k: v for k, v in chosen.items() if k != "steps"}})
+    if cost > nfe:  # even the fewest steps cost more
+        raise ValueError(f"--nfe {nfe}: {sampler}'s fewest steps cost {cost} network evaluations; give --nfe {cost} or "
+                         "more, or a sampler that spends one per step (ddim, dpmpp_2m)")
+    return chosen
 
 
 def _check_options(sampler: str, options: dict) -> None:
@@ -233,9 +234,9 @@ class SamplerSpec:
 
 
 def _number(text: str):
-    for kind in (int, float):
+    for cast in (int, float):
         try:
-            return kind(text)
+            return cast(text)
         except ValueError:
             pass
     return {"true": True, "false": False}.get(text.lower(), text)

@@ -10,6 +10,9 @@ from typer.testing import CliRunner
 from difflab.cli import app
 
 runner = CliRunner()
+# --set values of a digits run small enough to train in a second (2 steps, one checkpoint, 3 DDIM steps to sample)
+TINY = ["model.channels=8", "model.channel_mult=[1]", "model.attention_levels=[]", "model.num_res_blocks=1", "train.steps=2",
+        "train.batch_size=16", "train.checkpoint_every=2", "train.log_every=1", "sample.sampler=ddim", "sample.steps=3"]
 
 
 def snapshot(*folders: Path) -> dict:

@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 import difflab as dl
+from _cli import TINY as _TINY
 from difflab.app.config import load_config
 from difflab.app.trainer import train
 from difflab.cli import app
@@ -21,8 +22,7 @@ from difflab.cli import app
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["model.channels=8", "model.channel_mult=[1]", "model.attention_levels=[]", "model.num_res_blocks=1", "train.steps=4",
-        "train.batch_size=16", "train.checkpoint_every=2", "sample.sampler=ddim", "sample.steps=3"]
+TINY = [*_TINY, "train.steps=4"]
 MIX = dl.oracles.GaussianMixture(means=[[-2.0, 0.0], [2.0, 1.0]], stds=[0.3, 0.5], weights=[0.3, 0.7])
 
 

@@ -12,13 +12,11 @@ import torch
 from PIL import Image
 
 import difflab as dl
-from _cli import one_error_line, refused, runner, snapshot
+from _cli import TINY, one_error_line, refused, runner, snapshot
 from difflab.app.config import load_config
 from difflab.app.trainer import train
 from difflab.cli import app
 
-TINY = ["model.channels=8", "model.channel_mult=[1]", "model.attention_levels=[]", "model.num_res_blocks=1", "train.steps=2",
-        "train.batch_size=16", "train.checkpoint_every=2", "train.log_every=1", "sample.sampler=ddim", "sample.steps=3"]
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +77,6 @@ def test_the_nfe_budget_is_never_exceeded(teacher, tmp_path):
             out=out)
     with pytest.raises(ValueError, match="cost 3"):
         dl.sampling.steps_for_nfe("ode_rk4", 2)
-    for name in dl.samplers.SAMPLERS:  # every sampler, within every budget it takes
-        about = dl.sampling.about(name)
-        if about.adaptive:
-            continue
-        for budget in range(about.nfe(1), 40):
-            chosen = dl.sampling.steps_for_nfe(name, budget)
-            assert about.nfe(chosen["steps"], {k: v for k, v in chosen.items() if k != "steps"}) <= budget, (name, budget)
     r = runner.invoke(app, ["sample", str(teacher), "--nfe", "3", "--sampler", "ode_heun", "--n", "2", "--out", str(out)])
     assert r.exit_code == 0 and int(np.load(out)["nfe"]) <= 3, r.output
 

@@ -12,14 +12,13 @@ import torch
 from typer.testing import CliRunner
 
 import difflab as dl
+from _cli import TINY
 from _cli import refused as _refused
 from _cli import snapshot as _snapshot
 from difflab.cli import app
 from difflab.config import load_config
 
 runner = CliRunner()
-TINY = ["model.channels=8", "model.channel_mult=[1]", "model.attention_levels=[]", "model.num_res_blocks=1", "train.steps=2",
-        "train.batch_size=16", "train.checkpoint_every=2", "train.log_every=1", "sample.sampler=ddim", "sample.steps=3"]
 
 
 @pytest.fixture(scope="module")

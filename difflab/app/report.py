@@ -21,6 +21,7 @@ import os
 import time
 from pathlib import Path
 
+from .._checks import is_finite_number
 from .folders import write_atomically
 
 __all__ = ["write_report", "render"]
@@ -170,7 +171,7 @@ def _training(run) -> str:
     speed = column("it_per_s")
     facts = [f"{int(steps[-1]):,} steps logged, last loss {loss[-1]:.4g}"]
     seconds = state.get("budget_seconds") if isinstance(state, dict) else None
-    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds) and seconds > 0:
+    if is_finite_number(seconds) and seconds > 0:
         facts.append(f"{seconds / 60:.1f} minutes of training" if seconds >= 60 else f"{seconds:.1f} s of training")
     if speed:
         facts.append(f"{sum(speed) / len(speed):.2f} steps/s on average")
@@ -320,8 +321,7 @@ def _checkpoints(run) -> str:
         state = state if isinstance(state, dict) else {}
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(ckpt.stat().st_mtime))
         seconds = state.get("budget_seconds")
-        number = isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
-        minutes = f"{seconds / 60:.1f}" if number else ""
+        minutes = f"{seconds / 60:.1f}" if is_finite_number(seconds) else ""
         cells = (ckpt.name, state.get("step", ""), minutes, f"{size / 1e6:.2f}", when)
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     if not rows:

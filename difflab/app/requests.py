@@ -14,7 +14,7 @@ import os
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
-from .._checks import choose
+from .._checks import choose, is_finite_number
 
 __all__ = ["Guidance", "SampleRequest", "EvalRequest", "BenchRequest", "RestoreRequest", "EditRequest", "sampling_settings", "labels_for", "check_fits",
            "MAX_STEPS", "MAX_GUIDANCE"]
@@ -315,8 +315,7 @@ class RestoreRequest:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.resamples > 100 or self.jump > MAX_STEPS:
             raise ValueError(f"--resamples {self.resamples}, --jump {self.jump}: at most 100 resamples (RePaint uses 10)")
-        if isinstance(self.blur, bool) or not isinstance(self.blur, (int, float)) or not (math.isfinite(self.blur)
-                                                                                        and 0 < self.blur <= 1000):
+        if not (is_finite_number(self.blur) and 0 < self.blur <= 1000):
             raise ValueError(f"--blur {self.blur}: a Gaussian blur's width in pixels, above 0 and at most 1000 (1.0 is its default)")
         if self.factor > 1024:
             raise ValueError(f"--factor {self.factor}: super-resolution's factor divides the image's side (2 or 4 is usual)")

@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._checks import choose
+from .._checks import choose, is_finite_number
 
 __all__ = ["FILE", "Settings", "settle", "sampling_settings", "record", "measured", "table", "check_table", "describe"]
 
@@ -68,10 +68,6 @@ def check_table(by_nfe: dict, where: str) -> dict[int, str]:
     return dict(sorted(out.items()))
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -85,7 +81,7 @@ def measured(folder: Path | None) -> dict:
         data = json.loads(file.read_text())
         check_table({k: v["spec"] for k, v in data["budgets"].items()}, FILE)
         if not (isinstance(data["quality"], str) and data["quality"].strip() and _count(data["n"]) and data["budgets"]
-                and all(_number(v["value"]) and _count(v.get("candidates", 1)) and (v.get("nfe") is None or _count(v["nfe"]))
+                and all(is_finite_number(v["value"]) and _count(v.get("candidates", 1)) and (v.get("nfe") is None or _count(v["nfe"]))
                         for v in data["budgets"].values())
                 and isinstance(data.get("floor"), (int, float, type(None)))):
             raise ValueError

@@ -32,6 +32,7 @@ def chung_dps(denoiser, path, x: Tensor, ts, *, A, y: Tensor, zeta: float = 1.0,
     (N, *shape) -> (N, ...), `y` one observation per example, `zeta` the step. Noise comes from `generator` (one,
     or one per example). Returns the samples (and the `SampleInfo` with `return_info`)."""
     from ..samplers._common import finish, start, steps_of
+    from ..samplers.ancestral import ddpm_step
 
     if not (math.isfinite(zeta) and zeta >= 0):
         raise ValueError(f"zeta must be >= 0 and finite, got {zeta}")
@@ -43,10 +44,8 @@ def chung_dps(denoiser, path, x: Tensor, ts, *, A, y: Tensor, zeta: float = 1.0,
             x0 = den(xt, batch_times(st.t, x), **cond)
             norm = (y.reshape(x.shape[0], -1) - A(x0).reshape(x.shape[0], -1)).norm(dim=1)  # per example
             grad, = torch.autograd.grad(norm.sum(), xt)
-        x = st.post_x0 * x0.detach() + st.post_xt * x.detach()  # DDPM's posterior mean given x0_hat
-        if st.s > 0:
-            x = x + math.sqrt(st.post_var) * randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x = x - zeta * grad
+        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if st.s > 0 else None
+        x = ddpm_step(x.detach(), x0.detach(), st, noise=noise) - zeta * grad
         if callback is not None:
             callback({"i": i, "t": st.t, "s": st.s, "x": x, "x0": x0.detach()})
     return finish(x.detach(), den, ts, return_info)

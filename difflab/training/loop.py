@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
+from .._checks import is_finite_number
 from .._random import derive_seed
 from . import distributed
 from .checkpoint import latest_checkpoint, load_tensors, load_weights, optimizer_from_files, read_state, save_checkpoint
@@ -229,7 +230,7 @@ def _fit(model, objective, data, run_dir, tc, info, device, resume_from, start_o
     end = tc.steps if stop_after is None else min(tc.steps, stop_after)
     budget = 60 * tc.max_minutes if tc.max_minutes > 0 else None
     t_start, t_log, s_log, loss_acc, n_acc, last_loss = time.time(), time.time(), step, 0.0, 0, float("nan")
-    if resume_from is not None and isinstance(state.get("last_loss"), (int, float)):
+    if resume_from is not None and is_finite_number(state.get("last_loss")):
         last_loss = float(state["last_loss"])  # a resumed run with nothing left to train still knows its last loss
     spent = budget_used / budget if budget else 0.0  # fraction of the budget used, agreed by all processes
     if spent >= 1:

@@ -726,8 +726,8 @@ class Diffusion(Kind):
         images = torch.stack([read_image(p, *shape) for p in request.images])
         if note:
             for p in request.images:
-                if image_size(p) != (shape[2], shape[1]):
-                    w, h = image_size(p)
+                w, h = image_size(p)
+                if (w, h) != (shape[2], shape[1]):
                     say(f"note: {p} is {w}x{h} pixels; it is edited resized to the run's {shape[2]}x{shape[1]} (bicubic"
                         + (", its proportions not kept)" if w * shape[1] != h * shape[2] else ")"))
         return images
